@@ -1,0 +1,135 @@
+"""Entry point: Hydra composes the config, ``run`` does the work; tests call ``run`` directly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from harness.config.schema import RunConfig, register_configs, to_run_config
+from harness.config.validate import validate
+from harness.errors import HarnessError
+from harness.paths import CONF_DIR
+
+log = logging.getLogger("harness")
+
+
+def set_offline(offline: bool) -> None:
+    """Keep every hub client off the network; must happen before they are imported."""
+    if offline:
+        for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            os.environ[key] = "1"
+
+
+def resolve_output_dir(run: RunConfig) -> Path:
+    """This run's directory: ``output_dir`` when set, else Hydra's run directory."""
+    if run.output_dir:
+        return Path(run.output_dir).resolve()
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir).resolve()
+    raise HarnessError("output_dir is not set and no Hydra run directory exists: set output_dir.")
+
+
+def run(cfg: DictConfig) -> int:
+    """Plan, load the engine once, evaluate every dataset, record everything.
+
+    Args:
+        cfg: the composed Hydra config (schema ``RunConfig``).
+
+    Returns:
+        The process exit code: 0 when every dataset succeeded, 1 when any failed.
+
+    Raises:
+        HarnessError: bad input, explained; raised before any model is loaded.
+    """
+    started = time.perf_counter()
+    run_cfg = to_run_config(cfg)
+    set_offline(run_cfg.offline)
+    validate(run_cfg)
+
+    from harness.results import RunDirectory
+    from harness.tasks import prepare_datasets
+
+    run_dir = RunDirectory(resolve_output_dir(run_cfg))
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    config_file = run_dir.write_config(OmegaConf.to_yaml(resolved))
+    datasets = prepare_datasets(run_cfg)
+
+    from harness.engines import build_engine
+    from harness.evaluate import evaluate_all
+    from harness.tracking import Tracker, flatten
+
+    tracker = Tracker(run_cfg.tracking)
+    model, strategy = run_cfg.model, run_cfg.strategy
+    tracker.start(
+        run_name=f"{model.name}/{strategy.name}",
+        params=dict(flatten(resolved)),
+        tags={"model": model.name, "strategy": strategy.name, "run_dir": str(run_dir.root)},
+    )
+    print(f"loading {model.name} ({strategy.name}) ...", flush=True)
+    load_start = time.perf_counter()
+    engine = build_engine(run_cfg)
+    load_time = time.perf_counter() - load_start
+    print(f"loaded {model.name} in {load_time:.1f}s", flush=True)
+    tracker.log_metrics({"load_time_s": load_time})
+    try:
+        outcomes = evaluate_all(engine, datasets, run_cfg, run_dir, tracker)
+        engine_facts = engine.describe()
+    finally:
+        engine.close()
+
+    failed = [o for o in outcomes if o.status != "ok"]
+    total_time = time.perf_counter() - started
+    summary: dict[str, Any] = {
+        "model": model.name,
+        "strategy": strategy.name,
+        "run_dir": str(run_dir.root),
+        "engine": engine_facts,
+        "load_time_s": round(load_time, 4),
+        "total_time_s": round(total_time, 4),
+        "datasets": {o.name: o.to_dict() for o in outcomes},
+        "failed": [o.name for o in failed],
+        "tracking": tracker.describe(),
+    }
+    summary_file = run_dir.write_summary(summary)
+    tracker.log_metrics({"total_time_s": total_time, "datasets_failed": float(len(failed))})
+    tracker.log_artifact(config_file)
+    tracker.log_artifact(summary_file)
+    tracker.end(failed=bool(failed))
+
+    from harness.report import format_summary
+
+    print(format_summary(summary), flush=True)
+    if failed:
+        print(
+            f"{len(failed)} of {len(outcomes)} datasets failed: "
+            + ", ".join(f"{o.name} ({o.error_type}: {o.error_message})" for o in failed),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_entry(cfg: DictConfig) -> None:
+    try:
+        code = run(cfg)
+    except HarnessError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        code = err.exit_code
+    if code:
+        sys.exit(code)
+
+
+def main() -> None:
+    """Console entry point (``harness`` and ``python -m harness``)."""
+    register_configs()
+    _hydra_entry()

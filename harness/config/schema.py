@@ -1,0 +1,198 @@
+"""The run's schema: one dataclass per config group, registered with Hydra's ConfigStore.
+
+Values live in conf/*.yaml; these classes give them types, so a misspelled key or a value of the
+wrong type fails when Hydra composes the run, naming the key. Closed sets of choices are str-valued
+Enums rather than ``Literal``: OmegaConf 2.3 rejects ``Literal`` annotations, while an Enum is
+checked at compose time with the allowed values listed in the error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from omegaconf import MISSING
+
+
+class EngineKind(StrEnum):
+    """Which engine serves the model."""
+
+    hf = "hf"
+    vllm = "vllm"
+
+
+class DType(StrEnum):
+    """Weight dtype as the engine loads it."""
+
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Device(StrEnum):
+    """Where the lightweight engine runs; ``auto`` picks CUDA when a GPU is visible."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class TrackingBackend(StrEnum):
+    """Where metrics go."""
+
+    mlflow = "mlflow"
+    none = "none"
+
+
+@dataclass
+class ModelConfig:
+    """Architecture facts of one model, enough to plan without the hub."""
+
+    name: str = MISSING
+    """Short name used in run names and MLflow (e.g. ``falcon_40b``)."""
+    pretrained: str = MISSING
+    """Hugging Face hub id, or a local directory (relative paths start at the project root)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit); None takes the default branch."""
+    num_params: int = MISSING
+    """Total parameter count (for MoE models, all experts)."""
+    num_layers: int = MISSING
+    """Transformer blocks."""
+    hidden_size: int = MISSING
+    """Width of the residual stream."""
+    num_attention_heads: int = MISSING
+    """Query heads per layer."""
+    num_kv_heads: int = MISSING
+    """Key/value heads per layer (fewer than query heads under GQA/MQA)."""
+    head_dim: int = MISSING
+    """Size of one attention head."""
+    vocab_size: int = MISSING
+    """Tokenizer vocabulary size."""
+    context_window: int = MISSING
+    """Longest sequence the model was trained for, in tokens."""
+    dtype: DType = DType.bfloat16
+    """Native dtype of the released weights."""
+    trust_remote_code: bool = False
+    """Run model code shipped with the checkpoint; off unless the model config turns it on."""
+
+
+@dataclass
+class StrategyConfig:
+    """How the model is deployed: engine, parallelism and batching."""
+
+    name: str = MISSING
+    """Short name used in run names and MLflow (e.g. ``tp4``)."""
+    engine: EngineKind = EngineKind.hf
+    """Engine kind: ``hf`` (lm-eval's Hugging Face model, one device) or ``vllm``."""
+    device: Device = Device.auto
+    """Device for the ``hf`` engine."""
+    dtype: DType = DType.auto
+    """Dtype to load weights in; ``auto`` uses the model's native dtype."""
+    tensor_parallel_size: int = 1
+    """GPUs each layer is split across."""
+    pipeline_parallel_size: int = 1
+    """Pipeline stages (layers split across GPUs or nodes)."""
+    data_parallel_size: int = 1
+    """Independent model replicas, each with tp x pp GPUs."""
+    batch_size: int = 32
+    """Requests per forward pass for the ``hf`` engine."""
+    max_model_len: int | None = None
+    """Longest sequence the engine accepts; None takes the model's context window."""
+
+
+@dataclass
+class TierConfig:
+    """Resources one job may use."""
+
+    name: str = MISSING
+    """Short name (e.g. ``local``, ``large``)."""
+    gpus_per_node: int = 0
+    """GPUs on each node."""
+    gpu_memory_gb: float = 0.0
+    """Memory of one GPU, in GB."""
+    host_memory_gb: float = 8.0
+    """Host memory for the job, in GB."""
+    cpus_per_task: int = 2
+    """CPU cores for the job."""
+    nodes: int = 1
+    """Nodes per job."""
+    time_limit_min: int = 60
+    """Wall-time limit of one job, in minutes."""
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset of the run: an lm-eval task (or group) and how to evaluate it."""
+
+    task: str = MISSING
+    """lm-eval task or group name (bundled, from a task path, or built into lm-eval)."""
+    num_fewshot: int | None = None
+    """Few-shot examples in each prompt; None keeps the task's own default."""
+    limit: float | None = None
+    """Evaluate only this many examples (a fraction when below 1); None evaluates all."""
+    task_path: str | None = None
+    """Extra folder of lm-eval task YAMLs this dataset needs (relative to the project root)."""
+
+
+@dataclass
+class TrackingConfig:
+    """Where the run's metrics and artifacts are recorded."""
+
+    backend: TrackingBackend = TrackingBackend.mlflow
+    """``mlflow`` or ``none``."""
+    uri: str = MISSING
+    """MLflow tracking URI: ``sqlite:///path.db``, a folder, or ``http://host:port``."""
+    experiment: str = "harness"
+    """MLflow experiment the runs go into."""
+    artifact_location: str | None = None
+    """Artifact root for a new experiment on a local store; None lets MLflow choose."""
+
+
+@dataclass
+class RunConfig:
+    """One run: a model deployed by a strategy on a tier, evaluated on datasets, tracked."""
+
+    model: ModelConfig = MISSING
+    """The model (config group ``model``)."""
+    strategy: StrategyConfig = MISSING
+    """The deployment (config group ``strategy``)."""
+    tier: TierConfig = MISSING
+    """The resources (config group ``tier``)."""
+    dataset: dict[str, DatasetConfig] = field(default_factory=dict)
+    """Datasets by name (config group ``dataset``; several with ``dataset=[a,b]``)."""
+    tracking: TrackingConfig = MISSING
+    """Tracking (config group ``tracking``)."""
+    task_paths: list[str] = field(default_factory=list)
+    """Extra folders of lm-eval task YAMLs, searched besides the bundled suite."""
+    outputs_root: str = "outputs"
+    """Folder for run directories and the local MLflow store."""
+    output_dir: str | None = None
+    """This run's directory; None uses Hydra's run directory."""
+    offline: bool = True
+    """Forbid hub downloads (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE); false lets them happen."""
+    seed: int | None = None
+    """One seed for lm-eval's python, numpy, torch and few-shot sampling; None keeps lm-eval's
+    own defaults (as its CLI does)."""
+    bootstrap_iters: int = 1000
+    """Bootstrap iterations lm-eval uses for stderr of non-mean metrics (0 turns them off)."""
+    log_samples: bool = False
+    """Also write lm-eval's per-sample records next to each dataset's result."""
+
+
+def register_configs() -> None:
+    """Store the schemas so every YAML in a group is checked against its dataclass."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=RunConfig)
+
+
+def to_run_config(cfg: Any) -> RunConfig:
+    """Turn a composed DictConfig into the typed RunConfig (interpolations resolved)."""
+    from omegaconf import OmegaConf
+
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, RunConfig)
+    return obj

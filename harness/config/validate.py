@@ -1,0 +1,142 @@
+"""Rules a run must satisfy before anything expensive starts, all reported at once."""
+
+from __future__ import annotations
+
+from harness.config.schema import EngineKind, RunConfig, TrackingBackend
+from harness.errors import ConfigError
+from harness.paths import resolve_project_path
+
+
+def validate(run: RunConfig) -> None:
+    """Check every rule of the run and raise one ConfigError listing all that fail.
+
+    Args:
+        run: the composed, typed run configuration.
+
+    Raises:
+        ConfigError: one or more rules are broken; each message names value, rule and fix.
+    """
+    problems: list[str] = []
+    problems += _check_strategy(run)
+    problems += _check_datasets(run)
+    problems += _check_model_source(run)
+    problems += _check_tracking(run)
+    if problems:
+        raise ConfigError(problems)
+
+
+def _check_strategy(run: RunConfig) -> list[str]:
+    s = run.strategy
+    problems = []
+    for key in (
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "data_parallel_size",
+        "batch_size",
+    ):
+        value = getattr(s, key)
+        if value < 1:
+            problems.append(
+                f"strategy.{key}={value}: must be at least 1. Fix: set strategy.{key}=1 or more."
+            )
+    if s.engine == EngineKind.hf:
+        sizes = (s.tensor_parallel_size, s.pipeline_parallel_size, s.data_parallel_size)
+        if any(v > 1 for v in sizes):
+            problems.append(
+                f"strategy '{s.name}': engine hf runs on one device, but asks for "
+                f"tp={sizes[0]} pp={sizes[1]} dp={sizes[2]}. Fix: use strategy.engine=vllm for "
+                "parallel deployments, or set all three sizes to 1."
+            )
+    elif s.engine == EngineKind.vllm:
+        problems.append(
+            f"strategy '{s.name}': engine vllm is not available in this version of harness yet. "
+            "Fix: use strategy=single (engine hf)."
+        )
+    if s.max_model_len is not None and s.max_model_len < 1:
+        problems.append(
+            f"strategy.max_model_len={s.max_model_len}: must be positive or null. "
+            "Fix: remove it to use the model's context window."
+        )
+    return problems
+
+
+def _check_datasets(run: RunConfig) -> list[str]:
+    if not run.dataset:
+        return [
+            "dataset: no dataset selected. Fix: pick at least one, e.g. dataset=[arith_mc] "
+            "(options are the files in conf/dataset/)."
+        ]
+    problems = []
+    for name, ds in run.dataset.items():
+        if not ds.task:
+            problems.append(f"dataset.{name}.task is empty. Fix: name an lm-eval task or group.")
+        if ds.num_fewshot is not None and ds.num_fewshot < 0:
+            problems.append(
+                f"dataset.{name}.num_fewshot={ds.num_fewshot}: must be 0 or more. "
+                "Fix: use 0 for zero-shot, or null for the task's default."
+            )
+        if ds.limit is not None and ds.limit <= 0:
+            problems.append(
+                f"dataset.{name}.limit={ds.limit}: must be positive (a count, or a fraction "
+                "below 1). Fix: use null to evaluate every example."
+            )
+        if ds.task_path is not None and not resolve_project_path(ds.task_path).is_dir():
+            problems.append(
+                f"dataset.{name}.task_path={ds.task_path!r}: no such folder "
+                f"({resolve_project_path(ds.task_path)}). Fix: point it at a folder of lm-eval "
+                "task YAMLs (relative paths start at the project root)."
+            )
+    for path in run.task_paths:
+        if not resolve_project_path(path).is_dir():
+            problems.append(
+                f"task_paths entry {path!r}: no such folder ({resolve_project_path(path)}). "
+                "Fix: point it at a folder of lm-eval task YAMLs."
+            )
+    return problems
+
+
+def _looks_local(pretrained: str) -> bool:
+    return pretrained.startswith(("/", ".", "~")) or pretrained.count("/") != 1
+
+
+def _check_model_source(run: RunConfig) -> list[str]:
+    m = run.model
+    local = resolve_project_path(m.pretrained)
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            return [
+                f"model.pretrained={m.pretrained!r}: folder {local} has no config.json, so it is "
+                "not a Hugging Face model folder. Fix: point it at a folder saved with "
+                "save_pretrained()."
+            ]
+        return []
+    if _looks_local(m.pretrained):
+        return [
+            f"model.pretrained={m.pretrained!r}: no such folder ({local}). Fix: point it at a "
+            "model folder (relative paths start at the project root) or a hub id like org/name."
+        ]
+    if run.offline and not _in_hub_cache(m.pretrained, m.revision):
+        return [
+            f"model '{m.name}': weights {m.pretrained!r} are not in the local Hugging Face cache "
+            "and offline=true forbids downloading them. Fix: run once with offline=false where "
+            f"the hub is reachable, or `huggingface-cli download {m.pretrained}` beforehand, "
+            "or set model.pretrained to a local folder."
+        ]
+    return []
+
+
+def _in_hub_cache(repo_id: str, revision: str | None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    return isinstance(found, str)
+
+
+def _check_tracking(run: RunConfig) -> list[str]:
+    t = run.tracking
+    if t.backend == TrackingBackend.mlflow and not t.uri:
+        return [
+            "tracking.uri is empty while tracking.backend=mlflow. Fix: set tracking.uri, or "
+            "choose tracking=local (SQLite under outputs/) or tracking=none."
+        ]
+    return []

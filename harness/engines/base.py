@@ -1,0 +1,82 @@
+"""The engine contract: what the evaluation loop needs from any way of serving a model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Engine(Protocol):
+    """A model loaded once and kept resident while every dataset is evaluated."""
+
+    lm: Any
+    """The lm-eval ``LM`` instance handed to ``lm_eval.simple_evaluate``."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the loaded engine (kind, device, dtype, parallel sizes) for the record."""
+        ...
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens in ``texts`` under the model's tokenizer, without special tokens."""
+        ...
+
+    def close(self) -> None:
+        """Free the model (and its device memory); the engine is unusable afterwards."""
+        ...
+
+
+_REQUEST_TYPES = ("loglikelihood", "loglikelihood_rolling", "generate_until")
+
+
+@dataclass
+class RequestMeter:
+    """Counts requests and tokens that lm-eval sends through an engine's ``lm``."""
+
+    requests: int = 0
+    """Requests served since the last reset."""
+    prompt_tokens: int = 0
+    """Tokens the model read (contexts and scored continuations)."""
+    generated_tokens: int = 0
+    """Tokens the model produced (generate_until outputs)."""
+    by_type: dict[str, int] = field(default_factory=dict)
+    """Requests per lm-eval request type."""
+
+    def reset(self) -> None:
+        self.requests = self.prompt_tokens = self.generated_tokens = 0
+        self.by_type = {}
+
+    def record(
+        self,
+        request_type: str,
+        requests: Sequence[Any],
+        outputs: Sequence[Any],
+        count_tokens: Callable[[Sequence[str]], int],
+    ) -> None:
+        self.requests += len(requests)
+        self.by_type[request_type] = self.by_type.get(request_type, 0) + len(requests)
+        if request_type == "generate_until":
+            self.prompt_tokens += count_tokens([r.args[0] for r in requests])
+            self.generated_tokens += count_tokens([o for o in outputs if isinstance(o, str)])
+        else:
+            # loglikelihood args are (context, continuation); rolling args are (text,).
+            self.prompt_tokens += count_tokens([a for r in requests for a in r.args[:2]])
+
+
+def attach_meter(lm: Any, count_tokens: Callable[[Sequence[str]], int]) -> RequestMeter:
+    """Wrap the request methods of one ``lm`` instance so every call is counted.
+
+    lm-eval dispatches with ``getattr(lm, request_type)(requests)``, so instance attributes
+    shadow the class methods without touching the class.
+    """
+    meter = RequestMeter()
+    for request_type in _REQUEST_TYPES:
+        original = getattr(lm, request_type)
+
+        def metered(requests, *args, _original=original, _type=request_type, **kwargs):
+            outputs = _original(requests, *args, **kwargs)
+            meter.record(_type, requests, outputs, count_tokens)
+            return outputs
+
+        setattr(lm, request_type, metered)
+    return meter

@@ -1,0 +1,138 @@
+"""Find each dataset's lm-eval task and load its data, before any model is loaded.
+
+Indexing lm-eval's 14,685 built-in task configs takes about 10 s, so the bundled suite and the
+user's task folders are indexed first, and the built-ins only when a dataset asks for one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config.schema import DatasetConfig, RunConfig
+from harness.errors import TaskError, did_you_mean
+from harness.paths import PLUGINS_DIR, resolve_project_path
+
+log = logging.getLogger(__name__)
+
+BUNDLED_TASKS_DIR = PLUGINS_DIR / "tasks"
+
+
+@dataclass
+class PreparedDataset:
+    """A dataset whose lm-eval task is built and whose data is loaded."""
+
+    name: str
+    """Key of the dataset in the run config."""
+    config: DatasetConfig
+    """The dataset's settings."""
+    task: Any
+    """The lm-eval Task or Group (or, for a tag, a list of Tasks) handed to ``simple_evaluate``."""
+    builtin: bool
+    """Whether the task comes from lm-eval's own task folder."""
+    manager: Any
+    """The TaskManager that built the task; reused so lm-eval does not index its built-ins again."""
+
+
+def task_folders(run: RunConfig) -> list[Path]:
+    """The bundled suite, then the run's extra task paths, then each dataset's own."""
+    folders = [BUNDLED_TASKS_DIR]
+    folders += [resolve_project_path(p) for p in run.task_paths]
+    folders += [resolve_project_path(d.task_path) for d in run.dataset.values() if d.task_path]
+    unique: list[Path] = []
+    for folder in folders:
+        if folder not in unique:
+            unique.append(folder)
+    return unique
+
+
+def build_task_manager(folders: list[Path], wanted: list[str]) -> Any:
+    """A TaskManager over our folders, widened to lm-eval's built-ins only if needed."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=[str(f) for f in folders], include_defaults=False)
+    if all(name in manager.all_tasks for name in wanted):
+        return manager
+    log.info("indexing lm-eval's built-in tasks (about 10 s)")
+    return TaskManager(include_path=[str(f) for f in folders], include_defaults=True)
+
+
+def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
+    """Build every dataset's task and load its data; report all failures at once.
+
+    Raises:
+        TaskError: a task is unknown or its data cannot be loaded; the message lists each
+            dataset's problem and its fix.
+    """
+    folders = task_folders(run)
+    manager = build_task_manager(folders, [d.task for d in run.dataset.values()])
+    problems: list[str] = []
+    prepared: dict[str, PreparedDataset] = {}
+    for name, ds in run.dataset.items():
+        if ds.task not in manager.all_tasks:
+            problems.append(
+                f"dataset '{name}': lm-eval has no task or group named {ds.task!r} (searched "
+                f"lm-eval's built-ins and {', '.join(str(f) for f in folders)})."
+                f"{did_you_mean(ds.task, manager.all_tasks)} Fix: correct dataset.{name}.task, "
+                "or add the folder holding its YAML to task_paths."
+            )
+            continue
+        entry = manager.task_index[ds.task]
+        builtin = _is_builtin(entry.yaml_path)
+        try:
+            loaded = manager.load([ds.task])
+        except Exception as err:  # any loader failure becomes this dataset's explained error
+            problems.append(_explain_load_failure(name, ds.task, entry, builtin, run.offline, err))
+            continue
+        # A tag names several tasks at once: keep them all.
+        task = (
+            loaded["groups"].get(ds.task)
+            or loaded["tasks"].get(ds.task)
+            or list(loaded["tasks"].values())
+        )
+        prepared[name] = PreparedDataset(name, ds, task, builtin, manager)
+    if problems:
+        noun = "dataset" if len(problems) == 1 else "datasets"
+        raise TaskError(
+            f"{len(problems)} {noun} cannot be evaluated:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
+    return prepared
+
+
+def _is_builtin(yaml_path: Path | None) -> bool:
+    import lm_eval.tasks
+
+    if yaml_path is None:
+        return False
+    return Path(lm_eval.tasks.__file__).parent in Path(yaml_path).resolve().parents
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _explain_load_failure(
+    name: str, task: str, entry: Any, builtin: bool, offline: bool, err: BaseException
+) -> str:
+    if builtin:
+        hub = (entry.cfg or {}).get("dataset_path") or "its Hugging Face dataset"
+        if offline:
+            return (
+                f"dataset '{name}': lm-eval task {task!r} needs {hub!r} from the Hugging Face "
+                "hub, which is not in the local datasets cache, and offline=true forbids "
+                f"downloading it ({_first_line(err)}). Fix: run once with offline=false where the "
+                "hub is reachable, to fill the cache (~/.cache/huggingface), or copy that cache "
+                "here and point HF_HOME at it; the bundled datasets need no network."
+            )
+        return (
+            f"dataset '{name}': lm-eval task {task!r} could not load {hub!r} "
+            f"({_first_line(err)}). Fix: check network access to the Hugging Face hub."
+        )
+    return (
+        f"dataset '{name}': task {task!r} ({entry.yaml_path}) could not load its data: "
+        f"{_first_line(err)}"
+    )

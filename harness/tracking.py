@@ -1,0 +1,150 @@
+"""MLflow tracking: one parent run per (model, strategy), one child run per dataset.
+
+Tracking never ends an evaluation: any MLflow failure logs a warning and turns tracking off
+for the rest of the run, while results keep going to the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from harness.config.schema import TrackingBackend, TrackingConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# An unreachable server must cost seconds, not MLflow's default minutes of retries.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """``{"model": {"name": "x"}}`` -> ``("model.name", "x")``; stable names for MLflow params."""
+    if isinstance(tree, dict):
+        for key in sorted(tree):
+            yield from flatten(tree[key], f"{prefix}{key}.")
+    elif isinstance(tree, list):
+        yield prefix[:-1], ",".join(str(v) for v in tree)
+    else:
+        yield prefix[:-1], str(tree)
+
+
+def local_uri(uri: str) -> str:
+    """Make a relative SQLite or folder URI absolute, so it means the same from any cwd."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri.removeprefix("sqlite:///")).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if "://" not in uri:
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+class Tracker:
+    """Records a run in MLflow through ``MlflowClient`` (no global active-run state)."""
+
+    def __init__(self, config: TrackingConfig) -> None:
+        self.config = config
+        self.enabled = config.backend == TrackingBackend.mlflow
+        self.client: Any = None
+        self.parent_id: str | None = None
+        self.experiment_id: str | None = None
+        self.uri = local_uri(config.uri) if self.enabled else ""
+
+    def _safe(self, what: str, fn: Callable[[], T]) -> T | None:
+        if not self.enabled:
+            return None
+        try:
+            return fn()
+        except Exception as err:  # tracking must never end the evaluation
+            log.warning(
+                "MLflow %s failed (%s: %s); tracking is off for the rest of this run, "
+                "results are still written to the run directory",
+                what,
+                type(err).__name__,
+                str(err).splitlines()[0] if str(err) else "",
+            )
+            self.enabled = False
+            return None
+
+    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> None:
+        """Open the parent run (creating the experiment if needed) and log the params."""
+        for key, value in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        self._safe("start", lambda: self._start(run_name, params, tags))
+
+    def _start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> None:
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.uri)
+        experiment = self.client.get_experiment_by_name(self.config.experiment)
+        if experiment is None:
+            location = self.config.artifact_location
+            self.experiment_id = self.client.create_experiment(
+                self.config.experiment,
+                artifact_location=Path(location).resolve().as_uri() if location else None,
+            )
+        else:
+            self.experiment_id = experiment.experiment_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        self.parent_id = run.info.run_id
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.parent_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], run_id: str | None = None) -> None:
+        """Log metrics (step 0) to a run, the parent by default."""
+        self._safe("log_metrics", lambda: self._log_metrics(metrics, run_id or self.parent_id))
+
+    def _log_metrics(self, metrics: dict[str, float], run_id: str | None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        items = [Metric(k, float(v), stamp, 0) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i : i + 1000])
+
+    def child(self, name: str, params: dict[str, str], tags: dict[str, str]) -> str | None:
+        """Open a child run under the parent; returns its id (None when tracking is off)."""
+        return self._safe("child run", lambda: self._child(name, params, tags))
+
+    def _child(self, name: str, params: dict[str, str], tags: dict[str, str]) -> str:
+        from mlflow.entities import Param
+
+        assert self.parent_id is not None
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={"mlflow.parentRunId": self.parent_id, **tags},
+        )
+        if params:
+            self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+        return str(run.info.run_id)
+
+    def set_tags(self, tags: dict[str, str], run_id: str | None = None) -> None:
+        target = run_id or self.parent_id
+        self._safe("set_tag", lambda: [self.client.set_tag(target, k, v) for k, v in tags.items()])
+
+    def log_artifact(self, path: Path, run_id: str | None = None) -> None:
+        target = run_id or self.parent_id
+        self._safe("log_artifact", lambda: self.client.log_artifact(target, str(path)))
+
+    def end(self, run_id: str | None = None, failed: bool = False) -> None:
+        """Mark a run (the parent by default) finished or failed."""
+        target = run_id or self.parent_id
+        status = "FAILED" if failed else "FINISHED"
+        self._safe("end run", lambda: self.client.set_terminated(target, status=status))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "uri": self.uri,
+            "experiment_id": self.experiment_id,
+            "run_id": self.parent_id,
+        }

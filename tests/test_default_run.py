@@ -1,0 +1,123 @@
+"""The embedded default, end to end in a subprocess: results on disk and in MLflow agree."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BUNDLED_TASKS, run_harness
+
+pytestmark = pytest.mark.slow
+
+# Chance level of each bundled task's headline metric and the margin the trained model must
+# clear (README, "The bundled model"). For bits_per_byte lower is better: chance is a uniform
+# guess over the tokenizer's vocabulary, log2(vocab) bits per character.
+CHANCE = {
+    "arith_mc": ("acc", 0.25),
+    "compare_mc": ("acc", 0.5),
+    "reverse_gen": ("exact_match", 0.0),
+    "successor_gen": ("exact_match", 0.0),
+}
+MARGIN = 0.3
+BPB_MAX_FRACTION_OF_CHANCE = 0.6
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """One `python -m harness` with no arguments but a fresh outputs folder."""
+    tmp = tmp_path_factory.mktemp("default")
+    start = time.perf_counter()
+    proc = run_harness([f"outputs_root={tmp / 'outputs'}"], tmp)
+    wall = time.perf_counter() - start
+    print(f"default run wall time: {wall:.1f}s")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = list((tmp / "outputs" / "runs").iterdir())
+    assert len(runs) == 1
+    return {"dir": runs[0], "proc": proc, "outputs": tmp / "outputs", "wall": wall}
+
+
+def load_results(run_dir: Path) -> dict[str, dict]:
+    return {t: json.loads((run_dir / "results" / f"{t}.json").read_text()) for t in BUNDLED_TASKS}
+
+
+def test_default_run_writes_lm_eval_results(default_run):
+    results = load_results(default_run["dir"])
+    for task, result in results.items():
+        assert task in result["results"]
+        for key in ("configs", "versions", "n-shot", "higher_is_better", "n-samples"):
+            assert key in result, f"{task}: lm-eval result lacks {key!r}"
+    summary = json.loads((default_run["dir"] / "summary.json").read_text())
+    assert summary["failed"] == []
+    assert summary["load_time_s"] > 0
+    for task in BUNDLED_TASKS:
+        d = summary["datasets"][task]
+        assert d["status"] == "ok"
+        assert d["eval_time_s"] > 0
+        assert d["requests"] > 0 and d["requests_per_s"] > 0 and d["tokens_per_s"] > 0
+    config = (default_run["dir"] / "config.yaml").read_text()
+    assert "tiny_char" in config and "${" not in config
+
+
+def test_default_run_prints_progress_and_table(default_run):
+    out = default_run["proc"].stdout
+    for i, task in enumerate(BUNDLED_TASKS, start=1):
+        assert f"[{i}/5] {task} ..." in out
+        assert f"[{i}/5] {task} ok in " in out
+    assert "dataset" in out and "tok/s" in out
+    assert "Traceback" not in default_run["proc"].stderr
+
+
+def test_mlflow_matches_results(default_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{default_run['outputs'] / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("harness")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.run_name == "tiny_char/single"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["model.name"] == "tiny_char"
+    assert parent.data.params["strategy.name"] == "single"
+    assert parent.data.params["dataset.arith_mc.task"] == "arith_mc"
+    assert parent.data.metrics["load_time_s"] > 0
+    assert sorted(c.info.run_name for c in children) == sorted(BUNDLED_TASKS)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+
+    results = load_results(default_run["dir"])
+    by_name = {c.info.run_name: c for c in children}
+    compared = 0
+    for task, result in results.items():
+        for key, value in result["results"][task].items():
+            if "," not in key or not isinstance(value, int | float):
+                continue
+            metric, _, filt = key.partition(",")
+            name = metric if filt == "none" else f"{metric}/{filt}"
+            assert parent.data.metrics[f"{task}/{name}"] == pytest.approx(value, rel=1e-12)
+            assert by_name[task].data.metrics[name] == pytest.approx(value, rel=1e-12)
+            compared += 1
+        assert by_name[task].data.metrics["eval_time_s"] > 0
+        artifacts = [a.path for a in client.list_artifacts(by_name[task].info.run_id)]
+        assert f"{task}.json" in artifacts
+    assert compared >= 10
+    parent_artifacts = [a.path for a in client.list_artifacts(parent.info.run_id)]
+    assert "config.yaml" in parent_artifacts and "summary.json" in parent_artifacts
+
+
+def test_trained_model_beats_chance(default_run):
+    results = load_results(default_run["dir"])
+    for task, (metric, chance) in CHANCE.items():
+        score = results[task]["results"][task][f"{metric},none"]
+        assert score >= chance + MARGIN, f"{task} {metric}={score} vs chance {chance}"
+    vocab = json.loads(
+        (Path(__file__).parents[1] / "plugins/models/tiny_char/config.json").read_text()
+    )["vocab_size"]
+    import math
+
+    bpb = results["story_ppl"]["results"]["story_ppl"]["bits_per_byte,none"]
+    assert bpb <= BPB_MAX_FRACTION_OF_CHANCE * math.log2(vocab), bpb

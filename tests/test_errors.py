@@ -1,0 +1,73 @@
+"""Bad names and missing data end with a clear message, no traceback, and no model loaded."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from harness.paths import PLUGINS_DIR
+from tests.conftest import run_harness
+
+pytestmark = pytest.mark.slow
+
+
+def assert_clean_failure(proc, *needles: str) -> None:
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text[-2000:]
+    assert "Traceback" not in text, text[-4000:]
+    assert "loading tiny_char" not in proc.stdout, "the model was loaded before the error"
+    for needle in needles:
+        assert needle in text, f"{needle!r} not in:\n{text[-3000:]}"
+
+
+def test_unknown_model_name(tmp_path):
+    proc = run_harness(["model=falcon_41b"], tmp_path)
+    assert_clean_failure(proc, "Could not find 'model/falcon_41b'", "tiny_char")
+
+
+def test_unknown_dataset_name(tmp_path):
+    proc = run_harness(["dataset=[arith_mc,hellaswagg]"], tmp_path)
+    assert_clean_failure(proc, "Could not find 'dataset/hellaswagg'", "hellaswag")
+
+
+def test_unknown_task_name_suggests_the_closest(tmp_path):
+    proc = run_harness(
+        ["dataset=[arith_mc]", "dataset.arith_mc.task=arith_mcc", "tracking=none"], tmp_path
+    )
+    assert_clean_failure(proc, "'arith_mcc'", "Did you mean 'arith_mc'")
+
+
+def test_missing_data_file(tmp_path):
+    tasks = tmp_path / "mytasks"
+    shutil.copytree(PLUGINS_DIR / "tasks" / "synth", tasks)
+    for yaml_file in tasks.glob("*.yaml"):  # rename so they do not shadow the bundled tasks
+        text = yaml_file.read_text().replace(
+            f"task: {yaml_file.stem}", f"task: my_{yaml_file.stem}"
+        )
+        yaml_file.write_text(text)
+    (tasks / "data" / "compare_mc.jsonl").unlink()
+    proc = run_harness(
+        [
+            "dataset=[arith_mc]",
+            "+dataset.mine.task=my_compare_mc",
+            f"task_paths=[{tasks}]",
+            "tracking=none",
+        ],
+        tmp_path,
+    )
+    assert_clean_failure(proc, "dataset 'mine'", "compare_mc.jsonl", "generate_data.py")
+
+
+def test_builtin_task_without_cached_data_offline(tmp_path):
+    proc = run_harness(["dataset=[arith_mc,arc_easy]", "tracking=none"], tmp_path, timeout=300)
+    assert_clean_failure(
+        proc, "dataset 'arc_easy'", "allenai/ai2_arc", "offline=false", "not in the local"
+    )
+
+
+def test_every_problem_reported_at_once(tmp_path):
+    proc = run_harness(
+        ["strategy.batch_size=0", "dataset.arith_mc.limit=0", "tracking=none"], tmp_path
+    )
+    assert_clean_failure(proc, "2 configuration problems", "strategy.batch_size=0", "limit=0")
