@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,8 +54,12 @@ class Tracker:
         self.parent_id: str | None = None
         self.experiment_id: str | None = None
         self.uri = local_uri(config.uri) if self.enabled else ""
+        self._starting: threading.Thread | None = None
 
     def _safe(self, what: str, fn: Callable[[], T]) -> T | None:
+        if self._starting is not None and self._starting is not threading.current_thread():
+            self._starting.join()
+            self._starting = None
         if not self.enabled:
             return None
         try:
@@ -71,10 +76,22 @@ class Tracker:
             return None
 
     def start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> None:
-        """Open the parent run (creating the experiment if needed) and log the params."""
+        """Open the parent run (creating the experiment if needed) and log the params.
+
+        This runs in a background thread, overlapping the model load: importing MLflow and
+        creating a fresh SQLite store take seconds. Every later call waits for it first.
+        """
+        if not self.enabled:
+            return
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
-        self._safe("start", lambda: self._start(run_name, params, tags))
+        self._starting = threading.Thread(
+            target=self._safe,
+            args=("start", lambda: self._start(run_name, params, tags)),
+            name="mlflow-start",
+            daemon=True,
+        )
+        self._starting.start()
 
     def _start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> None:
         from mlflow.entities import Param
@@ -142,6 +159,7 @@ class Tracker:
         self._safe("end run", lambda: self.client.set_terminated(target, status=status))
 
     def describe(self) -> dict[str, Any]:
+        self._safe("describe", lambda: None)  # waits for start() to settle
         return {
             "enabled": self.enabled,
             "uri": self.uri,

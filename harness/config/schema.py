@@ -58,6 +58,8 @@ class ModelConfig:
     """Hub revision (branch, tag or commit); None takes the default branch."""
     num_params: int = MISSING
     """Total parameter count (for MoE models, all experts)."""
+    num_active_params: int | None = None
+    """Parameters used per token, for mixture-of-experts models; None for dense models."""
     num_layers: int = MISSING
     """Transformer blocks."""
     hidden_size: int = MISSING
