@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.config.schema import RunConfig, register_configs, to_run_config
 from harness.config.validate import validate
-from harness.errors import HarnessError
+from harness.errors import ConfigError, HarnessError
 from harness.paths import CONF_DIR
 
 log = logging.getLogger("harness")
@@ -131,5 +131,11 @@ def _hydra_entry(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point (``harness`` and ``python -m harness``)."""
+    from harness.config.groups import check_group_choices
+
+    problems = check_group_choices(sys.argv[1:])
+    if problems:
+        print(f"error: {ConfigError(problems)}", file=sys.stderr)
+        sys.exit(2)
     register_configs()
     _hydra_entry()

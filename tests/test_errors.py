@@ -23,12 +23,12 @@ def assert_clean_failure(proc, *needles: str) -> None:
 
 def test_unknown_model_name(tmp_path):
     proc = run_harness(["model=falcon_41b"], tmp_path)
-    assert_clean_failure(proc, "Could not find 'model/falcon_41b'", "tiny_char")
+    assert_clean_failure(proc, "model=falcon_41b", "Did you mean 'falcon_40b'", "tiny_char")
 
 
 def test_unknown_dataset_name(tmp_path):
     proc = run_harness(["dataset=[arith_mc,hellaswagg]"], tmp_path)
-    assert_clean_failure(proc, "Could not find 'dataset/hellaswagg'", "hellaswag")
+    assert_clean_failure(proc, "dataset=hellaswagg", "Did you mean 'hellaswag'", "arith_mc")
 
 
 def test_unknown_task_name_suggests_the_closest(tmp_path):
@@ -47,11 +47,15 @@ def test_missing_data_file(tmp_path):
         )
         yaml_file.write_text(text)
     (tasks / "data" / "compare_mc.jsonl").unlink()
+    conf = tmp_path / "conf" / "dataset"
+    conf.mkdir(parents=True)
+    (conf / "mine.yaml").write_text(
+        f"# @package dataset.mine\ntask: my_compare_mc\ntask_path: {tasks}\n"
+    )
     proc = run_harness(
         [
-            "dataset=[arith_mc]",
-            "+dataset.mine.task=my_compare_mc",
-            f"task_paths=[{tasks}]",
+            f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+            "dataset=[arith_mc,mine]",
             "tracking=none",
         ],
         tmp_path,
