@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config.schema import RunConfig, register_configs, to_run_config
-from harness.config.validate import validate
 from harness.errors import ConfigError, HarnessError
 from harness.paths import CONF_DIR
+from harness.plan import Plan
 
 log = logging.getLogger("harness")
 
@@ -38,6 +39,40 @@ def resolve_output_dir(run: RunConfig) -> Path:
     raise HarnessError("output_dir is not set and no Hydra run directory exists: set output_dir.")
 
 
+def make_checked_plan(run_cfg: RunConfig) -> Plan:
+    """Validate the run and plan its deployment; print the plan.
+
+    In plan-only mode the plan is also written to ``plan.json`` and its problems printed; in a
+    real run every problem (config, deployment, memory fit, this node's GPUs) is raised at once.
+    """
+    from harness.autoplan import plan_run
+    from harness.config.rules import plannable
+    from harness.config.validate import config_problems, engine_problems
+    from harness.report import format_plan
+
+    problems = config_problems(run_cfg, will_run=not run_cfg.plan_only)
+    plan = plan_run(replace(run_cfg, strategy=plannable(run_cfg.strategy)))
+    plan.problems = problems + plan.problems
+    print(format_plan(plan), flush=True)
+    if run_cfg.plan_only:
+        from harness.results import write_json_atomic
+
+        path = resolve_output_dir(run_cfg) / "plan.json"
+        write_json_atomic(path, plan.to_dict())
+        print(f"plan written to {path}", flush=True)
+        return plan
+    problems = list(plan.problems)
+    problems += engine_problems(plan.engine, plan.strategy)
+    if plan.device == "cuda":
+        from harness.hardware import detect_gpus, hardware_problems
+
+        on_node = min(plan.gpus_needed, max(run_cfg.tier.gpus_per_node, 1))
+        problems += hardware_problems(plan.device, on_node, detect_gpus())
+    if problems:
+        raise ConfigError(problems)
+    return plan
+
+
 def run(cfg: DictConfig) -> int:
     """Plan, load the engine once, evaluate every dataset, record everything.
 
@@ -45,7 +80,8 @@ def run(cfg: DictConfig) -> int:
         cfg: the composed Hydra config (schema ``RunConfig``).
 
     Returns:
-        The process exit code: 0 when every dataset succeeded, 1 when any failed.
+        The process exit code: 0 when every dataset succeeded, 1 when any failed; in plan-only
+        mode 0 when the plan fits and 1 when it does not.
 
     Raises:
         HarnessError: bad input, explained; raised before any model is loaded.
@@ -53,7 +89,11 @@ def run(cfg: DictConfig) -> int:
     started = time.perf_counter()
     run_cfg = to_run_config(cfg)
     set_offline(run_cfg.offline)
-    validate(run_cfg)
+    plan = make_checked_plan(run_cfg)
+    if run_cfg.plan_only:
+        return 0 if plan.fits else 1
+    assert plan.resolved is not None
+    run_cfg.strategy = plan.resolved  # what strategy=auto chose
 
     from harness.results import RunDirectory
     from harness.tasks import prepare_datasets

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.plan import Plan
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -30,3 +33,50 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"load {summary['load_time_s']:.1f}s | total {summary['total_time_s']:.1f}s"
     )
     return "\n".join([head, *lines, f"results: {summary['run_dir']}"])
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan as a small table, then its explanation, notes and problems."""
+    m = plan.memory
+    unit = "per GPU" if plan.device == "cuda" else "of host memory"
+    verdict = "FITS" if plan.fits else "DOES NOT FIT"
+    executor = "" if plan.executor_backend == "none" else f", executor {plan.executor_backend}"
+    gpus = (
+        f"tp {plan.tensor_parallel_size} x pp {plan.pipeline_parallel_size} x dp "
+        f"{plan.data_parallel_size} = {plan.gpus_needed} GPU(s) on {plan.nodes_needed} node(s) "
+        f"(tier has {plan.gpus_available})"
+        if plan.device == "cuda"
+        else "one process on the CPU"
+    )
+    seqs = m.kv_capacity_tokens // plan.max_model_len if plan.max_model_len else 0
+    rows = [
+        ("engine", f"{plan.engine} on {plan.device}{executor}"),
+        ("parallel", gpus),
+        (
+            "weights",
+            f"{m.weights_total_gb:.4g} GB total at {m.bytes_per_param:g} B/param "
+            f"({plan.quantization if plan.quantization != 'none' else 'unquantized'}) -> "
+            f"{m.weights_per_gpu:.2f} GiB {unit}",
+        ),
+        (
+            "kv cache",
+            f"{plan.max_model_len} tokens x {plan.concurrent_seqs} seq x "
+            f"{m.kv_bytes_per_token:,} B/token -> {m.kv_cache:.2f} GiB {unit}",
+        ),
+        ("overhead", f"{m.overhead:.1f} GiB {unit}"),
+        ("needed/budget", f"{m.needed:.2f} / {m.budget:.2f} GiB {unit}"),
+        (
+            "kv capacity",
+            f"{m.kv_capacity_tokens:,} tokens ({seqs:,} sequences of {plan.max_model_len})",
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"plan: {plan.model} | strategy {plan.strategy} | tier {plan.tier} | {verdict}"]
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    if plan.explanation:
+        lines.append(f"  {plan.explanation}")
+    lines += [f"  note: {n}" for n in plan.notes]
+    if plan.problems:
+        lines.append(f"{len(plan.problems)} problem(s):")
+        lines += [f"  - {p}" for p in plan.problems]
+    return "\n".join(lines)

@@ -39,6 +39,23 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
+class Quantization(StrEnum):
+    """Weight quantization applied by the engine at load time."""
+
+    none = "none"
+    int8 = "int8"
+    fp8 = "fp8"
+    int4 = "int4"
+
+
+class ExecutorBackend(StrEnum):
+    """How a multi-GPU engine starts its workers: ``mp`` on one node, ``ray`` across nodes."""
+
+    auto = "auto"
+    mp = "mp"
+    ray = "ray"
+
+
 class TrackingBackend(StrEnum):
     """Where metrics go."""
 
@@ -98,10 +115,20 @@ class StrategyConfig:
     """Pipeline stages (layers split across GPUs or nodes)."""
     data_parallel_size: int = 1
     """Independent model replicas, each with tp x pp GPUs."""
+    quantization: Quantization = Quantization.none
+    """Weight quantization at load time (``int8``, ``fp8``, ``int4``), or ``none``."""
+    gpu_memory_utilization: float = 0.9
+    """Fraction of each GPU's memory the engine may use (weights, KV cache, activations)."""
+    executor_backend: ExecutorBackend = ExecutorBackend.auto
+    """Worker launcher for multi-GPU engines; ``auto``: ``mp`` on one node, ``ray`` across nodes."""
     batch_size: int = 32
     """Requests per forward pass for the ``hf`` engine."""
     max_model_len: int | None = None
     """Longest sequence the engine accepts; None takes the model's context window."""
+    concurrent_seqs: int = 1
+    """Full-length sequences the KV cache must hold at once (the plan's concurrency)."""
+    auto: bool = False
+    """Let the planner choose tp, pp and quantization: the smallest deployment that fits."""
 
 
 @dataclass
@@ -112,16 +139,24 @@ class TierConfig:
     """Short name (e.g. ``local``, ``large``)."""
     gpus_per_node: int = 0
     """GPUs on each node."""
-    gpu_memory_gb: float = 0.0
-    """Memory of one GPU, in GB."""
-    host_memory_gb: float = 8.0
-    """Host memory for the job, in GB."""
+    gpu_memory_gib: float = 0.0
+    """Memory of one GPU, in GiB (an 80 GB A100/H100 has 80 GiB)."""
+    gpu_type: str | None = None
+    """GPU model (``A100``, ``H100``, ...); decides whether fp8 is available."""
+    host_memory_gib: float = 8.0
+    """Host memory of the job, in GiB."""
     cpus_per_task: int = 2
-    """CPU cores for the job."""
+    """CPU cores of the job."""
     nodes: int = 1
-    """Nodes per job."""
+    """Most nodes one job may span."""
     time_limit_min: int = 60
     """Wall-time limit of one job, in minutes."""
+    max_concurrent_jobs: int = 1
+    """Jobs of this tier that may run at once (SLURM array parallelism)."""
+    partition: str | None = None
+    """SLURM partition the jobs go to; None uses the cluster's default."""
+    auto: bool = False
+    """Let the planner pick the smallest tier the model fits (``tier=auto``)."""
 
 
 @dataclass
@@ -181,6 +216,8 @@ class RunConfig:
     """Bootstrap iterations lm-eval uses for stderr of non-mean metrics (0 turns them off)."""
     log_samples: bool = False
     """Also write lm-eval's per-sample records next to each dataset's result."""
+    plan_only: bool = False
+    """Print the deployment plan, write plan.json, and stop: exit 0 if it fits, 1 if not."""
 
 
 def register_configs() -> None:

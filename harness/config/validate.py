@@ -2,62 +2,36 @@
 
 from __future__ import annotations
 
+from harness.config.rules import size_problems
 from harness.config.schema import EngineKind, RunConfig, TrackingBackend
-from harness.errors import ConfigError
 from harness.paths import resolve_project_path
 
 
-def validate(run: RunConfig) -> None:
-    """Check every rule of the run and raise one ConfigError listing all that fail.
+def config_problems(run: RunConfig, *, will_run: bool = True) -> list[str]:
+    """Every broken rule of the run outside the deployment plan (see ``harness.config.rules``).
 
     Args:
         run: the composed, typed run configuration.
-
-    Raises:
-        ConfigError: one or more rules are broken; each message names value, rule and fix.
+        will_run: the model will be loaded (not plan-only): also check that its weights and
+            its engine are available here.
     """
     problems: list[str] = []
-    problems += _check_strategy(run)
+    problems += size_problems(run.strategy)
     problems += _check_datasets(run)
-    problems += _check_model_source(run)
     problems += _check_tracking(run)
-    if problems:
-        raise ConfigError(problems)
-
-
-def _check_strategy(run: RunConfig) -> list[str]:
-    s = run.strategy
-    problems = []
-    for key in (
-        "tensor_parallel_size",
-        "pipeline_parallel_size",
-        "data_parallel_size",
-        "batch_size",
-    ):
-        value = getattr(s, key)
-        if value < 1:
-            problems.append(
-                f"strategy.{key}={value}: must be at least 1. Fix: set strategy.{key}=1 or more."
-            )
-    if s.engine == EngineKind.hf:
-        sizes = (s.tensor_parallel_size, s.pipeline_parallel_size, s.data_parallel_size)
-        if any(v > 1 for v in sizes):
-            problems.append(
-                f"strategy '{s.name}': engine hf runs on one device, but asks for "
-                f"tp={sizes[0]} pp={sizes[1]} dp={sizes[2]}. Fix: use strategy.engine=vllm for "
-                "parallel deployments, or set all three sizes to 1."
-            )
-    elif s.engine == EngineKind.vllm:
-        problems.append(
-            f"strategy '{s.name}': engine vllm is not available in this version of harness yet. "
-            "Fix: use strategy=single (engine hf)."
-        )
-    if s.max_model_len is not None and s.max_model_len < 1:
-        problems.append(
-            f"strategy.max_model_len={s.max_model_len}: must be positive or null. "
-            "Fix: remove it to use the model's context window."
-        )
+    if will_run:
+        problems += _check_model_source(run)
     return problems
+
+
+def engine_problems(engine: str, strategy: str) -> list[str]:
+    """Engines this version cannot build yet."""
+    if engine == EngineKind.vllm.value:
+        return [
+            f"strategy '{strategy}': engine vllm is not available in this version of harness "
+            "yet. Fix: use strategy=single (engine hf), or plan_only=true to plan it."
+        ]
+    return []
 
 
 def _check_datasets(run: RunConfig) -> list[str]:

@@ -1,0 +1,193 @@
+"""Deployment rules: does this strategy make sense for this model on this tier?
+
+Each message names the value, the rule and a fix, in the manner of vLLM's "Total number of
+attention heads (…) must be divisible by tensor parallel size (…)".
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from harness.config.schema import (
+    EngineKind,
+    ModelConfig,
+    Quantization,
+    StrategyConfig,
+    TierConfig,
+)
+
+FP8_GPUS = ("L4", "L40", "L40S", "H100", "H200", "H800", "H20", "GH200", "B100", "B200", "GB200")
+"""GPUs with fp8 tensor cores (compute capability 8.9 and up)."""
+GPU_TIERS = "small, medium, large, xlarge"
+
+
+def divisors(n: int, limit: int = 16) -> str:
+    return ", ".join(str(d) for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def size_problems(strategy: StrategyConfig) -> list[str]:
+    """Sizes that must be positive before anything can be planned."""
+    problems = []
+    for key in (
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "data_parallel_size",
+        "batch_size",
+        "concurrent_seqs",
+    ):
+        value = getattr(strategy, key)
+        if value < 1:
+            problems.append(
+                f"strategy.{key}={value}: must be at least 1. Fix: set strategy.{key}=1 or more."
+            )
+    if not 0 < strategy.gpu_memory_utilization <= 1:
+        problems.append(
+            f"strategy.gpu_memory_utilization={strategy.gpu_memory_utilization}: must be in "
+            "(0, 1]. Fix: use a fraction such as 0.9."
+        )
+    if strategy.max_model_len is not None and strategy.max_model_len < 1:
+        problems.append(
+            f"strategy.max_model_len={strategy.max_model_len}: must be positive or null. "
+            "Fix: remove it to use the model's context window."
+        )
+    return problems
+
+
+def plannable(strategy: StrategyConfig) -> StrategyConfig:
+    """The strategy with sizes that ``size_problems`` refuses set to 1, so the rest can be planned
+    and every problem reported at once."""
+    fixed: dict[str, Any] = {
+        key: 1
+        for key in (
+            "tensor_parallel_size",
+            "pipeline_parallel_size",
+            "data_parallel_size",
+            "batch_size",
+            "concurrent_seqs",
+        )
+        if getattr(strategy, key) < 1
+    }
+    if not 0 < strategy.gpu_memory_utilization <= 1:
+        fixed["gpu_memory_utilization"] = 1.0
+    if strategy.max_model_len is not None and strategy.max_model_len < 1:
+        fixed["max_model_len"] = None
+    return replace(strategy, **fixed)
+
+
+def deployment_problems(
+    model: ModelConfig,
+    strategy: StrategyConfig,
+    tier: TierConfig,
+    device: str,
+    gpus: int,
+    nodes: int,
+) -> list[str]:
+    """Every broken rule of this model x strategy x tier (the memory fit is checked elsewhere)."""
+    problems = _model_rules(model, strategy)
+    problems += _engine_rules(strategy)
+    if device == "cuda":
+        problems += _gpu_rules(strategy, tier, gpus, nodes)
+    problems += _quantization_rules(model, strategy, tier, device)
+    return problems
+
+
+def _model_rules(model: ModelConfig, strategy: StrategyConfig) -> list[str]:
+    tp, pp = strategy.tensor_parallel_size, strategy.pipeline_parallel_size
+    problems = []
+    if model.num_attention_heads % tp:
+        problems.append(
+            f"model '{model.name}': total number of attention heads ({model.num_attention_heads})"
+            f" must be divisible by tensor parallel size ({tp}). Fix: use a tensor_parallel_size"
+            f" among {divisors(model.num_attention_heads)}."
+        )
+    kv = model.num_kv_heads
+    if kv % tp and tp % kv:
+        problems.append(
+            f"model '{model.name}': number of KV heads ({kv}) must be divisible by tensor "
+            f"parallel size ({tp}), or tp by it (then KV heads are replicated). Fix: use a "
+            f"tensor_parallel_size among {divisors(kv)} or a multiple of {kv}."
+        )
+    if pp > model.num_layers:
+        problems.append(
+            f"model '{model.name}': pipeline parallel size ({pp}) exceeds its {model.num_layers} "
+            f"layers: every stage needs at least one. Fix: pipeline_parallel_size <= "
+            f"{model.num_layers}."
+        )
+    if strategy.max_model_len and strategy.max_model_len > model.context_window:
+        problems.append(
+            f"strategy.max_model_len={strategy.max_model_len} exceeds the context window of "
+            f"'{model.name}' ({model.context_window} tokens). Fix: set it to at most "
+            f"{model.context_window}, or null for the full window."
+        )
+    return problems
+
+
+def _engine_rules(strategy: StrategyConfig) -> list[str]:
+    sizes = (
+        strategy.tensor_parallel_size,
+        strategy.pipeline_parallel_size,
+        strategy.data_parallel_size,
+    )
+    if strategy.engine == EngineKind.hf and any(v > 1 for v in sizes):
+        return [
+            f"strategy '{strategy.name}': engine hf runs on one device, but asks for "
+            f"tp={sizes[0]} pp={sizes[1]} dp={sizes[2]}. Fix: use a vLLM strategy (tp2, tp4, "
+            "dp, ...) for parallel deployments, or set all three sizes to 1."
+        ]
+    return []
+
+
+def _gpu_rules(strategy: StrategyConfig, tier: TierConfig, gpus: int, nodes: int) -> list[str]:
+    tp = strategy.tensor_parallel_size
+    if tier.gpus_per_node < 1:
+        return [
+            f"strategy '{strategy.name}' runs on GPUs but tier '{tier.name}' has none. Fix: "
+            f"choose a GPU tier ({GPU_TIERS}, or auto), or strategy=single on tier=local (CPU)."
+        ]
+    if tp > tier.gpus_per_node:
+        return [
+            f"tensor parallel size ({tp}) exceeds the {tier.gpus_per_node} GPUs per node of tier "
+            f"'{tier.name}': tensor parallel stays within one node. Fix: tensor_parallel_size <= "
+            f"{tier.gpus_per_node}, with pipeline_parallel_size for more nodes."
+        ]
+    if gpus > tier.gpus_per_node * tier.nodes:
+        return [
+            f"strategy '{strategy.name}' needs {gpus} GPUs (tp x pp x dp) on {nodes} node(s), "
+            f"but tier '{tier.name}' has {tier.gpus_per_node} x {tier.nodes}. Fix: a smaller "
+            f"strategy, strategy=auto, or a bigger tier ({GPU_TIERS})."
+        ]
+    return []
+
+
+def _quantization_rules(
+    model: ModelConfig, strategy: StrategyConfig, tier: TierConfig, device: str
+) -> list[str]:
+    q = strategy.quantization
+    if q == Quantization.none:
+        return []
+    problems = []
+    if strategy.engine == EngineKind.hf:
+        problems.append(
+            f"strategy.quantization={q.value}: engine hf loads weights unquantized. Fix: use "
+            "strategy=int8 or strategy=fp8 (vLLM), or strategy.quantization=none."
+        )
+    if device != "cuda":
+        problems.append(
+            f"strategy.quantization={q.value} needs a GPU, and this deployment runs on the CPU. "
+            "Fix: strategy.quantization=none, or a GPU tier."
+        )
+    elif q == Quantization.fp8 and (tier.gpu_type or "").upper() not in FP8_GPUS:
+        problems.append(
+            f"strategy.quantization=fp8 needs fp8 tensor cores (L4, L40S, H100, H200, B200), "
+            f"but tier '{tier.name}' has {tier.gpu_type or 'an unnamed GPU'}. Fix: "
+            "strategy=int8, or a tier with H100s (medium, large, xlarge)."
+        )
+    pretrained = model.pretrained.lower()
+    if q == Quantization.int4 and "awq" not in pretrained and "gptq" not in pretrained:
+        problems.append(
+            f"strategy.quantization=int4 needs a pre-quantized checkpoint (AWQ or GPTQ), but "
+            f"model '{model.name}' points at {model.pretrained!r}. Fix: set model.pretrained to "
+            "an AWQ/GPTQ repository, or use int8 or fp8, which vLLM quantizes at load time."
+        )
+    return problems

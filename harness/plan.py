@@ -1,0 +1,247 @@
+"""Will it fit? The memory-fit plan of a deployment, computed before any GPU is touched.
+
+Per GPU: weights / (tp x pp) + KV cache for ``max_model_len x concurrent_seqs`` tokens (split
+across ranks) + a fixed overhead, against GPU memory x ``gpu_memory_utilization``. Pure Python over
+the typed configs: no torch, no vLLM, so plan-only mode answers in well under a second.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from harness.config.rules import deployment_problems
+from harness.config.schema import (
+    DType,
+    EngineKind,
+    ExecutorBackend,
+    ModelConfig,
+    Quantization,
+    RunConfig,
+    StrategyConfig,
+    TierConfig,
+)
+
+GIB = 1024**3
+GB = 10**9
+WEIGHT_BYTES = {DType.float32: 4.0, DType.bfloat16: 2.0, DType.float16: 2.0}
+QUANT_BYTES = {Quantization.int8: 1.0, Quantization.fp8: 1.0, Quantization.int4: 0.5}
+OVERHEAD_GIB_PER_GPU = 2.0
+"""CUDA context (~0.5 GiB), activation peak and CUDA graphs: vLLM's profiling run typically
+reserves 1-3 GiB per GPU for these on 8B-70B models; 2 GiB is the stated middle."""
+CPU_OVERHEAD_GIB = 1.0
+"""Python, torch and lm-eval themselves when the model runs on the CPU."""
+CPU_MEMORY_FRACTION = 0.8
+"""Share of host memory a CPU deployment may use; the rest is left to the OS and page cache."""
+AUTO_TIERS = ("small", "medium", "large", "xlarge")
+"""The order ``tier=auto`` tries."""
+
+
+@dataclass
+class Memory:
+    """Memory of one GPU (or of the host, for a CPU deployment), in GiB unless named otherwise."""
+
+    bytes_per_param: float
+    weights_total_gb: float
+    """All weights, in GB (10^9 bytes), as model cards state them."""
+    weights_per_gpu: float
+    kv_bytes_per_token: int
+    """KV cache bytes one token takes on one GPU (its share of layers and KV heads)."""
+    kv_cache: float
+    """KV cache for max_model_len x concurrent_seqs tokens."""
+    overhead: float
+    needed: float
+    budget: float
+    """GPU memory x gpu_memory_utilization (host memory x 0.8 on the CPU)."""
+    kv_capacity_tokens: int
+    """Tokens whose KV cache fits in what the weights and overhead leave of the budget."""
+
+    @property
+    def fits(self) -> bool:
+        return self.needed <= self.budget
+
+
+@dataclass
+class Plan:
+    """A concrete deployment of one model on one tier, and whether it fits."""
+
+    model: str
+    strategy: str
+    tier: str
+    engine: str
+    device: str
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    data_parallel_size: int
+    quantization: str
+    executor_backend: str
+    gpus_needed: int
+    nodes_needed: int
+    gpus_available: int
+    max_model_len: int
+    concurrent_seqs: int
+    memory: Memory
+    problems: list[str] = field(default_factory=list)
+    """Broken rules and the reason it does not fit, each with its fix; empty when it fits."""
+    explanation: str = ""
+    """One line on how ``auto`` chose the strategy or tier."""
+    notes: list[str] = field(default_factory=list)
+    """Things worth knowing that are not problems (trust_remote_code on, ...)."""
+    resolved: StrategyConfig | None = field(default=None, repr=False)
+    """The concrete strategy planned (what ``strategy=auto`` chose); the engine is built from it."""
+
+    @property
+    def fits(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("resolved")
+        out["fits"] = self.fits
+        out["memory"]["fits"] = self.memory.fits
+        return out
+
+
+def weight_bytes_per_param(model: ModelConfig, strategy: StrategyConfig) -> float:
+    """Bytes one weight takes: by quantization, else by the dtype it is loaded in."""
+    if strategy.quantization != Quantization.none:
+        return QUANT_BYTES[strategy.quantization]
+    dtype = model.dtype if strategy.dtype == DType.auto else strategy.dtype
+    return WEIGHT_BYTES.get(dtype, 2.0)
+
+
+def kv_bytes_per_token(model: ModelConfig, strategy: StrategyConfig) -> int:
+    """KV cache bytes per token on one GPU: 2 (K and V) x its layers x its KV heads x head_dim.
+
+    Pipeline stages split the layers; tensor parallel splits the KV heads, and when there are
+    fewer KV heads than ranks each rank keeps one replicated head. The cache is kept in the
+    activation dtype (weight quantization does not shrink it): 4 bytes for float32 models, else 2.
+    """
+    layers = math.ceil(model.num_layers / strategy.pipeline_parallel_size)
+    kv_heads = math.ceil(model.num_kv_heads / strategy.tensor_parallel_size)
+    dtype = model.dtype if strategy.dtype == DType.auto else strategy.dtype
+    element = 4 if dtype == DType.float32 else 2
+    return 2 * layers * kv_heads * model.head_dim * element
+
+
+def device_of(strategy: StrategyConfig, tier: TierConfig) -> str:
+    """``cuda`` or ``cpu``: an ``auto`` device means the tier's GPUs if it has any."""
+    if strategy.device.value != "auto":
+        return strategy.device.value
+    return "cuda" if tier.gpus_per_node > 0 else "cpu"
+
+
+def estimate_memory(
+    model: ModelConfig, strategy: StrategyConfig, tier: TierConfig, max_model_len: int
+) -> Memory:
+    """The per-GPU (or host) memory estimate of one deployment."""
+    on_gpu = device_of(strategy, tier) == "cuda"
+    ranks = strategy.tensor_parallel_size * strategy.pipeline_parallel_size if on_gpu else 1
+    bpp = weight_bytes_per_param(model, strategy)
+    weights_bytes = model.num_params * bpp
+    per_token = kv_bytes_per_token(model, strategy if on_gpu else _one_rank(strategy))
+    kv_bytes = per_token * max_model_len * strategy.concurrent_seqs
+    if on_gpu:
+        overhead = OVERHEAD_GIB_PER_GPU
+        budget = tier.gpu_memory_gib * strategy.gpu_memory_utilization
+    else:
+        overhead = CPU_OVERHEAD_GIB
+        budget = tier.host_memory_gib * CPU_MEMORY_FRACTION
+    weights = weights_bytes / ranks / GIB
+    kv = kv_bytes / GIB
+    spare = (budget - weights - overhead) * GIB
+    return Memory(
+        bytes_per_param=bpp,
+        weights_total_gb=round(weights_bytes / GB, 3),
+        weights_per_gpu=round(weights, 3),
+        kv_bytes_per_token=per_token,
+        kv_cache=round(kv, 3),
+        overhead=overhead,
+        needed=round(weights + kv + overhead, 3),
+        budget=round(budget, 3),
+        kv_capacity_tokens=max(0, int(spare // per_token)) if per_token else 0,
+    )
+
+
+def _one_rank(strategy: StrategyConfig) -> StrategyConfig:
+    return replace(strategy, tensor_parallel_size=1, pipeline_parallel_size=1)
+
+
+def gpus_and_nodes(strategy: StrategyConfig, tier: TierConfig, device: str) -> tuple[int, int]:
+    """GPUs the deployment takes, and the nodes they span (tensor parallel stays in a node)."""
+    if device != "cuda":
+        return 0, 1
+    gpus = (
+        strategy.tensor_parallel_size
+        * strategy.pipeline_parallel_size
+        * strategy.data_parallel_size
+    )
+    per_node = max(tier.gpus_per_node, 1)
+    return gpus, max(1, math.ceil(gpus / per_node))
+
+
+def executor_of(strategy: StrategyConfig, device: str, nodes: int, gpus: int) -> str:
+    """``mp`` within one node, ``ray`` across nodes; none for a single-device engine."""
+    if strategy.executor_backend != ExecutorBackend.auto:
+        return strategy.executor_backend.value
+    if strategy.engine == EngineKind.hf or device != "cuda" or gpus <= 1:
+        return "none"
+    return "mp" if nodes == 1 else "ray"
+
+
+def make_plan(
+    run: RunConfig, strategy: StrategyConfig, tier: TierConfig, explanation: str = ""
+) -> Plan:
+    """Plan one concrete strategy on one concrete tier and check every rule of it."""
+    model = run.model
+    device = device_of(strategy, tier)
+    max_len = strategy.max_model_len or model.context_window
+    gpus, nodes = gpus_and_nodes(strategy, tier, device)
+    memory = estimate_memory(model, strategy, tier, max_len)
+    problems = deployment_problems(model, strategy, tier, device, gpus, nodes)
+    if not memory.fits and (device != "cuda" or tier.gpus_per_node > 0):
+        problems.append(_does_not_fit(memory, device, tier, max_len))
+    notes = []
+    if model.trust_remote_code:
+        notes.append(
+            f"trust_remote_code is ON for {model.name}: the checkpoint's own Python code will run."
+        )
+    return Plan(
+        model=model.name,
+        strategy=strategy.name,
+        tier=tier.name,
+        engine=strategy.engine.value,
+        device=device,
+        tensor_parallel_size=strategy.tensor_parallel_size,
+        pipeline_parallel_size=strategy.pipeline_parallel_size,
+        data_parallel_size=strategy.data_parallel_size,
+        quantization=strategy.quantization.value,
+        executor_backend=executor_of(strategy, device, nodes, gpus),
+        gpus_needed=gpus,
+        nodes_needed=nodes,
+        gpus_available=tier.gpus_per_node * tier.nodes,
+        max_model_len=max_len,
+        concurrent_seqs=strategy.concurrent_seqs,
+        memory=memory,
+        problems=problems,
+        explanation=explanation,
+        notes=notes,
+        resolved=strategy,
+    )
+
+
+def _does_not_fit(memory: Memory, device: str, tier: TierConfig, max_len: int) -> str:
+    where = "per GPU" if device == "cuda" else "of host memory"
+    text = (
+        f"does not fit: needs {memory.needed:.1f} GiB {where} (weights "
+        f"{memory.weights_per_gpu:.1f} + KV cache {memory.kv_cache:.1f} + overhead "
+        f"{memory.overhead:.1f}) but tier '{tier.name}' allows {memory.budget:.1f} GiB."
+    )
+    spare = memory.budget - memory.weights_per_gpu - memory.overhead
+    if memory.kv_cache > 0.1 * memory.needed and spare > 0:
+        text += (
+            f" The KV cache of {max_len} tokens is a large part: strategy.max_model_len="
+            f"{memory.kv_capacity_tokens} or less would fit."
+        )
+    return text
