@@ -59,3 +59,46 @@ def run_harness(
 
 BUNDLED_TASKS = ["arith_mc", "compare_mc", "reverse_gen", "successor_gen", "story_ppl"]
 TINY_MODEL = PROJECT_ROOT / "plugins" / "models" / "tiny_char"
+
+
+def assert_mlflow_matches_results(client, run_dir: Path, tasks: list[str]) -> None:
+    """One parent run, one child per dataset, and every numeric lm-eval metric equal in both."""
+    import json
+
+    experiment = client.get_experiment_by_name("harness")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert parent.info.run_name == f"{summary['model']}/{summary['strategy']}"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["model.name"] == summary["model"]
+    assert parent.data.params["strategy.name"] == summary["strategy"]
+    for task in tasks:
+        assert parent.data.params[f"dataset.{task}.task"] == task
+    assert parent.data.metrics["load_time_s"] == pytest.approx(summary["load_time_s"], abs=1e-3)
+    assert sorted(c.info.run_name for c in children) == sorted(tasks)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+
+    by_name = {c.info.run_name: c for c in children}
+    compared = 0
+    for task in tasks:
+        result = json.loads((run_dir / "results" / f"{task}.json").read_text())
+        for key, value in result["results"][task].items():
+            if "," not in key or not isinstance(value, int | float):
+                continue
+            metric, _, filt = key.partition(",")
+            name = metric if filt == "none" else f"{metric}/{filt}"
+            assert parent.data.metrics[f"{task}/{name}"] == pytest.approx(value, rel=1e-12)
+            assert by_name[task].data.metrics[name] == pytest.approx(value, rel=1e-12)
+            compared += 1
+        timing = summary["datasets"][task]
+        assert by_name[task].data.metrics["eval_time_s"] == pytest.approx(timing["eval_time_s"])
+        assert parent.data.metrics[f"{task}/tokens_per_s"] == pytest.approx(timing["tokens_per_s"])
+        artifacts = [a.path for a in client.list_artifacts(by_name[task].info.run_id)]
+        assert f"{task}.json" in artifacts
+    assert compared >= 2 * len(tasks)
+    parent_artifacts = [a.path for a in client.list_artifacts(parent.info.run_id)]
+    assert "config.yaml" in parent_artifacts and "summary.json" in parent_artifacts

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUNDLED_TASKS, run_harness
+from tests.conftest import BUNDLED_TASKS, assert_mlflow_matches_results, run_harness
 
 pytestmark = pytest.mark.slow
 
@@ -74,39 +74,7 @@ def test_mlflow_matches_results(default_run):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{default_run['outputs'] / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("harness")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1
-    parent = parents[0]
-    assert parent.info.run_name == "tiny_char/single"
-    assert parent.info.status == "FINISHED"
-    assert parent.data.params["model.name"] == "tiny_char"
-    assert parent.data.params["strategy.name"] == "single"
-    assert parent.data.params["dataset.arith_mc.task"] == "arith_mc"
-    assert parent.data.metrics["load_time_s"] > 0
-    assert sorted(c.info.run_name for c in children) == sorted(BUNDLED_TASKS)
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-
-    results = load_results(default_run["dir"])
-    by_name = {c.info.run_name: c for c in children}
-    compared = 0
-    for task, result in results.items():
-        for key, value in result["results"][task].items():
-            if "," not in key or not isinstance(value, int | float):
-                continue
-            metric, _, filt = key.partition(",")
-            name = metric if filt == "none" else f"{metric}/{filt}"
-            assert parent.data.metrics[f"{task}/{name}"] == pytest.approx(value, rel=1e-12)
-            assert by_name[task].data.metrics[name] == pytest.approx(value, rel=1e-12)
-            compared += 1
-        assert by_name[task].data.metrics["eval_time_s"] > 0
-        artifacts = [a.path for a in client.list_artifacts(by_name[task].info.run_id)]
-        assert f"{task}.json" in artifacts
-    assert compared >= 10
-    parent_artifacts = [a.path for a in client.list_artifacts(parent.info.run_id)]
-    assert "config.yaml" in parent_artifacts and "summary.json" in parent_artifacts
+    assert_mlflow_matches_results(client, default_run["dir"], BUNDLED_TASKS)
 
 
 def test_trained_model_beats_chance(default_run):
