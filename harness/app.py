@@ -95,7 +95,7 @@ def run(cfg: DictConfig) -> int:
     assert plan.resolved is not None
     run_cfg.strategy = plan.resolved  # what strategy=auto chose
 
-    from harness.results import RunDirectory
+    from harness.results import ResultStore, RunDirectory
     from harness.tasks import prepare_datasets
 
     run_dir = RunDirectory(resolve_output_dir(run_cfg))
@@ -103,10 +103,11 @@ def run(cfg: DictConfig) -> int:
     config_file = run_dir.write_config(OmegaConf.to_yaml(resolved))
     datasets = prepare_datasets(run_cfg)
 
-    from harness.engines import build_engine
-    from harness.evaluate import evaluate_all
+    from harness.evaluate import evaluate_all, work_list
     from harness.tracking import Tracker, flatten
 
+    store = ResultStore(Path(run_cfg.outputs_root).resolve() / "store" / run_cfg.model.name)
+    work = work_list(run_cfg, plan, datasets, store)
     tracker = Tracker(run_cfg.tracking)
     model, strategy = run_cfg.model, run_cfg.strategy
     tracker.start(
@@ -114,36 +115,48 @@ def run(cfg: DictConfig) -> int:
         params=dict(flatten(resolved)),
         tags={"model": model.name, "strategy": strategy.name, "run_dir": str(run_dir.root)},
     )
-    print(f"loading {model.name} ({strategy.name}) ...", flush=True)
-    load_start = time.perf_counter()
-    engine = build_engine(run_cfg)
-    load_time = time.perf_counter() - load_start
-    print(f"loaded {model.name} in {load_time:.1f}s", flush=True)
-    tracker.log_metrics({"load_time_s": load_time})
+    engine, load_time, engine_facts = None, 0.0, {}
     try:
-        outcomes = evaluate_all(engine, datasets, run_cfg, run_dir, tracker)
-        engine_facts = engine.describe()
+        if any(item.stored is None for item in work.values()):
+            from harness.engines import build_engine
+
+            print(f"loading {model.name} ({strategy.name}) ...", flush=True)
+            load_start = time.perf_counter()
+            engine = build_engine(run_cfg)
+            load_time = time.perf_counter() - load_start
+            print(f"loaded {model.name} in {load_time:.1f}s", flush=True)
+            tracker.log_metrics({"load_time_s": load_time})
+        else:
+            print("every dataset has a stored result: no model to load (rerun=true forces)")
+        outcomes = evaluate_all(engine, work, run_cfg, run_dir, store, tracker)
+        engine_facts = engine.describe() if engine is not None else {}
+    except BaseException:
+        tracker.end(status="KILLED")
+        raise
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
 
     failed = [o for o in outcomes if o.status != "ok"]
     total_time = time.perf_counter() - started
     summary: dict[str, Any] = {
         "model": model.name,
         "strategy": strategy.name,
+        "plan": plan.to_dict(),
         "run_dir": str(run_dir.root),
         "engine": engine_facts,
         "load_time_s": round(load_time, 4),
         "total_time_s": round(total_time, 4),
         "datasets": {o.name: o.to_dict() for o in outcomes},
         "failed": [o.name for o in failed],
+        "resumed": [o.name for o in outcomes if o.resumed],
         "tracking": tracker.describe(),
     }
     summary_file = run_dir.write_summary(summary)
     tracker.log_metrics({"total_time_s": total_time, "datasets_failed": float(len(failed))})
     tracker.log_artifact(config_file)
     tracker.log_artifact(summary_file)
-    tracker.end(failed=bool(failed))
+    tracker.end(status="FAILED" if failed else "FINISHED")
 
     from harness.report import format_summary
 
@@ -151,7 +164,9 @@ def run(cfg: DictConfig) -> int:
     if failed:
         print(
             f"{len(failed)} of {len(outcomes)} datasets failed: "
-            + ", ".join(f"{o.name} ({o.error_type}: {o.error_message})" for o in failed),
+            + ", ".join(f"{o.name} ({o.error_type}: {o.error_message})" for o in failed)
+            + f". Details: {run_dir.results_dir}/<dataset>.error.json; rerun the same command "
+            "to retry only those.",
             file=sys.stderr,
         )
         return 1
@@ -171,9 +186,13 @@ def _hydra_entry(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point (``harness`` and ``python -m harness``)."""
-    from harness.config.groups import check_group_choices
+    import signal
 
-    problems = check_group_choices(sys.argv[1:])
+    from harness.config.argv import check_group_choices, output_problems
+
+    # `harness ... | head` should end quietly, as other command-line tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    problems = check_group_choices(sys.argv[1:]) + output_problems(sys.argv[1:])
     if problems:
         print(f"error: {ConfigError(problems)}", file=sys.stderr)
         sys.exit(2)

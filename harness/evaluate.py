@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.config.schema import RunConfig
 from harness.engines.base import Engine, RequestMeter, attach_meter
-from harness.results import RunDirectory, headline_entry, metric_items
+from harness.plan import Plan
+from harness.results import ResultStore, RunDirectory, headline_entry, metric_items
 from harness.tasks import PreparedDataset
 from harness.tracking import Tracker
 
@@ -37,6 +39,8 @@ class DatasetOutcome:
     result_file: str | None = None
     error_type: str | None = None
     error_message: str | None = None
+    resumed: bool = False
+    """Taken from the result store instead of evaluated in this run."""
 
     def timing_metrics(self) -> dict[str, float]:
         return {
@@ -92,51 +96,116 @@ def _measure(outcome: DatasetOutcome, meter: RequestMeter, elapsed: float) -> No
         outcome.tokens_per_s = round(tokens / elapsed, 3)
 
 
+@dataclass
+class Pending:
+    """A dataset to evaluate, with the key its result is stored under."""
+
+    dataset: PreparedDataset
+    key: dict[str, Any]
+    fingerprint: str
+    stored: dict[str, Any] | None = None
+    """The intact stored payload when this exact evaluation already finished (resume)."""
+
+
+def work_list(
+    run: RunConfig, plan: Plan, datasets: dict[str, PreparedDataset], store: ResultStore
+) -> dict[str, Pending]:
+    """Key every dataset and look for its stored result (unless ``rerun`` is set)."""
+    from harness.fingerprint import dataset_key, fingerprint
+
+    work = {}
+    for name, dataset in datasets.items():
+        key = dataset_key(run, plan, dataset)
+        fp = fingerprint(key)
+        stored = None if run.rerun else store.load(name, fp)
+        work[name] = Pending(dataset, key, fp, stored)
+    return work
+
+
 def evaluate_all(
-    engine: Engine,
-    datasets: dict[str, PreparedDataset],
+    engine: Engine | None,
+    work: dict[str, Pending],
     run: RunConfig,
     run_dir: RunDirectory,
+    store: ResultStore,
     tracker: Tracker,
 ) -> list[DatasetOutcome]:
-    """Evaluate every dataset with the resident engine, storing and tracking each as it ends."""
-    meter = attach_meter(engine.lm, engine.count_tokens)
+    """Evaluate every dataset with the resident engine, storing and tracking each as it ends.
+
+    Datasets with a stored result are taken from the store (``engine`` may be None when all are).
+    An exception in one dataset is recorded as that dataset's failure and the loop goes on.
+    """
+    meter = attach_meter(engine.lm, engine.count_tokens) if engine is not None else None
     outcomes: list[DatasetOutcome] = []
-    total = len(datasets)
-    for i, (name, dataset) in enumerate(datasets.items(), start=1):
+    total = len(work)
+    for i, (name, item) in enumerate(work.items(), start=1):
         print(f"[{i}/{total}] {name} ...", flush=True)
-        outcome = DatasetOutcome(name=name, task=dataset.config.task)
+        task = item.dataset.config.task
         child = tracker.child(
             name,
             params={
-                "task": dataset.config.task,
-                "num_fewshot": str(dataset.config.num_fewshot),
-                "limit": str(dataset.config.limit),
+                "task": task,
+                "num_fewshot": str(item.dataset.config.num_fewshot),
+                "limit": str(item.dataset.config.limit),
+                "fingerprint": item.fingerprint,
             },
-            tags={"dataset": name, "task": dataset.config.task},
+            tags={"dataset": name, "task": task, "resumed": str(item.stored is not None)},
         )
-        meter.reset()
-        start = time.perf_counter()
-        try:
-            result = run_lm_eval(engine.lm, dataset, run)
-            _measure(outcome, meter, time.perf_counter() - start)
-            outcome.metrics = metric_items(headline_entry(result, dataset.config.task))
-            outcome.result_file = str(run_dir.write_result(name, result))
-        except Exception as err:  # one dataset's failure must not take the others down
-            _measure(outcome, meter, time.perf_counter() - start)
-            outcome.status = "failed"
-            outcome.error_type = type(err).__name__
-            outcome.error_message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            log.error("dataset %s failed: %s: %s", name, outcome.error_type, outcome.error_message)
+        if item.stored is not None:
+            outcome = DatasetOutcome(**item.stored["outcome"])
+            outcome.result_file = str(run_dir.write_result(name, item.stored["result"]))
+            outcome.resumed = True
+        else:
+            assert engine is not None and meter is not None
+            outcome = _evaluate_one(name, item, engine, meter, run, run_dir, store)
         _track(tracker, child, outcome)
         outcomes.append(outcome)
-        verdict = "ok" if outcome.status == "ok" else f"FAILED ({outcome.error_type})"
-        print(f"[{i}/{total}] {name} {verdict} in {outcome.eval_time_s:.1f}s", flush=True)
+        verdict = {"ok": "ok", "failed": f"FAILED ({outcome.error_type})"}[outcome.status]
+        how = "stored result reused" if outcome.resumed else f"in {outcome.eval_time_s:.1f}s"
+        print(f"[{i}/{total}] {name} {verdict} {how}", flush=True)
     return outcomes
 
 
+def _evaluate_one(
+    name: str,
+    item: Pending,
+    engine: Engine,
+    meter: RequestMeter,
+    run: RunConfig,
+    run_dir: RunDirectory,
+    store: ResultStore,
+) -> DatasetOutcome:
+    outcome = DatasetOutcome(name=name, task=item.dataset.config.task)
+    meter.reset()
+    start = time.perf_counter()
+    try:
+        result = run_lm_eval(engine.lm, item.dataset, run)
+        _measure(outcome, meter, time.perf_counter() - start)
+        outcome.metrics = metric_items(headline_entry(result, outcome.task))
+        outcome.result_file = str(run_dir.write_result(name, result))
+        stored = {k: v for k, v in outcome.to_dict().items() if k not in ("result_file",)}
+        store.save(name, item.fingerprint, item.key, stored, result)
+    except Exception as err:  # one dataset's failure must not take the others down
+        _measure(outcome, meter, time.perf_counter() - start)
+        outcome.status = "failed"
+        outcome.error_type = type(err).__name__
+        outcome.error_message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        log.error("dataset %s failed: %s: %s", name, outcome.error_type, outcome.error_message)
+        run_dir.write_error(
+            name,
+            {
+                "dataset": name,
+                "task": outcome.task,
+                "error_type": outcome.error_type,
+                "error_message": str(err),
+                "traceback": traceback.format_exc(),
+            },
+        )
+    return outcome
+
+
 def _track(tracker: Tracker, child: str | None, outcome: DatasetOutcome) -> None:
-    tags = {"status": outcome.status}
+    tags = {"status": outcome.status, "resumed": str(outcome.resumed)}
     if outcome.error_type:
         tags["error_type"] = outcome.error_type
         tags["error_message"] = (outcome.error_message or "")[:5000]
@@ -146,7 +215,7 @@ def _track(tracker: Tracker, child: str | None, outcome: DatasetOutcome) -> None
         tracker.set_tags(tags, run_id=child)
         if outcome.result_file:
             tracker.log_artifact(Path(outcome.result_file), run_id=child)
-        tracker.end(run_id=child, failed=outcome.status != "ok")
+        tracker.end(run_id=child, status="FINISHED" if outcome.status == "ok" else "FAILED")
     prefixed = {f"{outcome.name}/{k}": v for k, v in {**outcome.metrics, **timing}.items()}
     tracker.log_metrics(prefixed)
     tracker.set_tags({f"{outcome.name}/{k}": v for k, v in tags.items()})

@@ -5,12 +5,16 @@ Every file is written atomically (temporary file, fsync, rename), so a reader ne
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -102,7 +106,72 @@ class RunDirectory:
             write_json_atomic(self.results_dir / f"{name}.samples.json", samples)
         return path
 
+    def write_error(self, name: str, error: dict[str, Any]) -> Path:
+        """Record why a dataset failed (type, message, traceback) beside the results."""
+        path = self.results_dir / f"{name}.error.json"
+        write_json_atomic(path, error)
+        return path
+
     def write_summary(self, summary: dict[str, Any]) -> Path:
         path = self.root / "summary.json"
         write_json_atomic(path, summary)
         return path
+
+
+STORE_FORMAT = "harness-store/1"
+
+
+class ResultStore:
+    """Completed dataset results across runs, keyed by fingerprint; what makes a run resumable.
+
+    A record is written atomically and only after its dataset finished, and carries a checksum
+    of its payload: a torn, truncated or edited file fails the check and is evaluated again.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, dataset: str, fingerprint: str) -> Path:
+        return self.root / f"{dataset}-{fingerprint}.json"
+
+    def save(
+        self,
+        dataset: str,
+        fingerprint: str,
+        key: dict[str, Any],
+        outcome: dict[str, Any],
+        result: dict[str, Any],
+    ) -> Path:
+        payload = {"key": key, "outcome": outcome, "result": result}
+        text = json.dumps(payload, sort_keys=True, default=_default, ensure_ascii=False)
+        record = {
+            "format": STORE_FORMAT,
+            "fingerprint": fingerprint,
+            "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "payload": json.loads(text),
+        }
+        path = self.path(dataset, fingerprint)
+        write_json_atomic(path, record)
+        return path
+
+    def load(self, dataset: str, fingerprint: str) -> dict[str, Any] | None:
+        """The stored payload (key, outcome, result), or None when absent or not intact."""
+        path = self.path(dataset, fingerprint)
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            text = json.dumps(record["payload"], sort_keys=True, ensure_ascii=False)
+            intact = (
+                record.get("format") == STORE_FORMAT
+                and record.get("fingerprint") == fingerprint
+                and hashlib.sha256(text.encode()).hexdigest() == record.get("sha256")
+            )
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("stored result %s is unreadable (%s); evaluating again", path, err)
+            return None
+        if not intact:
+            log.warning("stored result %s fails its checksum; evaluating again", path)
+            return None
+        payload: dict[str, Any] = record["payload"]
+        return payload

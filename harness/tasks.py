@@ -48,6 +48,30 @@ def task_folders(run: RunConfig) -> list[Path]:
     return unique
 
 
+class _QuietCustomDatasetHint(logging.Filter):
+    """lm-eval warns on every load of a ``custom_dataset`` task that kwargs can be passed via
+    ``--metadata``; for the bundled suite that is noise, not a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed" not in record.getMessage()
+
+
+def unreadable_task_files(folders: list[Path]) -> list[str]:
+    """YAML files in the user's task folders that lm-eval would skip without a word."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    broken = []
+    for folder in folders:
+        if folder == BUNDLED_TASKS_DIR:
+            continue
+        for path in sorted(folder.rglob("*.yaml")):
+            try:
+                load_yaml(path, resolve_func=False, recursive=True)
+            except Exception as err:  # any parse failure is reported, with its own words
+                broken.append(f"{path}: {_first_line(err)}")
+    return broken
+
+
 def build_task_manager(folders: list[Path], wanted: list[str]) -> Any:
     """A TaskManager over our folders, widened to lm-eval's built-ins only if needed."""
     from lm_eval.tasks import TaskManager
@@ -66,17 +90,25 @@ def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
         TaskError: a task is unknown or its data cannot be loaded; the message lists each
             dataset's problem and its fix.
     """
+    logging.getLogger("lm_eval.api.task").addFilter(_QuietCustomDatasetHint())
     folders = task_folders(run)
     manager = build_task_manager(folders, [d.task for d in run.dataset.values()])
     problems: list[str] = []
+    broken: list[str] | None = None
     prepared: dict[str, PreparedDataset] = {}
     for name, ds in run.dataset.items():
         if ds.task not in manager.all_tasks:
+            if broken is None:
+                broken = unreadable_task_files(folders)
+            unreadable = (
+                f" These task files could not be read: {'; '.join(broken)}." if broken else ""
+            )
             problems.append(
                 f"dataset '{name}': lm-eval has no task or group named {ds.task!r} (searched "
                 f"lm-eval's built-ins and {', '.join(str(f) for f in folders)})."
-                f"{did_you_mean(ds.task, manager.all_tasks)} Fix: correct dataset.{name}.task, "
-                "or add the folder holding its YAML to task_paths."
+                f"{did_you_mean(ds.task, manager.all_tasks)}{unreadable} Fix: correct "
+                f"dataset.{name}.task, fix the task file, or add the folder holding its YAML to "
+                "task_paths."
             )
             continue
         entry = manager.task_index[ds.task]

@@ -152,10 +152,9 @@ class Tracker:
         target = run_id or self.parent_id
         self._safe("log_artifact", lambda: self.client.log_artifact(target, str(path)))
 
-    def end(self, run_id: str | None = None, failed: bool = False) -> None:
-        """Mark a run (the parent by default) finished or failed."""
+    def end(self, run_id: str | None = None, status: str = "FINISHED") -> None:
+        """Mark a run (the parent by default) FINISHED, FAILED or KILLED."""
         target = run_id or self.parent_id
-        status = "FAILED" if failed else "FINISHED"
         self._safe("end run", lambda: self.client.set_terminated(target, status=status))
 
     def describe(self) -> dict[str, Any]:

@@ -203,6 +203,8 @@ class RunConfig:
     """Tracking (config group ``tracking``)."""
     task_paths: list[str] = field(default_factory=list)
     """Extra folders of lm-eval task YAMLs, searched besides the bundled suite."""
+    allowed_roots: list[str] = field(default_factory=list)
+    """Folders besides the project and the current directory that task paths may lie under."""
     outputs_root: str = "outputs"
     """Folder for run directories and the local MLflow store."""
     output_dir: str | None = None
@@ -216,6 +218,8 @@ class RunConfig:
     """Bootstrap iterations lm-eval uses for stderr of non-mean metrics (0 turns them off)."""
     log_samples: bool = False
     """Also write lm-eval's per-sample records next to each dataset's result."""
+    rerun: bool = False
+    """Evaluate every dataset again, even those with a stored result from an earlier run."""
     plan_only: bool = False
     """Print the deployment plan, write plan.json, and stop: exit 0 if it fits, 1 if not."""
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from harness.config.rules import size_problems
 from harness.config.schema import EngineKind, RunConfig, TrackingBackend
-from harness.paths import resolve_project_path
+from harness.paths import PROJECT_ROOT, resolve_project_path
 
 
 def config_problems(run: RunConfig, *, will_run: bool = True) -> list[str]:
@@ -54,6 +56,8 @@ def _check_datasets(run: RunConfig) -> list[str]:
                 f"dataset.{name}.limit={ds.limit}: must be positive (a count, or a fraction "
                 "below 1). Fix: use null to evaluate every example."
             )
+        if ds.task_path is not None:
+            problems += _check_task_root(f"dataset.{name}.task_path", ds.task_path, run)
         if ds.task_path is not None and not resolve_project_path(ds.task_path).is_dir():
             problems.append(
                 f"dataset.{name}.task_path={ds.task_path!r}: no such folder "
@@ -61,12 +65,34 @@ def _check_datasets(run: RunConfig) -> list[str]:
                 "task YAMLs (relative paths start at the project root)."
             )
     for path in run.task_paths:
+        problems += _check_task_root("task_paths entry", path, run)
         if not resolve_project_path(path).is_dir():
             problems.append(
                 f"task_paths entry {path!r}: no such folder ({resolve_project_path(path)}). "
                 "Fix: point it at a folder of lm-eval task YAMLs."
             )
     return problems
+
+
+def allowed_roots(run: RunConfig) -> list[Path]:
+    """Folders task paths may lie under: the project, the current directory, and allowed_roots."""
+    roots = [PROJECT_ROOT, Path.cwd()]
+    return [r.resolve() for r in roots] + [
+        Path(r).expanduser().resolve() for r in run.allowed_roots
+    ]
+
+
+def _check_task_root(what: str, path: str, run: RunConfig) -> list[str]:
+    # Task folders hold YAML that may name Python code (!function), run in this process.
+    resolved = resolve_project_path(path).resolve()
+    roots = allowed_roots(run)
+    if any(resolved == r or r in resolved.parents for r in roots):
+        return []
+    return [
+        f"{what} {path!r} resolves to {resolved}, outside the allowed roots "
+        f"({', '.join(str(r) for r in roots)}); task folders can run Python code. Fix: move the "
+        f"tasks under one of them, or add allowed_roots=[{resolved.parent}] if you trust it."
+    ]
 
 
 def _looks_local(pretrained: str) -> bool:

@@ -27,7 +27,11 @@ REQUIRED_FIELDS = {
 
 def read_rows(file: str) -> list[dict[str, Any]]:
     """Read and check ``data/<file>``; raise FileNotFoundError / ValueError naming the path."""
-    path = DATA_DIR / file
+    path = (DATA_DIR / file).resolve()
+    if DATA_DIR not in path.parents:
+        raise ValueError(
+            f"synth task data file {file!r} lies outside {DATA_DIR}; name a file in it"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"synth task data file not found: {path}; {REGEN}")
     rows: list[dict[str, Any]] = []

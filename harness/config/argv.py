@@ -1,12 +1,15 @@
-"""Check config-group choices on the command line before Hydra does, to suggest the right name.
+"""Checks on the command line that must happen before Hydra composes and creates its run dir.
 
 Hydra reports ``dataset=[a,typo]`` as "Could not load 'dataset/typo'" without listing the
-options; this check names the group, the closest options and all the others.
+options, and an unwritable output folder as a traceback from its own run-dir creation; these
+checks name the value, the rule and the fix instead.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,4 +54,43 @@ def check_group_choices(argv: Sequence[str]) -> list[str]:
                     f"{did_you_mean(name, options)} Options: {', '.join(options)} "
                     f"(files in {', '.join(str(d / group) for d in dirs)})."
                 )
+    return problems
+
+
+def override_value(argv: Sequence[str], key: str) -> str | None:
+    """The value of ``key=...`` (or ``+key=...``) on the command line, if given."""
+    for arg in argv:
+        name, sep, value = arg.lstrip("+").partition("=")
+        if sep and name == key:
+            return value
+    return None
+
+
+def writable_problem(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot hold our files (made if missing), or None when it can."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        return (
+            f"{what}={str(path)!r} is not a writable folder ({err.strerror or err}). Fix: point "
+            f"{what} at a folder you can write, e.g. {what}={Path.home() / 'harness-outputs'}."
+        )
+    return None
+
+
+def output_problems(argv: Sequence[str]) -> list[str]:
+    """Output folders named on the command line (or the default ``outputs``) must be writable."""
+    problems = []
+    for key, default in (
+        ("outputs_root", "outputs"),
+        ("output_dir", None),
+        ("hydra.run.dir", None),
+    ):
+        value = override_value(argv, key) or default
+        if value and "${" not in value:
+            problem = writable_problem(Path(os.path.expanduser(value)), key)
+            if problem:
+                problems.append(problem)
     return problems

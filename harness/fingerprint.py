@@ -1,0 +1,119 @@
+"""What makes two evaluations of a dataset the same: the key a stored result is reused under.
+
+A stored result is reused only when everything that can change its numbers is equal: the model's
+weights, the deployment, the task's config and data, few-shot, limit, seed and the lm-eval
+version. Anything else (names, gpu_memory_utilization, tracking) may differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.config.schema import DType, RunConfig
+from harness.paths import resolve_project_path
+from harness.plan import Plan
+from harness.tasks import PreparedDataset
+
+FULL_HASH_LIMIT = 1 << 30
+"""Weight files up to this size are hashed whole; bigger ones by size, head and tail."""
+EDGE = 1 << 20
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= FULL_HASH_LIMIT:
+            for block in iter(lambda: f.read(EDGE), b""):
+                h.update(block)
+        else:  # a 100 GB checkpoint is not read whole at every start
+            h.update(f.read(EDGE))
+            f.seek(size - EDGE)
+            h.update(f.read(EDGE))
+    return h.hexdigest()
+
+
+def weights_digest(pretrained: str) -> str:
+    """A digest of a local model folder's files; a hub id stands for itself (with revision)."""
+    folder = resolve_project_path(pretrained)
+    if not folder.is_dir():
+        return pretrained
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return _sha("".join(f"{p.name}:{_file_digest(p)};" for p in files).encode())
+
+
+def _leaf_tasks(task: Any) -> list[Any]:
+    if isinstance(task, list):
+        return [leaf for t in task for leaf in _leaf_tasks(t)]
+    if hasattr(task, "get_all_tasks"):
+        return list(task.get_all_tasks())
+    return [task]
+
+
+def _plain(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def task_identity(dataset: PreparedDataset) -> dict[str, Any]:
+    """Versions, config and data of every leaf task of a dataset."""
+    leaves = sorted(_leaf_tasks(dataset.task), key=lambda t: str(getattr(t, "task_name", "")))
+    versions, configs, data = {}, [], []
+    for leaf in leaves:
+        name = str(getattr(leaf, "task_name", type(leaf).__name__))
+        versions[name] = str(getattr(leaf, "VERSION", None))
+        configs.append(_plain(leaf.dump_config()) if hasattr(leaf, "dump_config") else name)
+        docs = leaf.eval_docs if hasattr(leaf, "eval_docs") else []
+        data.append(_sha("\n".join(_plain(doc) for doc in docs).encode()))
+    return {
+        "name": dataset.config.task,
+        "versions": versions,
+        "config": _sha("\n".join(configs).encode()),
+        "data": _sha("\n".join(data).encode()),
+    }
+
+
+def dataset_key(run: RunConfig, plan: Plan, dataset: PreparedDataset) -> dict[str, Any]:
+    """Everything that decides a dataset's numbers, as plain data."""
+    model, strategy = run.model, run.strategy
+    dtype = model.dtype if strategy.dtype == DType.auto else strategy.dtype
+    return {
+        "harness": __version__,
+        "lm_eval": version("lm_eval"),
+        "model": {
+            "pretrained": model.pretrained,
+            "revision": model.revision,
+            "weights": weights_digest(model.pretrained),
+            "dtype": dtype.value,
+            "trust_remote_code": model.trust_remote_code,
+        },
+        "deployment": {
+            "engine": plan.engine,
+            "device": plan.device,
+            "tp": plan.tensor_parallel_size,
+            "pp": plan.pipeline_parallel_size,
+            "dp": plan.data_parallel_size,
+            "quantization": plan.quantization,
+            "max_model_len": strategy.max_model_len,
+            "batch_size": strategy.batch_size,
+        },
+        "task": task_identity(dataset),
+        "num_fewshot": dataset.config.num_fewshot,
+        "limit": dataset.config.limit,
+        "seed": run.seed,
+        "bootstrap_iters": run.bootstrap_iters,
+        "log_samples": run.log_samples,
+    }
+
+
+def fingerprint(key: dict[str, Any]) -> str:
+    """A short, stable name for a key."""
+    return _sha(_plain(key).encode())[:20]
