@@ -46,11 +46,13 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
     real run every problem (config, deployment, memory fit, this node's GPUs) is raised at once.
     """
     from harness.autoplan import plan_run
-    from harness.config.rules import plannable
+    from harness.config.rules import model_fact_problems, plannable
     from harness.config.validate import config_problems, engine_problems
     from harness.report import format_plan
 
     problems = config_problems(run_cfg, will_run=not run_cfg.plan_only)
+    if model_fact_problems(run_cfg.model):
+        raise ConfigError(problems)  # nothing can be planned from such figures
     plan = plan_run(replace(run_cfg, strategy=plannable(run_cfg.strategy)))
     plan.problems = problems + plan.problems
     print(format_plan(plan), flush=True)
@@ -175,11 +177,16 @@ def run(cfg: DictConfig) -> int:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_entry(cfg: DictConfig) -> None:
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         code = run(cfg)
     except HarnessError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         code = err.exit_code
+    except OmegaConfBaseException as err:  # e.g. an interpolation that resolves to nothing
+        print(f"error: the configuration does not resolve: {err}", file=sys.stderr, flush=True)
+        code = 2
     if code:
         sys.exit(code)
 
@@ -197,4 +204,10 @@ def main() -> None:
         print(f"error: {ConfigError(problems)}", file=sys.stderr)
         sys.exit(2)
     register_configs()
-    _hydra_entry()
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        _hydra_entry()
+    except OmegaConfBaseException as err:  # Hydra resolving its own run dir from a bad value
+        print(f"error: the configuration does not resolve: {err}", file=sys.stderr)
+        sys.exit(2)

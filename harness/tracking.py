@@ -66,9 +66,11 @@ class Tracker:
             return fn()
         except Exception as err:  # tracking must never end the evaluation
             log.warning(
-                "MLflow %s failed (%s: %s); tracking is off for the rest of this run, "
-                "results are still written to the run directory",
+                "MLflow %s failed at tracking.uri=%s (%s: %s); tracking is off for the rest of "
+                "this run, results are still written to the run directory. Fix: start the "
+                "server (mlflow server --port ...) or pick tracking=local or tracking=none",
                 what,
+                self.uri,
                 type(err).__name__,
                 str(err).splitlines()[0] if str(err) else "",
             )

@@ -37,6 +37,7 @@ def test_engine_built_once_for_three_datasets(compose_cfg, tmp_path, monkeypatch
         "dataset.successor_gen.limit=20",
         "tracking=none",
         f"output_dir={tmp_path / 'run'}",
+        f"outputs_root={tmp_path / 'outputs'}",
     )
     assert run(cfg) == 0
     assert len(inits) == 1, inits

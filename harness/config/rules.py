@@ -54,6 +54,33 @@ def size_problems(strategy: StrategyConfig) -> list[str]:
     return problems
 
 
+def model_fact_problems(model: ModelConfig) -> list[str]:
+    """Architecture facts the planner divides by must be positive."""
+    problems = []
+    for key in (
+        "num_params",
+        "num_layers",
+        "hidden_size",
+        "num_attention_heads",
+        "num_kv_heads",
+        "head_dim",
+        "vocab_size",
+        "context_window",
+    ):
+        value = getattr(model, key)
+        if value < 1:
+            problems.append(
+                f"model.{key}={value} for '{model.name}': must be positive. Fix: take it from the "
+                "model's config.json (conf/model/<name>.yaml cites where each figure comes from)."
+            )
+    if model.num_active_params is not None and not 0 < model.num_active_params <= model.num_params:
+        problems.append(
+            f"model.num_active_params={model.num_active_params} for '{model.name}': must be "
+            f"positive and at most num_params ({model.num_params}). Fix: null for dense models."
+        )
+    return problems
+
+
 def plannable(strategy: StrategyConfig) -> StrategyConfig:
     """The strategy with sizes that ``size_problems`` refuses set to 1, so the rest can be planned
     and every problem reported at once."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.config.rules import size_problems
+from harness.config.rules import model_fact_problems, size_problems
 from harness.config.schema import EngineKind, RunConfig, TrackingBackend
 from harness.paths import PROJECT_ROOT, resolve_project_path
 
@@ -19,6 +19,7 @@ def config_problems(run: RunConfig, *, will_run: bool = True) -> list[str]:
     """
     problems: list[str] = []
     problems += size_problems(run.strategy)
+    problems += model_fact_problems(run.model)
     problems += _check_datasets(run)
     problems += _check_tracking(run)
     if will_run:

@@ -1,0 +1,171 @@
+"""The bad-input matrix: every case ends with a message naming the value and the fix, no traceback,
+and (where the input allows) before any model is loaded."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.paths import PLUGINS_DIR
+from tests.conftest import run_harness
+
+pytestmark = pytest.mark.slow
+
+NO_TRACKING = "tracking=none"
+
+# (id, overrides, substrings the output must contain). "{tasks}" is a copy of the bundled suite
+# with one defect (see `broken_suite`),.
+CASES = [
+    # unknown names
+    ("unknown-model", ["model=falcon_41b"], ["model=falcon_41b", "Did you mean 'falcon_40b'"]),
+    ("unknown-strategy", ["strategy=tp3"], ["strategy=tp3", "Options:", "tp2"]),
+    ("unknown-tier", ["tier=huge"], ["tier=huge", "Options:", "xlarge"]),
+    ("unknown-dataset", ["dataset=[arith_mc,gsm8kk]"], ["dataset=gsm8kk", "'gsm8k'"]),
+    ("unknown-tracking", ["tracking=mlfow"], ["tracking=mlfow", "Options:"]),
+    ("unknown-key", ["dataset.arith_mc.limt=3"], ["limt", "dataset.arith_mc"]),
+    (
+        "unknown-task",
+        ["dataset=[arith_mc]", "dataset.arith_mc.task=arith_mcc", NO_TRACKING],
+        ["'arith_mcc'", "Did you mean 'arith_mc'", "Fix:"],
+    ),
+    # wrong types
+    ("type-int", ["strategy.tensor_parallel_size=two"], ["'two'", "tensor_parallel_size"]),
+    ("type-float-for-int", ["dataset.arith_mc.num_fewshot=1.5"], ["1.5", "num_fewshot"]),
+    ("type-bool", ["plan_only=maybe"], ["'maybe'", "plan_only"]),
+    ("type-enum-engine", ["strategy.engine=torch"], ["'torch'", "hf, vllm"]),
+    ("type-enum-quant", ["strategy.quantization=int3"], ["'int3'", "int8"]),
+    ("type-enum-device", ["strategy.device=tpu"], ["'tpu'", "cuda"]),
+    ("type-seed", ["seed=abc"], ["'abc'", "seed"]),
+    # negative or zero sizes
+    ("zero-batch", ["strategy.batch_size=0"], ["strategy.batch_size=0", "Fix:"]),
+    ("negative-tp", ["strategy.tensor_parallel_size=-1"], ["tensor_parallel_size=-1", "Fix:"]),
+    ("zero-limit", ["dataset.arith_mc.limit=0"], ["dataset.arith_mc.limit=0", "Fix:"]),
+    ("negative-fewshot", ["dataset.arith_mc.num_fewshot=-1"], ["num_fewshot=-1", "Fix:"]),
+    ("utilization", ["strategy.gpu_memory_utilization=1.5"], ["gpu_memory_utilization=1.5"]),
+    ("zero-layers", ["model.num_layers=0"], ["model.num_layers=0", "Fix:"]),
+    ("no-dataset", ["dataset=[]"], ["no dataset selected", "Fix:"]),
+    # deployments that cannot work
+    (
+        "tp-heads",
+        ["strategy=tp4", "tier=medium"],
+        ["attention heads (2) must be divisible by tensor parallel size (4)", "Fix:"],
+    ),
+    (
+        "gpus-vs-tier",
+        ["model=llama3_1_8b", "strategy=tp8", "tier=medium", "plan_only=true"],
+        ["tensor parallel size (8) exceeds the 4 GPUs per node", "Fix:"],
+    ),
+    (
+        "dp-vs-tier",
+        ["model=llama3_1_8b", "strategy=dp", "tier=small", "plan_only=true"],
+        ["needs 2 GPUs", "Fix:"],
+    ),
+    (
+        "fp8-on-a100",
+        ["model=llama3_1_8b", "strategy=fp8", "tier=small", "plan_only=true"],
+        ["needs fp8 tensor cores", "strategy=int8"],
+    ),
+    (
+        "int4-not-prequantized",
+        [
+            "model=llama3_1_8b",
+            "strategy=vllm",
+            "strategy.quantization=int4",
+            "tier=small",
+            "plan_only=true",
+        ],
+        ["AWQ or GPTQ", "Fix:"],
+    ),
+    ("quant-on-hf", ["strategy.quantization=int8"], ["engine hf loads weights unquantized"]),
+    ("max-len", ["strategy.max_model_len=100000"], ["exceeds the context window", "256"]),
+    (
+        "does-not-fit",
+        ["model=llama2_70b", "strategy=single", "tier=small", "plan_only=true"],
+        ["DOES NOT FIT", "Fix: strategy=int8"],
+    ),
+    ("gpu-strategy-cpu-tier", ["strategy=tp2"], ["tier 'local' has none", "Fix:"]),
+    ("missing-weights", ["model.pretrained=plugins/models/nowhere"], ["no such folder", "Fix:"]),
+    (
+        "hub-not-cached",
+        ["model=qwen3_8b", "strategy=single"],
+        ["not in the local Hugging Face cache", "Fix:"],
+    ),
+    # task files and data
+    (
+        "broken-yaml",
+        [
+            "+task_paths=[{tasks}]",
+            "dataset=[arith_mc]",
+            "dataset.arith_mc.task=broken_task",
+            NO_TRACKING,
+        ],
+        ["broken_task.yaml", "could not be read"],
+    ),
+    (
+        "data-missing",
+        ["task_paths=[{tasks}]", "dataset=[compare_mc]", NO_TRACKING],
+        ["compare_mc.jsonl", "not found", "generate_data.py"],
+    ),
+    (
+        "data-empty",
+        ["task_paths=[{tasks}]", "dataset=[compare_mc]", NO_TRACKING],
+        ["compare_mc.jsonl", "empty", "generate_data.py"],
+    ),
+    (
+        "data-not-json",
+        ["task_paths=[{tasks}]", "dataset=[compare_mc]", NO_TRACKING],
+        ["compare_mc.jsonl:1 is not valid JSON", "generate_data.py"],
+    ),
+    (
+        "data-missing-field",
+        ["task_paths=[{tasks}]", "dataset=[compare_mc]", NO_TRACKING],
+        ["lacks required field(s) ['label']", "generate_data.py"],
+    ),
+    ("task-path-missing", ["task_paths=[/nonexistent/tasks]"], ["no such folder", "Fix:"]),
+    (
+        "task-path-outside-roots",
+        ["task_paths=[/usr/share]", NO_TRACKING],
+        ["outside the allowed roots", "allowed_roots"],
+    ),
+    # environment
+    ("output-not-writable", ["output_dir=/etc/hostname/run"], ["not a writable folder", "Fix:"]),
+    ("outputs-root-not-writable", ["outputs_root=/proc/harness"], ["not a writable folder"]),
+    ("bad-interpolation", ["model.name=${nothing}"], ["does not resolve", "nothing"]),
+]
+
+
+def broken_suite(tmp: Path, case: str) -> Path:
+    """A copy of the bundled suite with the defect that ``case`` is about."""
+    tasks = tmp / "tasks"
+    shutil.copytree(PLUGINS_DIR / "tasks" / "synth", tasks)
+    data = tasks / "data" / "compare_mc.jsonl"
+    if case == "broken-yaml":
+        (tasks / "broken_task.yaml").write_text("task: broken_task\ndoc_to_text: [unclosed\n")
+    elif case == "data-missing":
+        data.unlink()
+    elif case == "data-empty":
+        data.write_text("")
+    elif case == "data-not-json":
+        data.write_text("{not json\n")
+    elif case == "data-missing-field":
+        data.write_text('{"query": "max(1,2)=", "choices": ["1", "2"]}\n')
+    return tasks
+
+
+@pytest.mark.parametrize("case,overrides,needles", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_a_clean_message(tmp_path, case, overrides, needles):
+    tasks = broken_suite(tmp_path, case)
+    args = [o.replace("{tasks}", str(tasks)) for o in overrides]
+    proc = run_harness([*args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, timeout=300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text[-3000:]
+    assert "Traceback" not in text, text[-5000:]
+    assert "loading tiny_char" not in proc.stdout, "a model was loaded before the error"
+    for needle in needles:
+        assert needle in text, f"{needle!r} not in:\n{text[-3000:]}"
+
+
+def test_the_matrix_is_at_least_thirty_cases():
+    assert len(CASES) >= 30
