@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -102,3 +103,14 @@ def assert_mlflow_matches_results(client, run_dir: Path, tasks: list[str]) -> No
     assert compared >= 2 * len(tasks)
     parent_artifacts = [a.path for a in client.list_artifacts(parent.info.run_id)]
     assert "config.yaml" in parent_artifacts and "summary.json" in parent_artifacts
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Non-zero exit, no traceback, no model loaded, and every needle in the output."""
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text[-2000:]
+    assert "Traceback" not in text, text[-4000:]
+    # app.run prints "loading <model> (<strategy>) ..." just before it builds the engine.
+    assert not re.search(r"^loading \S+ \(", proc.stdout, re.M), "a model was loaded"
+    for needle in needles:
+        assert needle in text, f"{needle!r} not in:\n{text[-3000:]}"

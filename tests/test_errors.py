@@ -7,18 +7,9 @@ import shutil
 import pytest
 
 from harness.paths import PLUGINS_DIR
-from tests.conftest import run_harness
+from tests.conftest import assert_clean_failure, run_harness
 
 pytestmark = pytest.mark.slow
-
-
-def assert_clean_failure(proc, *needles: str) -> None:
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0, text[-2000:]
-    assert "Traceback" not in text, text[-4000:]
-    assert "loading tiny_char" not in proc.stdout, "the model was loaded before the error"
-    for needle in needles:
-        assert needle in text, f"{needle!r} not in:\n{text[-3000:]}"
 
 
 def test_unknown_model_name(tmp_path):

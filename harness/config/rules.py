@@ -20,6 +20,14 @@ from harness.config.schema import (
 FP8_GPUS = ("L4", "L40", "L40S", "H100", "H200", "H800", "H20", "GH200", "B100", "B200", "GB200")
 """GPUs with fp8 tensor cores (compute capability 8.9 and up)."""
 GPU_TIERS = "small, medium, large, xlarge"
+SIZE_KEYS = (
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "data_parallel_size",
+    "batch_size",
+    "concurrent_seqs",
+)
+"""Strategy sizes that must be at least 1."""
 
 
 def divisors(n: int, limit: int = 16) -> str:
@@ -29,13 +37,7 @@ def divisors(n: int, limit: int = 16) -> str:
 def size_problems(strategy: StrategyConfig) -> list[str]:
     """Sizes that must be positive before anything can be planned."""
     problems = []
-    for key in (
-        "tensor_parallel_size",
-        "pipeline_parallel_size",
-        "data_parallel_size",
-        "batch_size",
-        "concurrent_seqs",
-    ):
+    for key in SIZE_KEYS:
         value = getattr(strategy, key)
         if value < 1:
             problems.append(
@@ -84,17 +86,7 @@ def model_fact_problems(model: ModelConfig) -> list[str]:
 def plannable(strategy: StrategyConfig) -> StrategyConfig:
     """The strategy with sizes that ``size_problems`` refuses set to 1, so the rest can be planned
     and every problem reported at once."""
-    fixed: dict[str, Any] = {
-        key: 1
-        for key in (
-            "tensor_parallel_size",
-            "pipeline_parallel_size",
-            "data_parallel_size",
-            "batch_size",
-            "concurrent_seqs",
-        )
-        if getattr(strategy, key) < 1
-    }
+    fixed: dict[str, Any] = {key: 1 for key in SIZE_KEYS if getattr(strategy, key) < 1}
     if not 0 < strategy.gpu_memory_utilization <= 1:
         fixed["gpu_memory_utilization"] = 1.0
     if strategy.max_model_len is not None and strategy.max_model_len < 1:
