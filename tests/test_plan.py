@@ -234,3 +234,23 @@ def test_real_run_refuses_a_plan_that_cannot_fit(tmp_path):
     assert "tensor parallel size (2) exceeds the 1 GPUs" in proc.stderr
     assert "NVML sees 0" in proc.stderr
     assert "Traceback" not in proc.stderr and "loading llama2_70b" not in proc.stdout
+
+
+def usage_command(path) -> list[str]:
+    """The overrides of the `python -m harness ...` comment that starts a config file."""
+    for line in path.read_text().splitlines():
+        if line.startswith("# python -m harness"):
+            words = line.removeprefix("# python -m harness").split()
+            return [w for w in words if w != "plan_only=true" and not w.startswith("tracking.")]
+    raise AssertionError(f"{path} has no usage comment")
+
+
+@pytest.mark.parametrize(
+    "path", sorted(CONF_DIR.rglob("*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}"
+)
+def test_every_usage_comment_plans_a_fitting_deployment(path):
+    overrides = usage_command(path)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        run = to_run_config(compose(config_name="config", overrides=overrides))
+    plan = plan_run(run)
+    assert plan.fits, (overrides, plan.problems)
