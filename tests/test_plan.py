@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from functools import cache
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -254,3 +255,15 @@ def test_every_usage_comment_plans_a_fitting_deployment(path):
         run = to_run_config(compose(config_name="config", overrides=overrides))
     plan = plan_run(run)
     assert plan.fits, (overrides, plan.problems)
+
+
+def test_console_script_is_installed(tmp_path):
+    script = Path(sys.executable).parent / "harness"
+    assert script.is_file(), "pip install -e . installs the `harness` console script"
+    proc = subprocess.run(
+        [str(script), "model=falcon_40b", "strategy=tp4", "tier=medium", "plan_only=true",
+         f"hydra.run.dir={tmp_path}"],
+        cwd=tmp_path, env=offline_env(tmp_path), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "falcon_40b | strategy tp4 | tier medium | FITS" in proc.stdout
