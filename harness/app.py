@@ -176,7 +176,7 @@ def run(cfg: DictConfig) -> int:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def _hydra_entry(cfg: DictConfig) -> None:
+def _hydra_entry(cfg: DictConfig) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
@@ -187,8 +187,13 @@ def _hydra_entry(cfg: DictConfig) -> None:
     except OmegaConfBaseException as err:  # e.g. an interpolation that resolves to nothing
         print(f"error: the configuration does not resolve: {err}", file=sys.stderr, flush=True)
         code = 2
-    if code:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    # In a sweep one job's failure must not end the others: Hydra keeps the return value.
+    if code and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(code)
+    return code
 
 
 def main() -> None:

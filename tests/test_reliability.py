@@ -190,3 +190,25 @@ def test_fingerprint_changes_with_what_changes_numbers(compose_cfg, tmp_path):
     yaml_file = folder / "arith_mc.yaml"
     yaml_file.write_text(yaml_file.read_text().replace("version: 1.0", "version: 2.0"))
     assert fp(*overrides) != v1  # a new task version is a new evaluation
+
+
+@pytest.mark.slow
+def test_a_failing_sweep_job_does_not_end_the_sweep(tmp_path):
+    proc = run_harness(
+        [
+            "-m",
+            "dataset=[arith_mc]",
+            "dataset.arith_mc.limit=10",
+            "strategy.batch_size=0,8",
+            "tracking=none",
+            f"outputs_root={tmp_path / 'out'}",
+        ],
+        tmp_path,
+    )
+    text = proc.stdout + proc.stderr
+    assert "strategy.batch_size=0: must be at least 1" in text
+    assert "Traceback" not in text
+    (sweep,) = (tmp_path / "out" / "multirun").iterdir()
+    job1 = sweep / "1_tiny_char_single"
+    assert json.loads((job1 / "summary.json").read_text())["failed"] == []
+    assert not (sweep / "0_tiny_char_single" / "summary.json").exists()
