@@ -90,7 +90,9 @@ def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
         TaskError: a task is unknown or its data cannot be loaded; the message lists each
             dataset's problem and its fix.
     """
-    logging.getLogger("lm_eval.api.task").addFilter(_QuietCustomDatasetHint())
+    task_log = logging.getLogger("lm_eval.api.task")
+    if not any(isinstance(f, _QuietCustomDatasetHint) for f in task_log.filters):
+        task_log.addFilter(_QuietCustomDatasetHint())
     folders = task_folders(run)
     manager = build_task_manager(folders, [d.task for d in run.dataset.values()])
     problems: list[str] = []
