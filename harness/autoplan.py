@@ -152,7 +152,7 @@ def _plan_on_tier(run: RunConfig, tier: TierConfig, allow_quantized: bool = True
         plan.explanation = _explain(plan, tried, tier)
         return plan
     plan = make_plan(run, run.strategy, tier)
-    if not plan.memory.fits and not run.strategy.auto:
+    if not plan.memory.fits:
         fit, _ = smallest_fit(run, run.strategy, tier)
         if fit is not None:
             unit = "per GPU" if fit.device == "cuda" else "of host memory"
@@ -170,15 +170,9 @@ def _plan_on_tier(run: RunConfig, tier: TierConfig, allow_quantized: bool = True
 
 
 def _override_of(plan: Plan) -> str:
-    if plan.device != "cuda":
+    if plan.device != "cuda" or plan.resolved is None:
         return "strategy=single"
-    s = StrategyConfig(
-        name=plan.strategy,
-        tensor_parallel_size=plan.tensor_parallel_size,
-        pipeline_parallel_size=plan.pipeline_parallel_size,
-        quantization=Quantization(plan.quantization),
-    )
-    return as_override(s)
+    return as_override(plan.resolved)
 
 
 def _explain(plan: Plan, tried: list[Plan], tier: TierConfig) -> str:

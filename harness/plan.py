@@ -133,10 +133,10 @@ def device_of(strategy: StrategyConfig, tier: TierConfig) -> str:
 
 
 def estimate_memory(
-    model: ModelConfig, strategy: StrategyConfig, tier: TierConfig, max_model_len: int
+    model: ModelConfig, strategy: StrategyConfig, tier: TierConfig, device: str, max_model_len: int
 ) -> Memory:
-    """The per-GPU (or host) memory estimate of one deployment."""
-    on_gpu = device_of(strategy, tier) == "cuda"
+    """The per-GPU (or host, when ``device`` is ``cpu``) memory estimate of one deployment."""
+    on_gpu = device == "cuda"
     ranks = strategy.tensor_parallel_size * strategy.pipeline_parallel_size if on_gpu else 1
     bpp = weight_bytes_per_param(model, strategy)
     weights_bytes = model.num_params * bpp
@@ -198,7 +198,7 @@ def make_plan(
     device = device_of(strategy, tier)
     max_len = strategy.max_model_len or model.context_window
     gpus, nodes = gpus_and_nodes(strategy, tier, device)
-    memory = estimate_memory(model, strategy, tier, max_len)
+    memory = estimate_memory(model, strategy, tier, device, max_len)
     problems = deployment_problems(model, strategy, tier, device, gpus, nodes)
     if not memory.fits and (device != "cuda" or tier.gpus_per_node > 0):
         problems.append(_does_not_fit(memory, device, tier, max_len))

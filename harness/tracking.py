@@ -56,10 +56,13 @@ class Tracker:
         self.uri = local_uri(config.uri) if self.enabled else ""
         self._starting: threading.Thread | None = None
 
-    def _safe(self, what: str, fn: Callable[[], T]) -> T | None:
+    def _wait_for_start(self) -> None:
         if self._starting is not None and self._starting is not threading.current_thread():
             self._starting.join()
             self._starting = None
+
+    def _safe(self, what: str, fn: Callable[[], T]) -> T | None:
+        self._wait_for_start()
         if not self.enabled:
             return None
         try:
@@ -146,21 +149,28 @@ class Tracker:
             self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
         return str(run.info.run_id)
 
+    # The default target (the parent) is read inside each lambda: only after start() has
+    # finished in its thread is parent_id known.
     def set_tags(self, tags: dict[str, str], run_id: str | None = None) -> None:
-        target = run_id or self.parent_id
-        self._safe("set_tag", lambda: [self.client.set_tag(target, k, v) for k, v in tags.items()])
+        self._safe(
+            "set_tag",
+            lambda: [self.client.set_tag(run_id or self.parent_id, k, v) for k, v in tags.items()],
+        )
 
     def log_artifact(self, path: Path, run_id: str | None = None) -> None:
-        target = run_id or self.parent_id
-        self._safe("log_artifact", lambda: self.client.log_artifact(target, str(path)))
+        self._safe(
+            "log_artifact", lambda: self.client.log_artifact(run_id or self.parent_id, str(path))
+        )
 
     def end(self, run_id: str | None = None, status: str = "FINISHED") -> None:
         """Mark a run (the parent by default) FINISHED, FAILED or KILLED."""
-        target = run_id or self.parent_id
-        self._safe("end run", lambda: self.client.set_terminated(target, status=status))
+        self._safe(
+            "end run",
+            lambda: self.client.set_terminated(run_id or self.parent_id, status=status),
+        )
 
     def describe(self) -> dict[str, Any]:
-        self._safe("describe", lambda: None)  # waits for start() to settle
+        self._wait_for_start()
         return {
             "enabled": self.enabled,
             "uri": self.uri,
