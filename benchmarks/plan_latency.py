@@ -27,8 +27,29 @@ CASES = {
     "harness plan_only llama3_1_70b auto/auto": [
         "-m", "harness", "model=llama3_1_70b", "strategy=auto", "tier=auto", "plan_only=true",
     ],
+    "harness plan_only falcon_40b tp4 (tier local, measured here)": [
+        "-m", "harness", "model=falcon_40b", "strategy=tp4", "plan_only=true",
+    ],
+    "harness plan_only model=hf Qwen/Qwen3-8B (from a hub cache)": [
+        "-m", "harness", "model=hf", "model.pretrained=Qwen/Qwen3-8B", "tier=small",
+        "plan_only=true",
+    ],
     "lm_eval --help": ["-m", "lm_eval", "--help"],
 }  # fmt: skip
+QWEN3_8B_CONFIG = ROOT / "tests" / "fixtures" / "hf_configs" / "qwen3_8b.json"
+
+
+def hub_cache(root: Path) -> Path:
+    """A hub cache holding Qwen3-8B's config.json and an index, as `huggingface-cli download
+    Qwen/Qwen3-8B config.json model.safetensors.index.json` leaves it (no weights)."""
+    snapshot = root / "models--Qwen--Qwen3-8B" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (root / "models--Qwen--Qwen3-8B" / "refs").mkdir()
+    (root / "models--Qwen--Qwen3-8B" / "refs" / "main").write_text("0" * 40)
+    (snapshot / "config.json").write_text(QWEN3_8B_CONFIG.read_text())
+    index = {"metadata": {"total_size": 2 * 8_190_735_360}, "weight_map": {}}
+    (snapshot / "model.safetensors.index.json").write_text(json.dumps(index))
+    return root
 
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
@@ -37,12 +58,16 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
 
 
 def time_command(args: list[str], work: Path) -> float:
+    env = {**os.environ, "HF_HUB_CACHE": str(work / "hub")}
     start = time.perf_counter()
-    subprocess.run(
+    # A plan that does not fit here exits 1 and its time counts the same; anything else is a bug.
+    proc = subprocess.run(
         [sys.executable, *args, f"hydra.run.dir={work}"] if args[1] == "harness" else
         [sys.executable, *args],
-        cwd=work, check=True, capture_output=True,
+        cwd=work, capture_output=True, env=env, text=True,
     )  # fmt: skip
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"{args} exited {proc.returncode}: {proc.stderr[-2000:]}")
     return time.perf_counter() - start
 
 
@@ -54,6 +79,7 @@ def main(args: argparse.Namespace) -> dict:
         "cases": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
+        hub_cache(Path(tmp) / "hub")
         for name, cmd in CASES.items():
             walls = [time_command(cmd, Path(tmp)) for _ in range(args.repeat)]
             figures["cases"][name] = {

@@ -13,7 +13,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from harness import console
 from harness.config.schema import RunConfig, register_configs, to_run_config
+from harness.console import say
 from harness.errors import ConfigError, HarnessError
 from harness.paths import CONF_DIR
 from harness.plan import Plan
@@ -46,27 +48,39 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
     real run every problem (config, deployment, memory fit, this node's GPUs) is raised at once.
     """
     from harness.autoplan import plan_run
-    from harness.config.rules import model_fact_problems, plannable
+    from harness.config.rules import engine_rules, model_fact_problems, plannable
     from harness.config.validate import config_problems, engine_problems
-    from harness.report import format_plan
+    from harness.model_facts import resolve_model
+    from harness.report import format_plan, format_plan_line
 
+    try:  # the facts of the checkpoint really loaded, before anything is planned from them
+        run_cfg.model, model_notes = resolve_model(run_cfg.model, run_cfg.offline)
+    except ConfigError as err:  # report what else is wrong too, none of it planned from figures
+        others = config_problems(run_cfg, will_run=False) + engine_rules(run_cfg.strategy)
+        raise ConfigError(err.problems + others) from None
     problems = config_problems(run_cfg, will_run=not run_cfg.plan_only)
     if model_fact_problems(run_cfg.model):
         raise ConfigError(problems)  # nothing can be planned from such figures
     plan = plan_run(replace(run_cfg, strategy=plannable(run_cfg.strategy)))
     plan.problems = problems + plan.problems
-    print(format_plan(plan), flush=True)
+    plan.notes = model_notes + plan.notes
+    if run_cfg.tier.detected:
+        from harness.machine import this_node
+
+        plan.notes.append(this_node().describe())
+    table = format_plan(plan)  # a run shows one line unless verbose; plan_only, the table
+    say(table if run_cfg.plan_only or run_cfg.verbose else format_plan_line(plan), record=table)
     if run_cfg.plan_only:
         from harness.results import write_json_atomic
 
         path = resolve_output_dir(run_cfg) / "plan.json"
         write_json_atomic(path, plan.to_dict())
-        print(f"plan written to {path}", flush=True)
+        say(f"plan written to {path}")
         return plan
     problems = list(plan.problems)
     problems += engine_problems(plan.engine, plan.strategy)
     if plan.device == "cuda":
-        from harness.hardware import detect_gpus, hardware_problems
+        from harness.machine import detect_gpus, hardware_problems
 
         on_node = min(plan.gpus_needed, max(run_cfg.tier.gpus_per_node, 1))
         problems += hardware_problems(plan.device, on_node, detect_gpus())
@@ -89,7 +103,13 @@ def run(cfg: DictConfig) -> int:
         HarnessError: bad input, explained; raised before any model is loaded.
     """
     started = time.perf_counter()
+    from harness.config.keys import composed_key_problems
+
+    unknown = composed_key_problems(cfg)
+    if unknown:
+        raise ConfigError(unknown)
     run_cfg = to_run_config(cfg)
+    chatty = console.configure(run_cfg.verbose)
     set_offline(run_cfg.offline)
     plan = make_checked_plan(run_cfg)
     if run_cfg.plan_only:
@@ -103,6 +123,7 @@ def run(cfg: DictConfig) -> int:
     run_dir = RunDirectory(resolve_output_dir(run_cfg))
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     config_file = run_dir.write_config(OmegaConf.to_yaml(resolved))
+    console.route_library_logs("datasets", "huggingface_hub")
     datasets = prepare_datasets(run_cfg)
 
     from harness.evaluate import evaluate_all, work_list
@@ -122,14 +143,15 @@ def run(cfg: DictConfig) -> int:
         if any(item.stored is None for item in work.values()):
             from harness.engines import build_engine
 
-            print(f"loading {model.name} ({strategy.name}) ...", flush=True)
+            say(f"loading {model.name} ({strategy.name}) ...")
+            console.route_library_logs("transformers")
             load_start = time.perf_counter()
             engine = build_engine(run_cfg)
             load_time = time.perf_counter() - load_start
-            print(f"loaded {model.name} in {load_time:.1f}s", flush=True)
+            say(f"loaded {model.name} in {load_time:.1f}s", show=chatty)  # the summary has it
             tracker.log_metrics({"load_time_s": load_time})
         else:
-            print("every dataset has a stored result: no model to load (rerun=true forces)")
+            say("every dataset has a stored result: no model to load (rerun=true forces)")
         outcomes = evaluate_all(engine, work, run_cfg, run_dir, store, tracker)
         engine_facts = engine.describe() if engine is not None else {}
     except BaseException:
@@ -162,14 +184,15 @@ def run(cfg: DictConfig) -> int:
 
     from harness.report import format_summary
 
-    print(format_summary(summary), flush=True)
+    say(format_summary(summary))
     if failed:
-        print(
+        say(
             f"{len(failed)} of {len(outcomes)} datasets failed: "
             + ", ".join(f"{o.name} ({o.error_type}: {o.error_message})" for o in failed)
             + f". Details: {run_dir.results_dir}/<dataset>.error.json; rerun the same command "
             "to retry only those.",
-            file=sys.stderr,
+            err=True,
+            level=logging.ERROR,
         )
         return 1
     return 0
@@ -179,13 +202,14 @@ def run(cfg: DictConfig) -> int:
 def _hydra_entry(cfg: DictConfig) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
+    logging.captureWarnings(True)  # Python warnings go to the console and the log file too
     try:
         code = run(cfg)
     except HarnessError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        say(f"error: {err}", err=True, level=logging.ERROR)
         code = err.exit_code
     except OmegaConfBaseException as err:  # e.g. an interpolation that resolves to nothing
-        print(f"error: the configuration does not resolve: {err}", file=sys.stderr, flush=True)
+        say(f"error: the configuration does not resolve: {err}", err=True, level=logging.ERROR)
         code = 2
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -200,15 +224,21 @@ def main() -> None:
     """Console entry point (``harness`` and ``python -m harness``)."""
     import signal
 
-    from harness.config.argv import check_group_choices, output_problems
+    from harness import cli_help
+    from harness.config.argv import check_group_choices, output_problems, required_value_problems
+    from harness.config.keys import argv_key_problems
 
     # `harness ... | head` should end quietly, as other command-line tools do.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    problems = check_group_choices(sys.argv[1:]) + output_problems(sys.argv[1:])
+    argv = sys.argv[1:]
+    problems = check_group_choices(argv)
+    if not cli_help.only_prints(argv):  # --help and tab completion (-sc install=bash) run nothing
+        problems += argv_key_problems(argv) + required_value_problems(argv) + output_problems(argv)
     if problems:
         print(f"error: {ConfigError(problems)}", file=sys.stderr)
         sys.exit(2)
     register_configs()
+    cli_help.register()  # ${harness_help:...} in --help's page; resolved only when printed
     from omegaconf.errors import OmegaConfBaseException
 
     try:

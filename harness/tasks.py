@@ -126,6 +126,10 @@ def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
             or loaded["tasks"].get(ds.task)
             or list(loaded["tasks"].values())
         )
+        shortfall = fewshot_problem(name, ds, task)
+        if shortfall:
+            problems.append(shortfall)
+            continue
         prepared[name] = PreparedDataset(name, ds, task, builtin, manager)
     if problems:
         noun = "dataset" if len(problems) == 1 else "datasets"
@@ -170,3 +174,39 @@ def _explain_load_failure(
         f"dataset '{name}': task {task!r} ({entry.yaml_path}) could not load its data: "
         f"{_first_line(err)}"
     )
+
+
+def leaf_tasks(task: Any) -> list[Any]:
+    """The single tasks of a task, a group, or a list of them."""
+    if isinstance(task, list):
+        return [leaf for t in task for leaf in leaf_tasks(t)]
+    if hasattr(task, "get_all_tasks"):
+        return list(task.get_all_tasks())
+    return [task]
+
+
+def fewshot_problem(name: str, ds: DatasetConfig, task: Any) -> str | None:
+    """A few-shot count larger than a task's pool of examples to draw from.
+
+    lm-eval finds out only while building prompts, after the model is loaded, with Python's raw
+    "Sample larger than population". When the pool is the evaluated split itself, each prompt
+    leaves its own document out, so one more is needed.
+    """
+    for leaf in leaf_tasks(task):
+        config = getattr(leaf, "config", None)
+        shots = ds.num_fewshot if ds.num_fewshot is not None else getattr(config, "num_fewshot", 0)
+        if not shots or config is None:
+            continue
+        sampler = getattr(leaf, "sampler", None)
+        pool = len(sampler.fewshot_docs()) if sampler is not None else 0
+        same_split = getattr(leaf.fewshot_cfg, "split", None) == config.test_split
+        needed = shots + 1 if same_split else shots
+        if pool < needed:
+            usable = max(pool - 1 if same_split else pool, 0)
+            where = " (its own test split, less the document being asked)" if same_split else ""
+            return (
+                f"dataset '{name}': num_fewshot={shots} but task {config.task!r} has {pool} "
+                f"few-shot example(s) to draw from{where}. Fix: dataset.{name}.num_fewshot="
+                f"{usable} or less, or a task with a larger few-shot split."
+            )
+    return None

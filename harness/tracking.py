@@ -102,6 +102,9 @@ class Tracker:
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
+        from harness.console import route_library_logs
+
+        route_library_logs("mlflow")  # its INFO lines to the log file, not the console
         self.client = MlflowClient(tracking_uri=self.uri)
         experiment = self.client.get_experiment_by_name(self.config.experiment)
         if experiment is None:

@@ -114,3 +114,28 @@ def assert_clean_failure(proc: subprocess.CompletedProcess[str], *needles: str) 
     assert not re.search(r"^loading \S+ \(", proc.stdout, re.M), "a model was loaded"
     for needle in needles:
         assert needle in text, f"{needle!r} not in:\n{text[-3000:]}"
+
+
+def fake_hub_cache(
+    cache: Path, repo_id: str, config: dict, num_params: int, commit: str = "c0ffee" * 6 + "abcd"
+) -> Path:
+    """A Hugging Face hub cache holding what `huggingface-cli download <id> config.json
+    model.safetensors.index.json` leaves: refs/main, blobs, and snapshot links to them."""
+    import hashlib
+    import json
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "blobs").mkdir(exist_ok=True)
+    index = {"metadata": {"total_size": 2 * num_params}, "weight_map": {}}
+    for name, content in (
+        ("config.json", json.dumps(config, indent=2)),
+        ("model.safetensors.index.json", json.dumps(index)),
+    ):
+        blob = repo / "blobs" / hashlib.sha256(content.encode()).hexdigest()
+        blob.write_text(content)
+        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+    return snapshot

@@ -25,6 +25,33 @@ CASES = [
     ("unknown-dataset", ["dataset=[arith_mc,gsm8kk]"], ["dataset=gsm8kk", "'gsm8k'"]),
     ("unknown-tracking", ["tracking=mlfow"], ["tracking=mlfow", "Options:"]),
     ("unknown-key", ["dataset.arith_mc.limt=3"], ["limt", "dataset.arith_mc"]),
+    # keys added with Hydra's '+' prefixes are refused too, not silently dropped
+    (
+        "plus-misspelt-key",
+        ["+strategy.batchsize=8", NO_TRACKING],
+        ["+strategy.batchsize=8", "Did you mean 'batch_size'", "Fix:"],
+    ),
+    ("plus-unknown-key", ["+foo=bar", NO_TRACKING], ["+foo=bar", "not a setting of the run"]),
+    (
+        "plusplus-key",
+        ["++tier.gpus=8", NO_TRACKING],
+        ["++tier.gpus=8", "Settings of tier", "gpus_per_node"],
+    ),
+    (
+        "fewshot-over-pool",
+        ["dataset=[arith_mc]", "dataset.arith_mc.num_fewshot=500", NO_TRACKING],
+        ["num_fewshot=500", "200 few-shot example(s)", "num_fewshot=200 or less"],
+    ),
+    (
+        "generic-model-no-checkpoint",
+        ["model=hf", NO_TRACKING],
+        ["model=hf needs model.pretrained=<value>", "Fix:"],
+    ),
+    (
+        "generic-model-not-cached",
+        ["model=hf", "model.pretrained=acme/nowhere", NO_TRACKING],
+        ["huggingface-cli download acme/nowhere config.json", "offline=false"],
+    ),
     (
         "unknown-task",
         ["dataset=[arith_mc]", "dataset.arith_mc.task=arith_mcc", NO_TRACKING],
@@ -44,7 +71,8 @@ CASES = [
     ("zero-limit", ["dataset.arith_mc.limit=0"], ["dataset.arith_mc.limit=0", "Fix:"]),
     ("negative-fewshot", ["dataset.arith_mc.num_fewshot=-1"], ["num_fewshot=-1", "Fix:"]),
     ("utilization", ["strategy.gpu_memory_utilization=1.5"], ["gpu_memory_utilization=1.5"]),
-    ("zero-layers", ["model.num_layers=0"], ["model.num_layers=0", "Fix:"]),
+    # (a registry model whose checkpoint is not here plans from its YAML figures)
+    ("zero-layers", ["model=llama3_1_8b", "model.num_layers=0"], ["model.num_layers=0", "Fix:"]),
     ("no-dataset", ["dataset=[]"], ["no dataset selected", "Fix:"]),
     # deployments that cannot work
     (
@@ -85,8 +113,12 @@ CASES = [
         ["model=llama2_70b", "strategy=single", "tier=small", "plan_only=true"],
         ["DOES NOT FIT", "Fix: strategy=int8"],
     ),
-    ("gpu-strategy-cpu-tier", ["strategy=tp2"], ["tier 'local' has none", "Fix:"]),
-    ("missing-weights", ["model.pretrained=plugins/models/nowhere"], ["no such folder", "Fix:"]),
+    (
+        "gpu-strategy-cpu-tier",
+        ["strategy=tp2"],
+        ["tier 'local' is this machine and it has no GPU", "Fix:"],
+    ),
+    ("missing-weights", ["model.pretrained=plugins/models/nowhere"], ["does not exist", "Fix:"]),
     (
         "hub-not-cached",
         ["model=qwen3_8b", "strategy=single"],

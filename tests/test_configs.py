@@ -20,7 +20,9 @@ def options(group: str) -> list[str]:
 )
 def test_every_option_composes(compose_cfg, group, option):
     override = f"{group}=[{option}]" if group == "dataset" else f"{group}={option}"
-    cfg = compose_cfg(override)
+    # The generic model option names no checkpoint of its own: give it the bundled one.
+    extra = ["model.pretrained=plugins/models/tiny_char"] if override == "model=hf" else []
+    cfg = compose_cfg(override, *extra)
     run = to_run_config(cfg)
     assert isinstance(run, RunConfig)
     if group == "dataset":
@@ -28,7 +30,9 @@ def test_every_option_composes(compose_cfg, group, option):
         assert run.dataset[option].task
     else:
         assert OmegaConf.select(cfg, f"{group}") is not None
-        if group != "tracking":
+        if override == "model=hf":
+            assert run.model.name == "tiny_char"  # named after its checkpoint
+        elif group != "tracking":
             assert getattr(run, group).name == option
 
 

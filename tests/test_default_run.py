@@ -89,3 +89,27 @@ def test_trained_model_beats_chance(default_run):
 
     bpb = results["story_ppl"]["results"]["story_ppl"]["bits_per_byte,none"]
     assert bpb <= BPB_MAX_FRACTION_OF_CHANCE * math.log2(vocab), bpb
+
+
+def test_default_console_is_quiet(default_run):
+    proc = default_run["proc"]
+    lines = (proc.stdout + proc.stderr).splitlines()  # a progress bar's \r counts as a line too
+    assert len(lines) <= 20, "\n".join(lines)
+    text = "\n".join(lines)
+    for chatter in ("[INFO]", "Building contexts", "Running loglikelihood", "it/s", "fatal:"):
+        assert chatter not in text, f"{chatter!r} on the console:\n{text}"
+    assert lines[0].startswith("plan: tiny_char | strategy single | tier local | hf on cpu")
+    assert lines[0].endswith("| FITS")
+
+
+def test_default_run_log_file_holds_the_whole_story(default_run):
+    log = (default_run["dir"] / "harness.log").read_text()
+    assert "[harness.phase][INFO] \nplan: tiny_char | strategy single | tier local | FITS" in log
+    assert "needed/budget" in log  # the full plan table, though the console showed one line
+    assert "loading tiny_char (single) ..." in log and "loaded tiny_char in " in log
+    for i, task in enumerate(BUNDLED_TASKS, start=1):
+        assert f"[harness.phase][INFO] [{i}/5] {task} ok in " in log
+        assert f"[lm_eval.api.task][INFO] Building contexts for {task} on rank 0" in log
+    assert "[lm_eval.evaluator][INFO] Running loglikelihood requests" in log
+    assert "Creating initial MLflow database tables" in log  # mlflow's INFO, off the console
+    assert "tok/s" in log and f"results: {default_run['dir']}" in log

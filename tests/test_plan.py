@@ -14,11 +14,13 @@ from hydra import compose, initialize_config_dir
 
 from harness.autoplan import plan_run
 from harness.config.schema import Quantization, RunConfig, to_run_config
+from harness.model_facts import resolve_model
 from harness.paths import CONF_DIR
 from harness.plan import GB, GIB, OVERHEAD_GIB_PER_GPU, kv_bytes_per_token, make_plan
-from tests.conftest import offline_env
+from tests.conftest import fake_hub_cache, offline_env
 
-MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "hf")
+"""The registry: every model option with its figures in YAML (``hf`` reads a checkpoint's)."""
 STRATEGIES = sorted(p.stem for p in (CONF_DIR / "strategy").glob("*.yaml"))
 TIERS = sorted(p.stem for p in (CONF_DIR / "tier").glob("*.yaml"))
 
@@ -120,7 +122,7 @@ CASES = [
     # Llama-3.1-70B int8 on one A100: 65.7 GiB weights + 40 GiB KV (128k tokens) + 2 > 72.
     ("llama3_1_70b", "int8", "small", False, "strategy.max_model_len=14063 or less would fit"),
     # A GPU strategy on the CPU tier.
-    ("llama3_1_8b", "tp2", "local", False, "tier 'local' has none"),
+    ("llama3_1_8b", "tp2", "local", False, "tier 'local' is this machine and it has no GPU"),
     # Falcon-180B bf16 on xlarge tp4_pp2: 359 GB / 8 = 41.8 GiB per GPU, 2 nodes, Ray.
     ("falcon_180b", "tp4_pp2", "xlarge", True, ""),
     # ...and on large (one node): 8 GPUs fit, so tp4_pp2 on one node is fine too.
@@ -138,7 +140,7 @@ CASES = [
     # int4 needs an AWQ/GPTQ checkpoint.
     ("mixtral_8x7b", "tp4", "medium", True, ""),
     # int8 is a GPU strategy: refused on the CPU tier, with the CPU deployment as the fix.
-    ("tiny_char", "int8", "local", False, "tier 'local' has none"),
+    ("tiny_char", "int8", "local", False, "tier 'local' is this machine and it has no GPU"),
     ("tiny_char", "int8", "local", False, "Fix: strategy=single"),
 ]
 
@@ -249,10 +251,15 @@ def usage_command(path) -> list[str]:
 @pytest.mark.parametrize(
     "path", sorted(CONF_DIR.rglob("*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}"
 )
-def test_every_usage_comment_plans_a_fitting_deployment(path):
+def test_every_usage_comment_plans_a_fitting_deployment(path, tmp_path, monkeypatch):
+    # model=hf's example names Qwen/Qwen3-8B: a hub cache holding its real config.json stands in.
+    config = json.loads((Path(__file__).parent / "fixtures/hf_configs/qwen3_8b.json").read_text())
+    fake_hub_cache(tmp_path, "Qwen/Qwen3-8B", config, num_params=8_190_735_360)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     overrides = usage_command(path)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         run = to_run_config(compose(config_name="config", overrides=overrides))
+    run.model, _ = resolve_model(run.model, offline=True)
     plan = plan_run(run)
     assert plan.fits, (overrides, plan.problems)
 

@@ -94,3 +94,33 @@ def output_problems(argv: Sequence[str]) -> list[str]:
             if problem:
                 problems.append(problem)
     return problems
+
+
+def required_value_problems(argv: Sequence[str]) -> list[str]:
+    """Values an option file leaves to the command line (``???``, e.g. ``model=hf``'s
+    ``pretrained``) that the command line does not give; Hydra would fail resolving its run dir."""
+    problems = []
+    dirs = search_dirs(argv)
+    for arg in argv:
+        match = _OVERRIDE.match(arg)
+        if not match or match["group"] not in ("model", "strategy", "tier", "tracking"):
+            continue
+        group, option = match["group"], match["value"]
+        files = [
+            d / group / f"{option}.yaml" for d in dirs if (d / group / f"{option}.yaml").is_file()
+        ]
+        if not files:
+            continue
+        for line in files[0].read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and value.strip() == "???" and override_value(argv, f"{group}.{key}") is None:
+                problems.append(
+                    f"{group}={option} needs {group}.{key}=<value>: {files[0]} leaves it to the "
+                    f"command line. Fix: add {group}.{key}=..."
+                    + (
+                        " (a hub id like Qwen/Qwen3-8B, or a local checkpoint folder)."
+                        if (group, key) == ("model", "pretrained")
+                        else "."
+                    )
+                )
+    return problems

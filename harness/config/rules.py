@@ -70,12 +70,13 @@ def model_fact_problems(model: ModelConfig) -> list[str]:
         "context_window",
     ):
         value = getattr(model, key)
-        if value < 1:
+        if value is not None and value < 1:
             problems.append(
                 f"model.{key}={value} for '{model.name}': must be positive. Fix: take it from the "
                 "model's config.json (conf/model/<name>.yaml cites where each figure comes from)."
             )
-    if model.num_active_params is not None and not 0 < model.num_active_params <= model.num_params:
+    total = model.num_params
+    if model.num_active_params is not None and total and not 0 < model.num_active_params <= total:
         problems.append(
             f"model.num_active_params={model.num_active_params} for '{model.name}': must be "
             f"positive and at most num_params ({model.num_params}). Fix: null for dense models."
@@ -104,7 +105,7 @@ def deployment_problems(
 ) -> list[str]:
     """Every broken rule of this model x strategy x tier (the memory fit is checked elsewhere)."""
     problems = _model_rules(model, strategy)
-    problems += _engine_rules(strategy)
+    problems += engine_rules(strategy)
     if device == "cuda":
         problems += _gpu_rules(strategy, tier, gpus, nodes)
     problems += _quantization_rules(model, strategy, tier, device)
@@ -114,6 +115,8 @@ def deployment_problems(
 def _model_rules(model: ModelConfig, strategy: StrategyConfig) -> list[str]:
     tp, pp = strategy.tensor_parallel_size, strategy.pipeline_parallel_size
     problems = []
+    assert model.num_attention_heads and model.num_kv_heads, "facts not resolved"
+    assert model.num_layers and model.context_window, "facts not resolved"
     if model.num_attention_heads % tp:
         problems.append(
             f"model '{model.name}': total number of attention heads ({model.num_attention_heads})"
@@ -142,7 +145,8 @@ def _model_rules(model: ModelConfig, strategy: StrategyConfig) -> list[str]:
     return problems
 
 
-def _engine_rules(strategy: StrategyConfig) -> list[str]:
+def engine_rules(strategy: StrategyConfig) -> list[str]:
+    """The strategy's sizes against its engine (no model fact needed)."""
     sizes = (
         strategy.tensor_parallel_size,
         strategy.pipeline_parallel_size,
@@ -159,6 +163,13 @@ def _engine_rules(strategy: StrategyConfig) -> list[str]:
 
 def _gpu_rules(strategy: StrategyConfig, tier: TierConfig, gpus: int, nodes: int) -> list[str]:
     tp = strategy.tensor_parallel_size
+    if tier.gpus_per_node < 1 and tier.detected:
+        return [
+            f"strategy '{strategy.name}' runs on GPUs, but tier '{tier.name}' is this machine "
+            "and it has no GPU (NVML finds none). Fix: plan for the machine you will run on with "
+            f"its tier ({GPU_TIERS}, or auto) and plan_only=true, send the run there "
+            "(hydra/launcher=slurm), or strategy=single to run on this machine's CPU."
+        ]
     if tier.gpus_per_node < 1:
         return [
             f"strategy '{strategy.name}' runs on GPUs but tier '{tier.name}' has none. Fix: "

@@ -65,7 +65,11 @@ class TrackingBackend(StrEnum):
 
 @dataclass
 class ModelConfig:
-    """Architecture facts of one model, enough to plan without the hub."""
+    """Architecture facts of one model, enough to plan without the hub.
+
+    A registry model states them in its YAML (with sources); a fact left null is read from the
+    checkpoint's own config.json and safetensors headers (``model=hf``: every fact).
+    """
 
     name: str = MISSING
     """Short name used in run names and MLflow (e.g. ``falcon_40b``)."""
@@ -73,26 +77,26 @@ class ModelConfig:
     """Hugging Face hub id, or a local directory (relative paths start at the project root)."""
     revision: str | None = None
     """Hub revision (branch, tag or commit); None takes the default branch."""
-    num_params: int = MISSING
-    """Total parameter count (for MoE models, all experts)."""
+    num_params: int | None = None
+    """Total parameter count (for MoE models, all experts); null: from the checkpoint."""
     num_active_params: int | None = None
     """Parameters used per token, for mixture-of-experts models; None for dense models."""
-    num_layers: int = MISSING
-    """Transformer blocks."""
-    hidden_size: int = MISSING
-    """Width of the residual stream."""
-    num_attention_heads: int = MISSING
-    """Query heads per layer."""
-    num_kv_heads: int = MISSING
-    """Key/value heads per layer (fewer than query heads under GQA/MQA)."""
-    head_dim: int = MISSING
-    """Size of one attention head."""
-    vocab_size: int = MISSING
-    """Tokenizer vocabulary size."""
-    context_window: int = MISSING
-    """Longest sequence the model was trained for, in tokens."""
-    dtype: DType = DType.bfloat16
-    """Native dtype of the released weights."""
+    num_layers: int | None = None
+    """Transformer blocks; null: from the checkpoint."""
+    hidden_size: int | None = None
+    """Width of the residual stream; null: from the checkpoint."""
+    num_attention_heads: int | None = None
+    """Query heads per layer; null: from the checkpoint."""
+    num_kv_heads: int | None = None
+    """Key/value heads per layer (fewer than query heads under GQA/MQA); null: from checkpoint."""
+    head_dim: int | None = None
+    """Size of one attention head; null: from the checkpoint."""
+    vocab_size: int | None = None
+    """Tokenizer vocabulary size; null: from the checkpoint."""
+    context_window: int | None = None
+    """Longest sequence the model was trained for, in tokens; null: from the checkpoint."""
+    dtype: DType | None = None
+    """Native dtype of the released weights; null: from the checkpoint."""
     trust_remote_code: bool = False
     """Run model code shipped with the checkpoint; off unless the model config turns it on."""
 
@@ -157,6 +161,8 @@ class TierConfig:
     """SLURM partition the jobs go to; None uses the cluster's default."""
     auto: bool = False
     """Let the planner pick the smallest tier the model fits (``tier=auto``)."""
+    detected: bool = False
+    """The values were measured on this node (``tier=local``), not written for another machine."""
 
 
 @dataclass
@@ -222,6 +228,36 @@ class RunConfig:
     """Evaluate every dataset again, even those with a stored result from an earlier run."""
     plan_only: bool = False
     """Print the deployment plan, write plan.json, and stop: exit 0 if it fits, 1 if not."""
+    verbose: bool = False
+    """Show the full plan, lm-eval's INFO lines and progress bars (the last two on any terminal)."""
+
+
+def load_dtype(model: ModelConfig, strategy: StrategyConfig) -> DType:
+    """The dtype the weights are loaded in: the strategy's, else the model's native one."""
+    if strategy.dtype != DType.auto:
+        return strategy.dtype
+    assert model.dtype is not None, "model facts not resolved"
+    return model.dtype
+
+
+def register_resolvers() -> None:
+    """Resolvers the config files use: ``${model_name:<pretrained>}`` names a run after its
+    checkpoint (``model=hf``); ``${machine:<field>}`` is one figure of this node (``tier=local``).
+    """
+    from omegaconf import OmegaConf
+
+    def model_name(pretrained: str) -> str:
+        from harness.checkpoint import name_of
+
+        return name_of(str(pretrained))
+
+    def machine(key: str) -> Any:
+        from harness.machine import tier_value
+
+        return tier_value(key)
+
+    OmegaConf.register_new_resolver("model_name", model_name, replace=True)
+    OmegaConf.register_new_resolver("machine", machine, replace=True)
 
 
 def register_configs() -> None:
@@ -230,6 +266,7 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RunConfig)
+    register_resolvers()
 
 
 def to_run_config(cfg: Any) -> RunConfig:
@@ -239,3 +276,7 @@ def to_run_config(cfg: Any) -> RunConfig:
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, RunConfig)
     return obj
+
+
+# Jobs that Hydra launches elsewhere (submitit) resolve the config without calling main().
+register_resolvers()

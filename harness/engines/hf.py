@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from harness.config.schema import Device, DType, RunConfig
+from harness.config.schema import Device, RunConfig, load_dtype
 from harness.paths import resolve_project_path
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,7 @@ class HFEngine:
         local = resolve_project_path(model.pretrained)
         self.pretrained = str(local) if local.is_dir() else model.pretrained
         self.device = pick_device(strategy.device)
-        dtype = strategy.dtype if strategy.dtype != DType.auto else model.dtype
-        self.dtype = dtype.value
+        self.dtype = load_dtype(model, strategy).value
         kwargs: dict[str, Any] = {
             "pretrained": self.pretrained,
             "device": self.device,

@@ -1,0 +1,176 @@
+"""What a run shows on the console, and what it records in the run directory's log file.
+
+The console is quiet by default: one line per phase (``say``: the plan, the model load, each
+dataset's start and verdict, the summary table) on stdout, and every warning and error on stderr.
+With ``verbose=true``, or when stdout is a terminal, the console also shows every library's INFO
+records (lm-eval's among them) and the per-request progress bars.
+
+The log file (``<run dir>/harness.log``, Hydra's file handler, set in ``hydra.job_logging`` in
+conf/config.yaml) always gets the whole story: every record at INFO and above, lm-eval's included,
+and every phase line (from the ``harness.phase`` logger, which the console handler skips because
+``say`` has already printed it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import subprocess
+import sys
+from typing import Any
+
+PHASE_LOGGER = "harness.phase"
+"""The logger that records phase lines in the log file."""
+
+_phase = logging.getLogger(PHASE_LOGGER)
+_phase.addHandler(logging.NullHandler())  # unconfigured logging: no second copy via lastResort
+
+_bars_off = False
+"""Whether every tqdm progress bar in this process is off (quiet console)."""
+
+# Libraries that print through a console handler of their own (not reaching the log file, and
+# for datasets and the hub, printed twice): the module whose import installs that handler, and
+# the loggers it is installed on.
+_OWN_HANDLERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "datasets": ("datasets.utils.logging", ("datasets",)),
+    "huggingface_hub": ("huggingface_hub.utils.logging", ("huggingface_hub",)),
+    "transformers": ("transformers.utils.logging", ("transformers",)),
+    "mlflow": ("mlflow", ("mlflow", "alembic", "sqlalchemy.engine", "huey")),
+}
+
+
+def chatty(verbose: bool) -> bool:
+    """Whether the console shows INFO records and progress bars: ``verbose`` or a terminal."""
+    return verbose or sys.stdout.isatty()
+
+
+class ConsoleFilter(logging.Filter):
+    """The console handler's filter: warnings and errors always, INFO only when chatty, and
+    never a phase record (``say`` has printed it)."""
+
+    def __init__(self, show_info: bool = False) -> None:
+        super().__init__()
+        self.show_info = show_info
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == PHASE_LOGGER:
+            return False
+        return record.levelno >= logging.WARNING or self.show_info
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    return (
+        isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
+        and getattr(handler, "stream", None) in streams
+    )
+
+
+def configure(verbose: bool) -> bool:
+    """Set this run's console up: what the root's console handlers show, and whether progress
+    bars are drawn. Returns whether the console is chatty."""
+    loud = chatty(verbose)
+    for handler in logging.getLogger().handlers:
+        if _is_console(handler):
+            for old in [f for f in handler.filters if isinstance(f, ConsoleFilter)]:
+                handler.removeFilter(old)
+            handler.addFilter(ConsoleFilter(show_info=loud))
+    global _bars_off
+    _bars_off = not loud
+    if _bars_off:
+        _gate_progress_bars()
+    return loud
+
+
+def _gate_progress_bars() -> None:
+    """Make every tqdm bar obey ``_bars_off``, whatever ``disable=`` its caller passes.
+
+    Every progress bar a run draws is a tqdm bar: lm-eval's (building contexts, tokenizing,
+    running requests), transformers' "Loading weights", the hub's and datasets' downloads. The
+    switches they offer do not reach all of them: TQDM_DISABLE is overridden by an explicit
+    ``disable=False``, which lm-eval passes to its per-request bars (and to the inner bars of
+    ``loglikelihood_rolling`` even when asked for none), and is read only when tqdm is imported.
+    """
+    from tqdm import std
+
+    if getattr(std.tqdm.__init__, "_harness_gate", False):
+        return
+    original = std.tqdm.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if _bars_off:
+            kwargs["disable"] = True
+        original(self, *args, **kwargs)
+
+    __init__._harness_gate = True  # type: ignore[attr-defined]
+    std.tqdm.__init__ = __init__
+
+
+def say(
+    text: str,
+    *,
+    record: str | None = None,
+    show: bool = True,
+    err: bool = False,
+    level: int = logging.INFO,
+) -> None:
+    """A phase line: printed on the console and recorded in the run's log file.
+
+    Args:
+        text: what the console shows (several lines are fine).
+        record: what the log file records instead, when it should hold more than the console.
+        show: False records it in the log file only.
+        err: print to stderr instead of stdout.
+        level: the record's level in the log file.
+    """
+    if show:
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+    message = text if record is None else record
+    _phase.log(level, f"\n{message}" if "\n" in message else message)  # a table stays aligned
+
+
+def route_library_logs(*libraries: str) -> None:
+    """Send these libraries' records through the root's handlers (the filtered console and the
+    log file) instead of the console handler each installs on import.
+
+    Imports each library's logging module first (so its own set-up is done and will not redo
+    this); a library that is not installed is skipped. Keys: ``datasets``, ``huggingface_hub``,
+    ``transformers``, ``mlflow``.
+    """
+    for library in libraries:
+        module, loggers = _OWN_HANDLERS[library]
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+        for name in loggers:
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                if isinstance(handler, logging.StreamHandler) and not isinstance(
+                    handler, logging.FileHandler
+                ):
+                    logger.removeHandler(handler)
+            logger.propagate = True
+
+
+def _git_commit_hash() -> str | None:
+    """lm-eval's ``get_git_commit_hash`` (the current directory's commit, stored in each
+    result), without git's "fatal: not a git repository" on stderr outside a checkout."""
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always"], capture_output=True, text=True, check=True
+        )
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return get_commit_from_path(os.getcwd())
+    return done.stdout.strip()
+
+
+def quiet_lm_eval_git_probe() -> None:
+    """Make ``simple_evaluate`` look up the git commit without printing git's complaints."""
+    import lm_eval.evaluator
+
+    lm_eval.evaluator.get_git_commit_hash = _git_commit_hash

@@ -1,0 +1,174 @@
+"""What this node really has: GPUs through NVML, CPUs and memory from the OS, or SLURM's allocation.
+
+``tier=local`` is this node, measured when a run or a plan needs it (``${machine:<field>}`` in
+conf/tier/local.yaml), so the same command plans for the CPU box it runs on and for an 8-GPU node.
+Reading it costs about 0.05 s (NVML's import and init); it is done once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+GIB = 1024**3
+_GPU_FAMILY = re.compile(
+    r"\b(GB200|GH200|B200|B100|H200|H100|H800|H20|A100|A800|A10G|A10|A30|A40|L40S|L40|L4|V100|T4)\b"
+)
+
+
+@dataclass
+class Gpu:
+    """One GPU as NVML reports it."""
+
+    index: int
+    name: str
+    memory_gib: float
+
+
+@dataclass
+class Node:
+    """This node's resources, as a job here may use them."""
+
+    gpus: list[Gpu]
+    cpus: int
+    host_memory_gib: float
+    nodes: int
+    sources: list[str] = field(default_factory=list)
+    """Where each figure came from (NVML, the OS, a SLURM variable)."""
+
+    def tier_values(self) -> dict[str, Any]:
+        """The TierConfig fields this node decides."""
+        return {
+            "gpus_per_node": len(self.gpus),
+            "gpu_memory_gib": round(min((g.memory_gib for g in self.gpus), default=0.0), 2),
+            "gpu_type": gpu_type(self.gpus[0].name) if self.gpus else None,
+            "host_memory_gib": round(self.host_memory_gib, 2),
+            "cpus_per_task": self.cpus,
+            "nodes": self.nodes,
+        }
+
+    def describe(self) -> str:
+        gpus = (
+            f"{len(self.gpus)} x {self.gpus[0].name} ({self.gpus[0].memory_gib:.1f} GiB)"
+            if self.gpus
+            else "no GPU"
+        )
+        return (
+            f"tier local is this node: {gpus}, {self.cpus} CPUs, {self.host_memory_gib:.1f} GiB "
+            f"host memory, {self.nodes} node(s) ({'; '.join(self.sources)})"
+        )
+
+
+def gpu_type(name: str) -> str | None:
+    """The GPU family in an NVML name: ``NVIDIA H100 80GB HBM3`` -> ``H100``."""
+    match = _GPU_FAMILY.search(name.upper())
+    return match.group(1) if match else None
+
+
+def detect_gpus() -> list[Gpu]:
+    """The node's NVIDIA GPUs; an empty list when NVML is missing or finds no driver."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as err:
+        log.debug("NVML unavailable: %s", err)
+        return []
+    try:
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name = pynvml.nvmlDeviceGetName(handle)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle).total
+            gpus.append(Gpu(i, name if isinstance(name, str) else name.decode(), memory / GIB))
+        return gpus
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _visible(gpus: list[Gpu]) -> tuple[list[Gpu], str]:
+    """The GPUs a job here may use: SLURM's count, else CUDA_VISIBLE_DEVICES, else all."""
+    source = f"GPUs: NVML ({len(gpus)})" if gpus else "GPUs: NVML finds none"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        wanted = [v.strip() for v in visible.split(",") if v.strip()]
+        if all(v.isdigit() for v in wanted):
+            gpus = [g for g in gpus if str(g.index) in wanted]
+        else:  # GPU UUIDs or MIG names: as many as listed
+            gpus = gpus[: len(wanted)]
+        source += f", CUDA_VISIBLE_DEVICES={visible!r}"
+    on_node = os.environ.get("SLURM_GPUS_ON_NODE", "")
+    if on_node.isdigit():
+        gpus = gpus[: int(on_node)]
+        source += f", SLURM_GPUS_ON_NODE={on_node}"
+    return gpus, source
+
+
+def _cpus() -> tuple[int, str]:
+    on_node = os.environ.get("SLURM_CPUS_ON_NODE", "")
+    if on_node.isdigit():
+        return int(on_node), "CPUs: SLURM_CPUS_ON_NODE"
+    return len(os.sched_getaffinity(0)), "CPUs: this process's affinity"
+
+
+def _memory_gib(cpus: int) -> tuple[float, str]:
+    per_node = os.environ.get("SLURM_MEM_PER_NODE", "")
+    if per_node.isdigit():
+        return int(per_node) / 1024, "memory: SLURM_MEM_PER_NODE"
+    per_cpu = os.environ.get("SLURM_MEM_PER_CPU", "")
+    if per_cpu.isdigit():
+        return int(per_cpu) * cpus / 1024, "memory: SLURM_MEM_PER_CPU x CPUs"
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    source = "memory: the OS"
+    try:  # a container's limit (cgroup v2) is what the job may really use
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit() and int(limit) / GIB < total:
+            total, source = int(limit) / GIB, "memory: cgroup memory.max"
+    except OSError:
+        pass
+    return total, source
+
+
+@functools.cache
+def this_node() -> Node:
+    """This node's GPUs, CPUs and memory (SLURM's allocation inside a job), read once."""
+    gpus, gpu_source = _visible(detect_gpus())
+    cpus, cpu_source = _cpus()
+    memory, memory_source = _memory_gib(cpus)
+    nodes = os.environ.get("SLURM_JOB_NUM_NODES", os.environ.get("SLURM_NNODES", ""))
+    return Node(
+        gpus=gpus,
+        cpus=cpus,
+        host_memory_gib=memory,
+        nodes=int(nodes) if nodes.isdigit() else 1,
+        sources=[gpu_source, cpu_source, memory_source],
+    )
+
+
+def tier_value(key: str) -> Any:
+    """One field of the detected tier (the ``${machine:<field>}`` resolver)."""
+    values = this_node().tier_values()
+    if key not in values:
+        raise KeyError(f"${{machine:{key}}}: no such field; one of {', '.join(values)}")
+    return values[key]
+
+
+def hardware_problems(device: str, gpus_on_this_node: int, detected: list[Gpu]) -> list[str]:
+    """A GPU plan this node cannot run: fewer GPUs than the plan puts on it."""
+    if device != "cuda" or gpus_on_this_node <= len(detected):
+        return []
+    seen = ", ".join(g.name for g in detected) or "none"
+    return [
+        f"the plan puts {gpus_on_this_node} GPU(s) on this node, but NVML sees {len(detected)} "
+        f"({seen}). Fix: run on a node with enough GPUs (SLURM: hydra/launcher=slurm with this "
+        "tier), a smaller strategy, or strategy=single on this machine (tier=local)."
+    ]
