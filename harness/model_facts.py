@@ -45,12 +45,20 @@ PARAMS_TOLERANCE = 0.02
 FAMILY_CONTEXT = {"falcon": 2048, "RefinedWeb": 2048, "RefinedWebModel": 2048}
 """Context windows of families whose config.json may omit it (transformers' own default)."""
 _KEYS = {
-    "num_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+    "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
     "hidden_size": ("hidden_size", "n_embd", "d_model"),
-    "num_attention_heads": ("num_attention_heads", "n_head"),
-    "vocab_size": ("vocab_size",),
-    "context_window": ("max_position_embeddings", "n_positions", "max_sequence_length"),
+    "num_attention_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
+    "vocab_size": ("vocab_size", "padded_vocab_size"),
+    "context_window": (
+        "max_position_embeddings",
+        "n_positions",
+        "max_sequence_length",
+        "seq_length",
+        "max_seq_len",
+    ),
 }
+"""The keys each family names a fact by: Llama/Qwen/Gemma/Mixtral, GPT-2 and Falcon-RW (``n_*``),
+MPT (``n_layers``, ``n_heads``, ``max_seq_len``), Qwen-1 and ChatGLM (``seq_length``)."""
 
 
 def _first(config: dict[str, Any], keys: tuple[str, ...]) -> Any:

@@ -251,3 +251,32 @@ def test_bundled_model_agrees_with_its_registry_entry():
     broken = replace(model, num_layers=2)
     fixed, notes = resolve_model(broken, offline=True)
     assert fixed.num_layers == 4 and "num_layers 4 (registry: 2)" in notes[0]
+
+
+@pytest.mark.parametrize(
+    "config,facts",
+    [
+        (  # GPT-2 (openai-community/gpt2)
+            {"model_type": "gpt2", "n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024,
+             "vocab_size": 50257},
+            (12, 768, 12, 12, 64, 1024),
+        ),
+        (  # MPT (mosaicml/mpt-7b)
+            {"model_type": "mpt", "n_layers": 32, "d_model": 4096, "n_heads": 32,
+             "max_seq_len": 2048, "vocab_size": 50432, "torch_dtype": "bfloat16"},
+            (32, 4096, 32, 32, 128, 2048),
+        ),
+        (  # a multimodal wrapper (Gemma 3 style): the text model's facts sit in text_config
+            {"model_type": "gemma3", "torch_dtype": "bfloat16",
+             "text_config": {"num_hidden_layers": 34, "hidden_size": 2560,
+                             "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+                             "max_position_embeddings": 131072, "vocab_size": 262208}},
+            (34, 2560, 8, 4, 256, 131072),
+        ),
+    ],
+)  # fmt: skip
+def test_other_families_outside_the_registry(config, facts):
+    read = facts_from_config(config, "x")
+    keys = ("num_layers", "hidden_size", "num_attention_heads", "num_kv_heads", "head_dim",
+            "context_window")  # fmt: skip
+    assert tuple(read[k] for k in keys) == facts
