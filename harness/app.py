@@ -78,7 +78,7 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
         say(f"plan written to {path}")
         return plan
     problems = list(plan.problems)
-    problems += engine_problems(plan.engine, plan.strategy)
+    problems += engine_problems(plan, run_cfg)
     if plan.device == "cuda":
         from harness.machine import detect_gpus, hardware_problems
 
@@ -146,7 +146,7 @@ def run(cfg: DictConfig) -> int:
             say(f"loading {model.name} ({strategy.name}) ...")
             console.route_library_logs("transformers")
             load_start = time.perf_counter()
-            engine = build_engine(run_cfg)
+            engine = build_engine(run_cfg, plan)
             load_time = time.perf_counter() - load_start
             say(f"loaded {model.name} in {load_time:.1f}s", show=chatty)  # the summary has it
             tracker.log_metrics({"load_time_s": load_time})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,13 +173,41 @@ def evaluate_all(
             outcome.resumed = True
         else:
             assert engine is not None and meter is not None
-            outcome = _evaluate_one(name, item, engine, meter, run, run_dir, store)
+            outcome = _evaluate_checked(name, item, engine, meter, run, run_dir, store)
         _track(tracker, child, outcome)
         outcomes.append(outcome)
         verdict = {"ok": "ok", "failed": f"FAILED ({outcome.error_type})"}[outcome.status]
         how = "stored result reused" if outcome.resumed else f"in {outcome.eval_time_s:.1f}s"
         say(f"[{i}/{total}] {name} {verdict} {how}")
     return outcomes
+
+
+def _evaluate_checked(
+    name: str,
+    item: Pending,
+    engine: Engine,
+    meter: RequestMeter,
+    run: RunConfig,
+    run_dir: RunDirectory,
+    store: ResultStore,
+) -> DatasetOutcome:
+    """Health-check the engine first (engines in their own process: a one-token request); a
+    dead engine is rebuilt once, and a dataset it died in is retried once on the rebuilt one."""
+    revive: Callable[..., bool] | None = getattr(engine, "revive", None)
+    if revive is None:  # in-process engines: nothing to check from outside
+        return _evaluate_one(name, item, engine, meter, run, run_dir, store)
+    rebuilds_left = [1]
+
+    def check() -> None:
+        if revive(rebuild=rebuilds_left[0] > 0):
+            rebuilds_left[0] -= 1
+            say(f"  engine process died: rebuilt it for {name}")
+
+    outcome = _evaluate_one(name, item, engine, meter, run, run_dir, store, check)
+    if outcome.status == "failed" and outcome.error_type == "EngineDied" and rebuilds_left[0]:
+        say(f"  engine process died during {name}: rebuilding it and retrying {name} once")
+        outcome = _evaluate_one(name, item, engine, meter, run, run_dir, store, check)
+    return outcome
 
 
 def _evaluate_one(
@@ -189,11 +218,15 @@ def _evaluate_one(
     run: RunConfig,
     run_dir: RunDirectory,
     store: ResultStore,
+    check: Callable[[], None] | None = None,
 ) -> DatasetOutcome:
     outcome = DatasetOutcome(name=name, task=item.dataset.config.task)
     meter.reset()
     start = time.perf_counter()
     try:
+        if check is not None:  # not timed: the evaluation starts after it
+            check()
+            start = time.perf_counter()
         result = run_lm_eval(engine.lm, item.dataset, run)
         _measure(outcome, meter, time.perf_counter() - start)
         outcome.metrics = metric_items(headline_entry(result, outcome.task))

@@ -83,6 +83,8 @@ class Plan:
     max_model_len: int
     concurrent_seqs: int
     memory: Memory
+    threads_per_rank: int = 0
+    """CPU threads each rank computes with, for a deployment on the CPU (0 on GPUs)."""
     model_facts: dict[str, Any] = field(default_factory=dict)
     """The model figures planned from (pretrained, layers, heads, parameters, dtype, ...)."""
     problems: list[str] = field(default_factory=list)
@@ -185,12 +187,25 @@ def gpus_and_nodes(strategy: StrategyConfig, tier: TierConfig, device: str) -> t
 
 
 def executor_of(strategy: StrategyConfig, device: str, nodes: int, gpus: int) -> str:
-    """``mp`` within one node, ``ray`` across nodes; none for a single-device engine."""
+    """``mp`` within one node, ``ray`` across nodes; none for a single-device engine.
+
+    vLLM's CPU build always runs ``mp``: an EngineCore process plus one process per rank.
+    """
     if strategy.executor_backend != ExecutorBackend.auto:
         return strategy.executor_backend.value
-    if strategy.engine == EngineKind.hf or device != "cuda" or gpus <= 1:
+    if strategy.engine == EngineKind.vllm and device != "cuda":
+        return "mp"
+    if strategy.engine == EngineKind.hf or gpus <= 1:
         return "none"
     return "mp" if nodes == 1 else "ray"
+
+
+def cpu_threads_per_rank(engine: EngineKind, ranks: int, cpus: int) -> int:
+    """Threads each rank of a CPU deployment gets: an equal share of the CPUs; a single vLLM
+    rank leaves one core to its EngineCore (vLLM's own x86 default); the HF engine takes all."""
+    if engine == EngineKind.vllm and ranks == 1:
+        return max(1, cpus - 1)
+    return max(1, cpus // ranks)
 
 
 def make_plan(
@@ -228,6 +243,13 @@ def make_plan(
         max_model_len=max_len,
         concurrent_seqs=strategy.concurrent_seqs,
         memory=memory,
+        threads_per_rank=0
+        if device == "cuda"
+        else cpu_threads_per_rank(
+            strategy.engine,
+            strategy.tensor_parallel_size * strategy.pipeline_parallel_size,
+            tier.cpus_per_task,
+        ),
         model_facts={k: getattr(v, "value", v) for k, v in asdict(model).items()},
         problems=problems,
         explanation=explanation,

@@ -46,7 +46,10 @@ def format_plan(plan: Plan) -> str:
         f"{plan.data_parallel_size} = {plan.gpus_needed} GPU(s) on {plan.nodes_needed} node(s) "
         f"(tier has {plan.gpus_available})"
         if plan.device == "cuda"
-        else "one process on the CPU"
+        else f"tp {plan.tensor_parallel_size} x pp {plan.pipeline_parallel_size} on the CPU, "
+        f"{plan.threads_per_rank} thread(s) per rank"
+        if plan.engine == "vllm"
+        else f"one process on the CPU, {plan.threads_per_rank} thread(s)"
     )
     seqs = m.kv_capacity_tokens // plan.max_model_len if plan.max_model_len else 0
     rows = [

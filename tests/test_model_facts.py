@@ -205,7 +205,7 @@ def test_unreadable_config_names_the_missing_key(tmp_path):
         )  # fmt: skip
     text = str(err.value)
     assert "model_type 'mystery'" in text
-    assert "num_layers (looked for num_hidden_layers / n_layer / num_layers)" in text
+    assert "num_layers (looked for num_hidden_layers / n_layer / num_layers / n_layers)" in text
 
 
 # --- the config.json shapes of the registry's families ------------------------------------------

@@ -140,8 +140,9 @@ CASES = [
     # int4 needs an AWQ/GPTQ checkpoint.
     ("mixtral_8x7b", "tp4", "medium", True, ""),
     # int8 is a GPU strategy: refused on the CPU tier, with the CPU deployment as the fix.
-    ("tiny_char", "int8", "local", False, "tier 'local' is this machine and it has no GPU"),
-    ("tiny_char", "int8", "local", False, "Fix: strategy=single"),
+    # (vLLM strategies plan on the CPU where the tier has no GPU; quantization needs one)
+    ("tiny_char", "int8", "local", False, "int8 needs a GPU, and this deployment runs on the CPU"),
+    ("tiny_char", "int8", "local", False, "Fix: strategy.quantization=none"),
 ]
 
 

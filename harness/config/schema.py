@@ -131,6 +131,11 @@ class StrategyConfig:
     """Longest sequence the engine accepts; None takes the model's context window."""
     concurrent_seqs: int = 1
     """Full-length sequences the KV cache must hold at once (the plan's concurrency)."""
+    enforce_eager: bool | None = None
+    """vLLM: run eagerly (no torch.compile, no CUDA graphs); None means on for the CPU build,
+    where compiling costs more than it saves, and off on GPUs."""
+    kv_cache_dtype: str = "auto"
+    """vLLM's KV cache dtype: ``auto`` follows the model; ``fp8`` halves it on GPUs with fp8."""
     auto: bool = False
     """Let the planner choose tp, pp and quantization: the smallest deployment that fits."""
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.config.rules import model_fact_problems, size_problems
 from harness.config.schema import EngineKind, RunConfig, TrackingBackend
 from harness.paths import PROJECT_ROOT, resolve_project_path
+
+if TYPE_CHECKING:
+    from harness.plan import Plan
 
 
 def config_problems(run: RunConfig, *, will_run: bool = True) -> list[str]:
@@ -27,13 +31,17 @@ def config_problems(run: RunConfig, *, will_run: bool = True) -> list[str]:
     return problems
 
 
-def engine_problems(engine: str, strategy: str) -> list[str]:
-    """Engines this version cannot build yet."""
-    if engine == EngineKind.vllm.value:
-        return [
-            f"strategy '{strategy}': engine vllm is not available in this version of harness "
-            "yet. Fix: use strategy=single (engine hf), or plan_only=true to plan it."
-        ]
+def engine_problems(plan: Plan, run: RunConfig) -> list[str]:
+    """What the planned engine cannot do here, before anything is loaded (real runs only:
+    plan-only mode plans any engine without it installed).
+
+    vLLM must be installed, as the build the plan's device needs, and asked only for what that
+    build can do (``harness.engines.vllm.vllm_problems``: CPU build limits, tp vs CPUs).
+    """
+    if plan.engine == EngineKind.vllm.value:
+        from harness.engines.vllm import vllm_problems  # metadata only: vLLM is not imported
+
+        return vllm_problems(plan, run)
     return []
 
 
