@@ -284,7 +284,11 @@ REFUSALS = [
         ["strategy=vllm", "strategy.pipeline_parallel_size=2"],
         ["pipeline parallel fails in vLLM's CPU build", "Fix: strategy.pipeline_parallel_size=1"],
     ),
-    ("dp-not-built", ["strategy=dp"], ["needs resident replicas", "data_parallel_size=1"]),
+    (
+        "dp-more-than-cpus",
+        ["strategy=dp", f"strategy.data_parallel_size={len(os.sched_getaffinity(0)) + 1}"],
+        ["replica(s) x 1 CPU rank(s)", "Fix: strategy.data_parallel_size <="],
+    ),
     ("gpu-plan-cpu-build", ["strategy=vllm", "tier=small"], ["the vLLM here is the CPU build"]),
 ]
 

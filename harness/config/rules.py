@@ -152,11 +152,13 @@ def engine_rules(strategy: StrategyConfig) -> list[str]:
         strategy.pipeline_parallel_size,
         strategy.data_parallel_size,
     )
-    if strategy.engine == EngineKind.hf and any(v > 1 for v in sizes):
+    # data parallel is replicas of the engine, any kind (harness.engines.ray_dp)
+    if strategy.engine == EngineKind.hf and any(v > 1 for v in sizes[:2]):
         return [
             f"strategy '{strategy.name}': engine hf runs on one device, but asks for "
-            f"tp={sizes[0]} pp={sizes[1]} dp={sizes[2]}. Fix: use a vLLM strategy (tp2, tp4, "
-            "dp, ...) for parallel deployments, or set all three sizes to 1."
+            f"tp={sizes[0]} pp={sizes[1]}. Fix: use a vLLM strategy (tp2, tp4, ...) for "
+            "tensor or pipeline parallel, or set both sizes to 1 (data_parallel_size may "
+            "be more: one hf replica per device)."
         ]
     return []
 

@@ -199,6 +199,17 @@ class TrackingConfig:
 
 
 @dataclass
+class RayConfig:
+    """The Ray cluster data-parallel replicas run on (harness/engines/cluster.py)."""
+
+    address: str | None = None
+    """Join this existing cluster (``ray://host:10001``, ``host:6379`` or ``auto``); None: the
+    SLURM allocation's own cluster (node 0 starts the head) or a local one on this node."""
+    wait_timeout_s: float | None = None
+    """Longest wait for the cluster to have what the plan needs; None: scaled to the model."""
+
+
+@dataclass
 class RunConfig:
     """One run: a model deployed by a strategy on a tier, evaluated on datasets, tracked."""
 
@@ -212,6 +223,8 @@ class RunConfig:
     """Datasets by name (config group ``dataset``; several with ``dataset=[a,b]``)."""
     tracking: TrackingConfig = MISSING
     """Tracking (config group ``tracking``)."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Ray cluster for data-parallel replicas: ray.address, ray.wait_timeout_s."""
     task_paths: list[str] = field(default_factory=list)
     """Extra folders of lm-eval task YAMLs, searched besides the bundled suite."""
     allowed_roots: list[str] = field(default_factory=list)

@@ -38,11 +38,16 @@ def engine_problems(plan: Plan, run: RunConfig) -> list[str]:
     vLLM must be installed, as the build the plan's device needs, and asked only for what that
     build can do (``harness.engines.vllm.vllm_problems``: CPU build limits, tp vs CPUs).
     """
+    problems = []
+    if plan.data_parallel_size > 1:
+        from harness.engines.cluster import ray_dp_problems  # Ray is not imported
+
+        problems += ray_dp_problems(plan, run)
     if plan.engine == EngineKind.vllm.value:
         from harness.engines.vllm import vllm_problems  # metadata only: vLLM is not imported
 
-        return vllm_problems(plan, run)
-    return []
+        problems += vllm_problems(plan, run)
+    return problems
 
 
 def _check_datasets(run: RunConfig) -> list[str]:

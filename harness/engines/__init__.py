@@ -16,7 +16,8 @@ def build_engine(run: RunConfig, plan: Plan) -> Engine:
 
     The Hugging Face engine is built in this process (the embedded default's fast path); vLLM in
     a process of its own (``harness.engines.process``), so that closing it, or the harness dying,
-    leaves none of vLLM's processes behind.
+    leaves none of vLLM's processes behind. ``data_parallel_size`` > 1: that many replicas of
+    either, each resident in a Ray actor (``harness.engines.ray_dp``).
 
     Args:
         run: the validated run configuration.
@@ -25,6 +26,10 @@ def build_engine(run: RunConfig, plan: Plan) -> Engine:
     Returns:
         A resident engine; call ``close()`` when every dataset is done.
     """
+    if plan.data_parallel_size > 1:  # N resident replicas as Ray actors, any engine kind
+        from harness.engines.ray_dp import RayDPEngine
+
+        return RayDPEngine(run, plan)
     if plan.engine == EngineKind.hf.value:
         from harness.engines.hf import HFEngine
 

@@ -262,12 +262,6 @@ def vllm_problems(plan: Plan, run: RunConfig) -> list[str]:
             f"Fix: on a GPU host, in its own environment, {INSTALL[GPU_DIST]}; on this machine "
             "a tier without GPUs (tier=local) runs the same strategy on the CPU."
         )
-    if plan.data_parallel_size > 1:
-        problems.append(
-            f"{who}: data_parallel_size={plan.data_parallel_size} needs resident replicas, which "
-            "this version of harness does not build yet (lm-eval's own would rebuild the model "
-            "on every call). Fix: strategy.data_parallel_size=1 (strategy=vllm or tp2)."
-        )
     if plan.device != "cpu":
         return problems
     cpus = len(allowed_cpus())

@@ -1,0 +1,317 @@
+"""Data-parallel replicas: N persistent Ray actors, each holding one resident engine.
+
+``strategy.data_parallel_size=N`` (``strategy=dp``) builds N replicas of the planned engine (the
+Hugging Face engine, or vLLM in a process of its own inside the actor), once each, and keeps them
+for every dataset of the run. lm-eval sees one ``LM`` (``harness.engines.process.ProxyLM``, the
+same thin proxy as for an engine in its own process): each request call is split into N shards of
+about equal size (requests with the same context stay together, as lm-eval's HF model batches
+them), the shards are served at once, and the answers are put back in the original order. Only
+the ``args`` tuples cross to the actors.
+
+Why not lm-eval's own ``data_parallel_size``: its vLLM wrapper builds a new ``LLM`` inside a Ray
+task on every call, and it cannot run on the CPU at all. Here each replica is built once; the
+engine counts its builds (``describe()["builds"]``: N, plus one per replica rebuilt after dying).
+
+On a GPU node each replica takes ``tp x pp`` GPUs (Ray sets its ``CUDA_VISIBLE_DEVICES``); on the
+CPU, an equal share of the CPUs. Replicas are spread over the cluster's nodes (``SPREAD``); the
+cluster itself (local, SLURM, or ``ray.address``) is ``harness.engines.cluster``'s business.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from harness.config.schema import EngineKind, RunConfig
+from harness.engines.cluster import (
+    Needs,
+    RayCluster,
+    connect,
+    needs_of,
+    slurm_allocation,
+    wait_timeout,
+)
+from harness.engines.process import (
+    HEALTH_TIMEOUT_S,
+    REQUEST_METHODS,
+    EngineDied,
+    EngineError,
+    ProxyLM,
+)
+
+if TYPE_CHECKING:
+    from harness.plan import Plan
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GEN_TOKS = 256
+"""lm-eval's default ``max_gen_toks``: the size a generation request adds to its prompt."""
+
+
+# ---------------------------------------------------------------- sharding
+
+
+def request_size(args: Sequence[Any]) -> int:
+    """A request's cost, roughly: characters of its strings, plus the tokens a generation may
+    produce (``max_gen_toks``)."""
+    size = 0
+    for arg in args:
+        if isinstance(arg, str):
+            size += len(arg)
+        elif isinstance(arg, dict):
+            size += int(arg.get("max_gen_toks", DEFAULT_GEN_TOKS))
+    return max(size, 1)
+
+
+def shard(requests: Sequence[Sequence[Any]], replicas: int) -> list[list[int]]:
+    """Indices of ``requests`` for each replica, balanced by size.
+
+    Requests sharing their first argument (the context: the choices of one multiple-choice
+    question) form one group and go to one replica. Groups are dealt largest first, each to the
+    replica with the least work so far (ties: the lowest index); every shard keeps its requests in
+    their original order. Deterministic: the same requests always shard the same way.
+    """
+    groups: dict[Any, list[int]] = {}
+    for i, args in enumerate(requests):
+        key = args[0] if args and isinstance(args[0], str) else i
+        groups.setdefault(key, []).append(i)
+    sized = [(sum(request_size(requests[i]) for i in idx), idx) for idx in groups.values()]
+    sized.sort(key=lambda s: (-s[0], s[1][0]))
+    loads = [0] * replicas
+    shards: list[list[int]] = [[] for _ in range(replicas)]
+    for size, idx in sized:
+        target = min(range(replicas), key=lambda r: (loads[r], r))
+        loads[target] += size
+        shards[target] += idx
+    return [sorted(s) for s in shards]
+
+
+# ---------------------------------------------------------------- the actor
+
+
+class Replica:
+    """One resident engine inside a Ray actor (made remote by ``RayDPEngine``).
+
+    Args:
+        factory: ``"module:Class"`` of the engine.
+        args: its arguments (they pickle: the run config and the plan).
+        own_process: build it in a child process of the actor (``EngineProcess``: vLLM, whose
+            EngineCore and workers must die with it); else in the actor itself (HF).
+    """
+
+    def __init__(self, factory: str, args: tuple[Any, ...], own_process: bool) -> None:
+        from harness.engines.process import EngineProcess, _load
+
+        if own_process:
+            self.engine: Any = EngineProcess(factory, *args)
+        else:
+            self.engine = _load(factory)(*args)
+        self.builds = 1
+
+    def serve(self, op: str, payload: Any) -> Any:
+        from harness.engines.process import EngineProcess, _serve
+
+        if isinstance(self.engine, EngineProcess):
+            return self.engine.call(op, payload)
+        return _serve(self.engine, op, payload)
+
+    def describe(self) -> dict[str, Any]:
+        import ray
+
+        context = ray.get_runtime_context()
+        return {
+            **self.engine.describe(),
+            "node_id": context.get_node_id(),
+            "actor_pid": os.getpid(),
+            "replica_builds": self.builds,
+        }
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+
+# ---------------------------------------------------------------- the harness side
+
+_PER_REPLICA = ("node_id", "actor_pid", "pid", "replica_builds")
+"""Facts of one replica, listed under ``replicas`` rather than taken from replica 0."""
+
+
+def replica_factory(run: RunConfig, plan: Plan) -> tuple[str, tuple[Any, ...], bool]:
+    """What each replica builds: the plan's engine for one replica (dp 1)."""
+    one = replace(plan, data_parallel_size=1)
+    if plan.engine == EngineKind.vllm.value:
+        return "harness.engines.vllm:VLLMEngine", (run, one), True
+    return "harness.engines.hf:HFEngine", (run,), False
+
+
+def _cpus_here() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+class RayDPEngine:
+    """``data_parallel_size`` replicas of one engine behind the ``Engine`` protocol.
+
+    Args:
+        run, plan: the validated run and its plan (``plan.data_parallel_size`` replicas).
+        factory, args, own_process: what each replica builds; by default the plan's engine
+            (``replica_factory``). Tests pass a stand-in.
+    """
+
+    def __init__(
+        self,
+        run: RunConfig,
+        plan: Plan,
+        factory: str | None = None,
+        args: tuple[Any, ...] | None = None,
+        own_process: bool = False,
+    ) -> None:
+        import ray
+
+        if factory is None:
+            factory, args, own_process = replica_factory(run, plan)
+        self.factory, self.args, self.own_process = factory, args or (), own_process
+        self.size = plan.data_parallel_size
+        self.builds = 0
+        """Replica engines built so far: N, plus one per replica rebuilt."""
+        self.closed = False
+        self.actors: list[Any] = []
+        self.cluster: RayCluster = connect(run, _cpus_here())
+        try:
+            self.needs = self._await_resources(run, plan)
+            self._remote = ray.remote(Replica).options(
+                scheduling_strategy="SPREAD", max_restarts=0, **self.needs.per_replica
+            )
+            self.actors = [self._remote.remote(factory, self.args, own_process)]
+            self.actors += [
+                self._remote.remote(factory, self.args, own_process) for _ in range(self.size - 1)
+            ]
+            self.builds = len(self.actors)
+            self.replicas: list[dict[str, Any]] = self._get(
+                [a.describe.remote() for a in self.actors]
+            )
+        except BaseException:
+            self.close()
+            raise
+        self.lm: Any = ProxyLM(self)  # type: ignore[arg-type]
+
+    def _await_resources(self, run: RunConfig, plan: Plan) -> Needs:
+        needs = needs_of(plan, _cpus_here())
+        alloc = slurm_allocation()
+        if self.cluster.how.startswith("slurm") and alloc is not None:
+            needs.nodes = max(needs.nodes, len(alloc.nodes))
+        if self.cluster.how != "local" and plan.device != "cuda":
+            # another cluster: each CPU replica takes 1 CPU first, then its share once all is up
+            needs = Needs(self.size, 0, needs.nodes, {"num_cpus": 1})
+        self.cluster.wait_for(needs, wait_timeout(run, plan))
+        if self.cluster.how != "local" and plan.device != "cuda":
+            cpus, _, _ = self.cluster.resources()
+            needs.per_replica = {"num_cpus": max(1, int(cpus // self.size))}
+        return needs
+
+    # -- requests
+
+    def _get(self, refs: list[Any], timeout: float | None = None) -> list[Any]:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+        try:
+            return list(ray.get(refs, timeout=timeout))
+        except RayActorError as err:
+            raise EngineDied(f"a data-parallel replica died: {err}") from err
+        except RayTaskError as err:
+            cause = err.cause if isinstance(err.cause, BaseException) else err
+            if isinstance(cause, EngineDied | EngineError):
+                raise cause from err
+            raise EngineError(type(cause).__name__, str(cause), str(err)) from err
+        except GetTimeoutError as err:
+            raise TimeoutError(f"a data-parallel replica gave no answer within {timeout}s") from err
+
+    def call(self, op: str, payload: Any = None, timeout: float | None = None) -> Any:
+        """One operation: request methods sharded over every replica, the rest to replica 0."""
+        if self.closed:
+            raise EngineDied("the engine is closed")
+        if op in REQUEST_METHODS:
+            return self._sharded(op, payload, timeout)
+        if op == "ping":
+            return self._get([a.serve.remote(op, None) for a in self.actors], timeout)[0]
+        return self._get([self.actors[0].serve.remote(op, payload)], timeout)[0]
+
+    def _sharded(self, op: str, requests: list[Any], timeout: float | None) -> list[Any]:
+        shards = shard(requests, len(self.actors))
+        busy = [(i, idx) for i, idx in enumerate(shards) if idx]
+        refs = [self.actors[i].serve.remote(op, [requests[j] for j in idx]) for i, idx in busy]
+        answers: list[Any] = [None] * len(requests)
+        for (_, idx), part in zip(busy, self._get(refs, timeout), strict=True):
+            for j, answer in zip(idx, part, strict=True):
+                answers[j] = answer
+        return answers
+
+    # -- health
+
+    def check(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
+        self.call("ping", None, timeout=timeout)
+
+    def revive(self, rebuild: bool = True) -> bool:
+        """Ping every replica; rebuild the dead ones (when ``rebuild`` allows). True if any was."""
+        import ray
+
+        rebuilt = False
+        for i, actor in enumerate(self.actors):
+            try:
+                self._get([actor.serve.remote("ping", None)], HEALTH_TIMEOUT_S)
+            except (EngineDied, TimeoutError) as err:
+                if not rebuild or self.closed:
+                    raise
+                log.warning("replica %d unhealthy (%s): rebuilding it", i, err)
+                ray.kill(actor)
+                self.actors[i] = self._remote.remote(self.factory, self.args, self.own_process)
+                self.builds += 1
+                self.replicas[i] = self._get([self.actors[i].describe.remote()])[0]
+                rebuilt = True
+        return rebuilt
+
+    # -- the Engine protocol
+
+    def describe(self) -> dict[str, Any]:
+        first = {k: v for k, v in self.replicas[0].items() if k not in _PER_REPLICA}
+        return {
+            **first,
+            "data_parallel": "ray",
+            "data_parallel_size": self.size,
+            "builds": self.builds,
+            "cluster": self.cluster.how,
+            "nodes": len({r["node_id"] for r in self.replicas}),
+            "replicas": [
+                {"node_id": r["node_id"], "pid": r["actor_pid"], **self.needs.per_replica}
+                for r in self.replicas
+            ],
+        }
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        return int(self.call("count_tokens", list(texts))) if texts else 0
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Close every replica's engine, end the actors, and leave the cluster (stopping the
+        Ray processes this run started). Safe to call more than once."""
+        if self.closed:
+            return
+        self.closed = True
+        import ray
+
+        try:
+            if self.actors:
+                refs = [a.close.remote() for a in self.actors]
+                try:
+                    ray.get(refs, timeout=timeout)
+                except Exception as err:  # dead or hung: killed just below
+                    log.warning("closing replicas: %s", err)
+                for actor in self.actors:
+                    ray.kill(actor)
+        finally:
+            self.actors = []
+            self.cluster.close()
