@@ -117,11 +117,16 @@ def run(cfg: DictConfig) -> int:
     assert plan.resolved is not None
     run_cfg.strategy = plan.resolved  # what strategy=auto chose
 
+    from harness.events import EventLog
     from harness.results import ResultStore, RunDirectory
+    from harness.secrets import mask_hydra_files, mask_tree
     from harness.tasks import prepare_datasets
 
     run_dir = RunDirectory(resolve_output_dir(run_cfg))
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    mask_hydra_files()  # Hydra's .hydra/*.yaml hold the overrides as typed
+    events = EventLog(run_dir.root / "events.jsonl")
+    events.emit("planned", model=run_cfg.model.name, strategy=run_cfg.strategy.name, fits=plan.fits)
+    resolved = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     config_file = run_dir.write_config(OmegaConf.to_yaml(resolved))
     console.route_library_logs("datasets", "huggingface_hub")
     datasets = prepare_datasets(run_cfg)
@@ -133,6 +138,10 @@ def run(cfg: DictConfig) -> int:
     work = work_list(run_cfg, plan, datasets, store)
     tracker = Tracker(run_cfg.tracking)
     model, strategy = run_cfg.model, run_cfg.strategy
+    from harness.telemetry.session import Telemetry
+
+    telemetry = Telemetry.start(run_cfg.telemetry, plan)  # before the load: phase `load`
+    events.listeners.append(telemetry.on_event)
     tracker.start(
         run_name=f"{model.name}/{strategy.name}",
         params=dict(flatten(resolved)),
@@ -145,21 +154,25 @@ def run(cfg: DictConfig) -> int:
 
             say(f"loading {model.name} ({strategy.name}) ...")
             console.route_library_logs("transformers")
+            events.emit("load_started")
             load_start = time.perf_counter()
             engine = build_engine(run_cfg, plan)
             load_time = time.perf_counter() - load_start
+            events.emit("loaded", load_time_s=round(load_time, 4))
             say(f"loaded {model.name} in {load_time:.1f}s", show=chatty)  # the summary has it
             tracker.log_metrics({"load_time_s": load_time})
         else:
             say("every dataset has a stored result: no model to load (rerun=true forces)")
-        outcomes = evaluate_all(engine, work, run_cfg, run_dir, store, tracker)
+        outcomes = evaluate_all(engine, work, run_cfg, run_dir, store, tracker, events.emit)
         engine_facts = engine.describe() if engine is not None else {}
-    except BaseException:
+    except BaseException as err:
         tracker.end(status="KILLED")
+        events.emit("run_done", status="KILLED", error=type(err).__name__)
         raise
     finally:
         if engine is not None:
             engine.close()
+        telemetry.stop()
 
     failed = [o for o in outcomes if o.status != "ok"]
     total_time = time.perf_counter() - started
@@ -174,13 +187,19 @@ def run(cfg: DictConfig) -> int:
         "datasets": {o.name: o.to_dict() for o in outcomes},
         "failed": [o.name for o in failed],
         "resumed": [o.name for o in outcomes if o.resumed],
+        "telemetry": telemetry.record(run_dir.root, tracker, outcomes),
         "tracking": tracker.describe(),
     }
     summary_file = run_dir.write_summary(summary)
     tracker.log_metrics({"total_time_s": total_time, "datasets_failed": float(len(failed))})
     tracker.log_artifact(config_file)
     tracker.log_artifact(summary_file)
+    from harness.provenance import record_run
+
+    record_run(run_dir.root, tracker, run_cfg, plan, engine_facts, work)  # reproducibility.json
     tracker.end(status="FAILED" if failed else "FINISHED")
+    events.emit("run_done", status="FAILED" if failed else "FINISHED", failed=summary["failed"])
+    events.close()
 
     from harness.report import format_summary
 
@@ -217,6 +236,10 @@ def _hydra_entry(cfg: DictConfig) -> int:
     # In a sweep one job's failure must not end the others: Hydra keeps the return value.
     if code and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(code)
+    if code:  # a sweep run by Hydra's basic launcher, in this process: main() exits non-zero
+        from harness.sweep import record_exit
+
+        record_exit(1)
     return code
 
 
@@ -234,6 +257,9 @@ def main() -> None:
     problems = check_group_choices(argv)
     if not cli_help.only_prints(argv):  # --help and tab completion (-sc install=bash) run nothing
         problems += argv_key_problems(argv) + required_value_problems(argv) + output_problems(argv)
+    from harness.sweep import argv_problems as sweep_argv_problems
+
+    problems += sweep_argv_problems(argv)
     if problems:
         print(f"error: {ConfigError(problems)}", file=sys.stderr)
         sys.exit(2)
@@ -246,3 +272,7 @@ def main() -> None:
     except OmegaConfBaseException as err:  # Hydra resolving its own run dir from a bad value
         print(f"error: the configuration does not resolve: {err}", file=sys.stderr)
         sys.exit(2)
+    from harness.sweep import exit_code
+
+    if exit_code():  # a sweep in which a job failed or was refused (harness/sweep)
+        sys.exit(exit_code())

@@ -71,7 +71,10 @@ def _is_console(handler: logging.Handler) -> bool:
 def configure(verbose: bool) -> bool:
     """Set this run's console up: what the root's console handlers show, and whether progress
     bars are drawn. Returns whether the console is chatty."""
+    from harness.secrets import mask_handlers
+
     loud = chatty(verbose)
+    mask_handlers()  # every log line, the file's included, with its secrets masked
     for handler in logging.getLogger().handlers:
         if _is_console(handler):
             for old in [f for f in handler.filters if isinstance(f, ConsoleFilter)]:
@@ -125,9 +128,12 @@ def say(
         err: print to stderr instead of stdout.
         level: the record's level in the log file.
     """
+    from harness.secrets import mask
+
+    text = mask(text)
     if show:
         print(text, file=sys.stderr if err else sys.stdout, flush=True)
-    message = text if record is None else record
+    message = text if record is None else mask(record)
     _phase.log(level, f"\n{message}" if "\n" in message else message)  # a table stays aligned
 
 

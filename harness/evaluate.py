@@ -145,12 +145,16 @@ def evaluate_all(
     run_dir: RunDirectory,
     store: ResultStore,
     tracker: Tracker,
+    on_event: Callable[..., None] | None = None,
 ) -> list[DatasetOutcome]:
     """Evaluate every dataset with the resident engine, storing and tracking each as it ends.
 
     Datasets with a stored result are taken from the store (``engine`` may be None when all are).
     An exception in one dataset is recorded as that dataset's failure and the loop goes on.
+    ``on_event(event, **fields)`` hears ``dataset_started``, ``dataset_done``, ``dataset_failed``
+    and ``dataset_resumed`` (harness/events.py).
     """
+    emit = on_event or (lambda event, **fields: None)
     meter = attach_meter(engine.lm, engine.count_tokens) if engine is not None else None
     outcomes: list[DatasetOutcome] = []
     total = len(work)
@@ -171,9 +175,17 @@ def evaluate_all(
             outcome = DatasetOutcome(**item.stored["outcome"])
             outcome.result_file = str(run_dir.write_result(name, item.stored["result"]))
             outcome.resumed = True
+            emit("dataset_resumed", dataset=name, fingerprint=item.fingerprint)
         else:
             assert engine is not None and meter is not None
+            emit("dataset_started", dataset=name, task=task)
             outcome = _evaluate_checked(name, item, engine, meter, run, run_dir, store)
+            done = {k: getattr(outcome, k) for k in ("eval_time_s", "requests", "tokens_per_s")}
+            if outcome.status == "ok":
+                emit("dataset_done", dataset=name, **done, metrics=outcome.metrics)
+            else:
+                error = {"error": outcome.error_type, "message": outcome.error_message}
+                emit("dataset_failed", dataset=name, **done, **error)
         _track(tracker, child, outcome)
         outcomes.append(outcome)
         verdict = {"ok": "ok", "failed": f"FAILED ({outcome.error_type})"}[outcome.status]

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from harness.secrets import mask
+
 log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
@@ -30,7 +32,11 @@ def _default(obj: Any) -> Any:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that the file is either old or complete, never partial."""
+    """Write ``text`` to ``path`` so that the file is either old or complete, never partial.
+
+    Secrets in it (tokens, keys, credentials in URIs) are masked first (harness/secrets.py).
+    """
+    text = mask(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -144,6 +150,7 @@ class ResultStore:
     ) -> Path:
         payload = {"key": key, "outcome": outcome, "result": result}
         text = json.dumps(payload, sort_keys=True, default=_default, ensure_ascii=False)
+        text = mask(text)  # what is hashed is what is written (the write masks too)
         record = {
             "format": STORE_FORMAT,
             "fingerprint": fingerprint,

@@ -14,12 +14,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.config.schema import TrackingBackend, TrackingConfig
+from harness.secrets import mask, mask_tree
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# An unreachable server must cost seconds, not MLflow's default minutes of retries.
-_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# An unreachable server must cost seconds, not MLflow's default minutes of retries; and MLflow's
+# "View run ... at: <tracking URI>" lines (one per run ended, credentials in the URI included)
+# stay off stdout.
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 
 
 def flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -55,6 +62,8 @@ class Tracker:
         self.experiment_id: str | None = None
         self.uri = local_uri(config.uri) if self.enabled else ""
         self._starting: threading.Thread | None = None
+        self.children: dict[str, str] = {}
+        """Child run ids by dataset name."""
 
     def _wait_for_start(self) -> None:
         if self._starting is not None and self._starting is not threading.current_thread():
@@ -73,9 +82,9 @@ class Tracker:
                 "this run, results are still written to the run directory. Fix: start the "
                 "server (mlflow server --port ...) or pick tracking=local or tracking=none",
                 what,
-                self.uri,
+                mask(self.uri),
                 type(err).__name__,
-                str(err).splitlines()[0] if str(err) else "",
+                mask(str(err).splitlines()[0]) if str(err) else "",
             )
             self.enabled = False
             return None
@@ -90,6 +99,7 @@ class Tracker:
             return
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
+        params, tags = mask_tree(params), mask_tree(tags)
         self._starting = threading.Thread(
             target=self._safe,
             args=("start", lambda: self._start(run_name, params, tags)),
@@ -137,6 +147,7 @@ class Tracker:
 
     def child(self, name: str, params: dict[str, str], tags: dict[str, str]) -> str | None:
         """Open a child run under the parent; returns its id (None when tracking is off)."""
+        params, tags = mask_tree(params), mask_tree(tags)
         return self._safe("child run", lambda: self._child(name, params, tags))
 
     def _child(self, name: str, params: dict[str, str], tags: dict[str, str]) -> str:
@@ -150,19 +161,41 @@ class Tracker:
         )
         if params:
             self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+        self.children[name] = str(run.info.run_id)
         return str(run.info.run_id)
+
+    def log_series(
+        self, points: list[tuple[str, float, int, int]], run_id: str | None = None
+    ) -> None:
+        """Log step-indexed metric points ``(key, value, timestamp_ms, step)``, batched."""
+        self._safe("log_series", lambda: self._log_series(points, run_id or self.parent_id))
+
+    def _log_series(self, points: list[tuple[str, float, int, int]], run_id: str | None) -> None:
+        from mlflow.entities import Metric
+
+        items = [Metric(k, v, stamp, step) for k, v, stamp, step in points]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i : i + 1000])
 
     # The default target (the parent) is read inside each lambda: only after start() has
     # finished in its thread is parent_id known.
     def set_tags(self, tags: dict[str, str], run_id: str | None = None) -> None:
-        self._safe(
-            "set_tag",
-            lambda: [self.client.set_tag(run_id or self.parent_id, k, v) for k, v in tags.items()],
-        )
+        tags = mask_tree(tags)
+        self._safe("set_tag", lambda: self._set_tags(tags, run_id or self.parent_id))
 
-    def log_artifact(self, path: Path, run_id: str | None = None) -> None:
+    def _set_tags(self, tags: dict[str, str], run_id: str | None) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, v) for k, v in tags.items()]
+        for i in range(0, len(items), 100):  # one batch (one transaction) per 100 tags
+            self.client.log_batch(run_id, tags=items[i : i + 100])
+
+    def log_artifact(
+        self, path: Path, run_id: str | None = None, artifact_path: str | None = None
+    ) -> None:
         self._safe(
-            "log_artifact", lambda: self.client.log_artifact(run_id or self.parent_id, str(path))
+            "log_artifact",
+            lambda: self.client.log_artifact(run_id or self.parent_id, str(path), artifact_path),
         )
 
     def end(self, run_id: str | None = None, status: str = "FINISHED") -> None:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +25,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("mlflow_server")
+    yield from serve_mlflow(tmp_path_factory.mktemp("mlflow_server"))
+
+
+def serve_mlflow(tmp: Path) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1, its store in ``tmp`` (mlflow.db, artifacts/); yields
+    its URL and stops it afterwards."""
     port = free_port()
     proc = subprocess.Popen(
         [

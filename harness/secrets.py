@@ -1,0 +1,133 @@
+"""Secrets never leave the machine: tokens, keys and passwords masked in everything harness writes.
+
+``mask`` replaces, in any text:
+
+- the value of every environment variable whose name says it holds a secret (``HF_TOKEN``,
+  ``MLFLOW_TRACKING_PASSWORD``, ``AWS_SECRET_ACCESS_KEY``, ``WANDB_API_KEY``, ...), wherever it
+  appears (a config that interpolated ``${oc.env:HF_TOKEN}`` included);
+- credentials inside URIs: ``https://user:pass@host`` becomes ``https://***@host``;
+- secret-named query parameters: ``?token=...``, ``&api_key=...``, ``&sig=...``;
+- tokens of well-known shapes: Hugging Face ``hf_...``, GitHub ``ghp_...``, OpenAI ``sk-...``,
+  AWS access key ids, Slack ``xox?-...``.
+
+Everything that writes uses it: the run directory's files (``results.write_text_atomic``), MLflow
+params and tags (``tracking``), the console and log lines (``say`` and ``MaskFilter`` on every
+handler), events.jsonl, and Hydra's own ``.hydra/*.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+MASK = "***"
+_SECRET_NAME = re.compile(
+    r"TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL|"
+    r"AUTH|SIGNATURE",
+    re.IGNORECASE,
+)
+_NOT_SECRET_NAME = re.compile(
+    r"TOKENIZERS|AUTHORITY|_(SOCK|PATH|FILE|DIR|HOME|PARALLELISM|TYPE|HOST|PORT|URL|URI|ENABLED)$|^HF_HUB_DISABLE",
+    re.IGNORECASE,
+)
+_MIN_ENV_SECRET = 6
+"""Shorter values (``1``, ``true``) would mask ordinary text; they are no secret anyway."""
+_PLAIN = re.compile(r"(?i)^(true|false|yes|no|none|null|\d+)$")
+
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*\\?://)[^/\s@'\"<>]+@")
+r"""``scheme://user:pass@``; also as Hydra escapes it in a sweep's records (``http\://u\:p@``)."""
+_QUERY = re.compile(
+    r"(?P<key>[?&;][\w.-]*(?:token|key|secret|password|passwd|pwd|sig|signature|auth|"
+    r"credential)[\w.-]*\\?=)[^&;#\s'\"<>]+",
+    re.IGNORECASE,
+)
+_SHAPES = re.compile(
+    r"\b(?:hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|"
+    r"sk-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|xox[abprs]-[A-Za-z0-9-]{10,})"
+)
+
+
+def env_secrets(environ: dict[str, str] | None = None) -> list[str]:
+    """Values of the environment's secret-named variables, longest first."""
+    env = os.environ if environ is None else environ
+    values = {
+        value
+        for name, value in env.items()
+        if _SECRET_NAME.search(name)
+        and not _NOT_SECRET_NAME.search(name)
+        and len(value) >= _MIN_ENV_SECRET
+        and not _PLAIN.match(value)
+    }
+    return sorted(values, key=len, reverse=True)
+
+
+def mask(text: str) -> str:
+    """``text`` with every secret it holds replaced by ``***``."""
+    if not text:
+        return text
+    for value in env_secrets():
+        if value in text:
+            text = text.replace(value, MASK)
+    if "//" in text:
+        text = _USERINFO.sub(rf"\g<scheme>{MASK}@", text)
+    if "=" in text:
+        text = _QUERY.sub(rf"\g<key>{MASK}", text)
+    return _SHAPES.sub(MASK, text)
+
+
+def mask_tree(obj: Any) -> Any:
+    """A copy of nested dicts, lists and strings with every string masked (keys included)."""
+    if isinstance(obj, str):
+        return mask(obj)
+    if isinstance(obj, dict):
+        return {mask_tree(k): mask_tree(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [mask_tree(v) for v in obj]
+    return obj
+
+
+def mask_files(folder: Path, pattern: str = "*.yaml") -> None:
+    """Mask the files matching ``pattern`` in ``folder`` in place (Hydra's ``.hydra/``)."""
+    from harness.results import write_text_atomic
+
+    for path in sorted(folder.glob(pattern)):
+        text = path.read_text(encoding="utf-8")
+        if mask(text) != text:
+            write_text_atomic(path, text)  # it masks on the way out
+
+
+class MaskFilter(logging.Filter):
+    """A handler filter that masks each record's message (and traceback) before it is written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def mask_handlers(logger: logging.Logger | None = None) -> None:
+    """Put a ``MaskFilter`` on every handler of ``logger`` (the root by default), once."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, MaskFilter) for f in handler.filters):
+            handler.addFilter(MaskFilter())
+
+
+def mask_hydra_files() -> None:
+    """Mask Hydra's record of this job (``<run dir>/.hydra/*.yaml``: the overrides as typed) and,
+    in a sweep, of the sweep (``multirun.yaml``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    if hydra.output_subdir is not None:
+        mask_files(Path(hydra.runtime.output_dir) / str(hydra.output_subdir))
+    if hydra.sweep.dir:  # a sweep's multirun.yaml (absent for a single run)
+        mask_files(Path(str(hydra.sweep.dir)), "multirun.yaml")

@@ -1,0 +1,107 @@
+"""What became of each job of a sweep: one table, printed and written to the sweep directory."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass
+class JobOutcome:
+    index: int
+    model: str
+    strategy: str
+    tier: str
+    state: str
+    datasets_ok: int | None
+    datasets_failed: int | None
+    run_dir: str
+    job_id: str
+    detail: str = ""
+    log: str = ""
+
+
+def dataset_counts(run_dir: Path) -> tuple[int | None, int | None]:
+    """Datasets that succeeded and failed in a run directory: from its summary.json when the run
+    finished, else from the result files it wrote before it ended."""
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        try:
+            data = json.loads(summary.read_text())
+            failed = len(data.get("failed", []))
+            return len(data.get("datasets", {})) - failed, failed
+        except (OSError, ValueError):
+            pass
+    results = run_dir / "results"
+    if not results.is_dir():
+        return None, None
+    names = [p.name for p in results.glob("*.json")]
+    failed = sum(1 for n in names if n.endswith(".error.json"))
+    ok = sum(1 for n in names if not n.endswith((".error.json", ".samples.json")))
+    return ok, failed
+
+
+def failed_datasets(run_dir: Path) -> list[str]:
+    """``<dataset> (<error type>: <message>)`` for each failed dataset of a finished run."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for name in summary.get("failed", []):
+        d = summary.get("datasets", {}).get(name, {})
+        out.append(f"{name} ({d.get('error_type')}: {d.get('error_message')})")
+    return out
+
+
+def format_outcomes(outcomes: Sequence[JobOutcome], sweep_dir: Path) -> str:
+    head = ["job", "model", "strategy", "tier", "state", "datasets ok/failed", "run dir", "job id"]
+    rows = []
+    for o in outcomes:
+        counts = "-" if o.datasets_ok is None else f"{o.datasets_ok}/{o.datasets_failed}"
+        try:
+            where = str(Path(o.run_dir).relative_to(sweep_dir))
+        except ValueError:
+            where = o.run_dir
+        rows.append([str(o.index), o.model, o.strategy, o.tier, o.state, counts, where, o.job_id])
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = [f"sweep outcome ({sweep_dir}):"]
+    lines += [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [head, *rows]
+    ]
+    bad = [o for o in outcomes if o.state != "COMPLETED"]
+    for o in bad:
+        lines.append(
+            f"  job {o.index} {o.state}: {o.detail}" + (f" (log: {o.log})" if o.log else "")
+        )
+    if bad:
+        lines.append(
+            f"{len(bad)} of {len(outcomes)} job(s) did not complete: "
+            + ", ".join(f"{o.index} ({o.state})" for o in bad)
+            + ". Rerun the same command to retry: datasets already stored are not evaluated again."
+        )
+    else:
+        lines.append(f"all {len(outcomes)} job(s) completed")
+    return "\n".join(lines)
+
+
+def write_outcomes(outcomes: Sequence[JobOutcome], sweep_dir: Path) -> Path:
+    from harness.results import write_json_atomic, write_text_atomic
+
+    text = format_outcomes(outcomes, sweep_dir)
+    path = sweep_dir / "sweep_outcome.txt"
+    write_text_atomic(path, text + "\n")
+    write_json_atomic(sweep_dir / "sweep_outcome.json", [asdict(o) for o in outcomes])
+    return path
+
+
+def last_error_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if not line.startswith(("File ", "-", "^", "You can check"))]
+    for line in reversed(errors):
+        if ":" in line and not line.startswith("or at paths"):
+            return line[:300]
+    return (errors[-1] if errors else text)[:300]

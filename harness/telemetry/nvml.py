@@ -1,0 +1,174 @@
+"""Reading the node's NVIDIA GPUs through NVML (``nvidia-ml-py``): devices, readings, topology.
+
+A quantity a device does not support (the energy counter before Volta, power on some boards) is
+read as None from then on; any other NVML error is raised to the caller (the sampler), which
+stops sampling and says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MIB = 1024**2
+NOT_SUPPORTED = 3
+"""``NVML_ERROR_NOT_SUPPORTED``."""
+_PCIE_PATHS = {0: "SAME", 10: "PIX", 20: "PXB", 30: "PHB", 40: "NODE", 50: "SYS"}
+"""NVML's topology levels by the names ``nvidia-smi topo -m`` prints for them."""
+
+
+@dataclass
+class GpuInfo:
+    """One GPU of the node, as NVML lists it."""
+
+    index: int
+    """NVML's index (all GPUs of the node, whatever CUDA_VISIBLE_DEVICES says)."""
+    name: str
+    """Product name, e.g. ``NVIDIA H100 80GB HBM3``."""
+    uuid: str
+    """NVML's UUID of the device."""
+    memory_total_mib: float
+    """Device memory."""
+
+
+@dataclass
+class Sample:
+    """One reading of one GPU."""
+
+    t: float
+    """Wall-clock time of the reading (seconds since the epoch)."""
+    gpu: int
+    """NVML index of the GPU."""
+    memory_used_mib: float
+    """Device memory in use (by every process)."""
+    utilization_pct: float | None
+    """Percent of the last sample period in which a kernel ran."""
+    power_w: float | None
+    """Board power draw; None where not supported."""
+    temperature_c: float | None
+    """GPU core temperature; None where not supported."""
+    energy_j: float | None
+    """The energy counter (joules since the driver loaded); None where the GPU has none."""
+
+
+@dataclass
+class Link:
+    """How two GPUs of the node reach each other."""
+
+    a: int
+    """NVML index of one GPU."""
+    b: int
+    """NVML index of the other."""
+    link: str
+    """``NVLink`` or ``PCIe``."""
+    path: str
+    """For PCIe, the closest common ancestor as ``nvidia-smi topo -m`` names it (PIX, PXB, PHB,
+    NODE, SYS); ``NV`` for NVLink."""
+
+
+def import_nvml() -> tuple[Any, str | None]:
+    """``pynvml`` initialised, or None and why not (no package, no driver, no GPU)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None, "nvidia-ml-py is not installed"
+    try:
+        pynvml.nvmlInit()
+        count = pynvml.nvmlDeviceGetCount()
+    except pynvml.NVMLError as err:
+        return None, f"NVML finds no driver ({err})"
+    if count == 0:
+        pynvml.nvmlShutdown()
+        return None, "NVML finds no GPU"
+    return pynvml, None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def list_gpus(nvml: Any) -> list[GpuInfo]:
+    """Every GPU of the node."""
+    gpus = []
+    for i in range(nvml.nvmlDeviceGetCount()):
+        handle = nvml.nvmlDeviceGetHandleByIndex(i)
+        gpus.append(
+            GpuInfo(
+                index=i,
+                name=_text(nvml.nvmlDeviceGetName(handle)),
+                uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
+                memory_total_mib=nvml.nvmlDeviceGetMemoryInfo(handle).total / MIB,
+            )
+        )
+    return gpus
+
+
+def topology(nvml: Any, gpus: list[GpuInfo]) -> list[Link]:
+    """Every pair of GPUs: NVLink when NVML's P2P status says so, else PCIe with its path."""
+    handles = [nvml.nvmlDeviceGetHandleByIndex(g.index) for g in gpus]
+    links = []
+    for i, a in enumerate(gpus):
+        for j in range(i + 1, len(gpus)):
+            b = gpus[j]
+            try:
+                status = nvml.nvmlDeviceGetP2PStatus(
+                    handles[i], handles[j], nvml.NVML_P2P_CAPS_INDEX_NVLINK
+                )
+                if status == nvml.NVML_P2P_STATUS_OK:
+                    links.append(Link(a.index, b.index, "NVLink", "NV"))
+                    continue
+                level = nvml.nvmlDeviceGetTopologyCommonAncestor(handles[i], handles[j])
+                links.append(Link(a.index, b.index, "PCIe", _PCIE_PATHS.get(level, str(level))))
+            except nvml.NVMLError as err:
+                log.info("NVML topology of GPUs %d and %d unknown: %s", a.index, b.index, err)
+                links.append(Link(a.index, b.index, "unknown", "?"))
+    return links
+
+
+_OPTIONAL: dict[str, Callable[[Any, Any], float]] = {
+    "utilization": lambda nvml, h: nvml.nvmlDeviceGetUtilizationRates(h).gpu,
+    "power": lambda nvml, h: nvml.nvmlDeviceGetPowerUsage(h) / 1000,  # milliwatts
+    "temperature": lambda nvml, h: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU),
+    "energy": lambda nvml, h: nvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1000,  # millijoules
+}
+"""The readings a device may not support, in ``Sample``'s order."""
+
+
+class Reader:
+    """Reads every GPU once per call; remembers which quantities a device does not support."""
+
+    def __init__(self, nvml: Any, gpus: list[GpuInfo]) -> None:
+        self.nvml = nvml
+        self.gpus = gpus
+        self.handles = [nvml.nvmlDeviceGetHandleByIndex(g.index) for g in gpus]
+        self.unsupported: set[tuple[int, str]] = set()
+        """(GPU index, quantity) pairs NVML answered NOT_SUPPORTED for."""
+
+    def _optional(self, gpu: int, quantity: str, handle: Any) -> float | None:
+        if (gpu, quantity) in self.unsupported:
+            return None
+        try:
+            return float(_OPTIONAL[quantity](self.nvml, handle))
+        except self.nvml.NVMLError as err:
+            if getattr(err, "value", None) != NOT_SUPPORTED:
+                raise
+            self.unsupported.add((gpu, quantity))
+            log.info("GPU %d has no %s reading (NVML: not supported)", gpu, quantity)
+            return None
+
+    def read(self, clock: Callable[[], float]) -> list[Sample]:
+        """One sample of every GPU; raises ``NVMLError`` on anything but NOT_SUPPORTED."""
+        out = []
+        t = clock()  # one time for the tick: a phase boundary holds every GPU's reading
+        for gpu, handle in zip(self.gpus, self.handles, strict=True):
+            memory = self.nvml.nvmlDeviceGetMemoryInfo(handle).used / MIB
+            util, power, temp, energy = (self._optional(gpu.index, q, handle) for q in _OPTIONAL)
+            out.append(Sample(t, gpu.index, memory, util, power, temp, energy))
+        return out
+
+    def has_energy_counter(self, gpu: int) -> bool:
+        return (gpu, "energy") not in self.unsupported

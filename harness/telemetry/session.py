@@ -1,0 +1,233 @@
+"""What a run holds: the sampler started before the load, phases marked from the run's events,
+and at the end the files and MLflow records.
+
+``load_started`` begins phase ``load`` and ``loaded`` ends it; ``dataset_started`` begins the
+dataset's phase and ``dataset_done`` or ``dataset_failed`` ends it (a resumed dataset is not
+evaluated and has no phase). Every failure here is a warning: telemetry never ends an evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.console import say
+from harness.errors import ConfigError
+from harness.telemetry.sampler import Recording, Sampler, open_sampler
+
+if TYPE_CHECKING:
+    from harness.config.schema import TelemetryConfig
+    from harness.evaluate import DatasetOutcome
+    from harness.plan import Plan
+    from harness.telemetry.nodes import NodeSamplers
+    from harness.telemetry.nvml import Link
+    from harness.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+_BEGINS = {"load_started": "load", "dataset_started": None}
+_ENDS = {"loaded", "dataset_done", "dataset_failed"}
+
+
+def pcie_only_pairs(links: Sequence[Link], tp: int) -> list[str]:
+    """Pairs of the first ``tp`` GPUs this job sees that no NVLink joins (``0-2 (PHB)``)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    wanted = [v.strip() for v in visible.split(",") if v.strip()]
+    if wanted and all(v.isdigit() for v in wanted):
+        group = [int(v) for v in wanted[:tp]]
+    else:  # unset, or UUIDs: the first tp GPUs (NVML's order)
+        group = list(range(tp))
+    return [
+        f"{x.a}-{x.b} ({x.path})"
+        for x in links
+        if x.a in group and x.b in group and x.link != "NVLink"
+    ]
+
+
+class Telemetry:
+    """The run's GPU telemetry: this node's sampler and, once ``follow_nodes`` is called, the other
+    nodes' (every method a no-op when there is nothing to sample)."""
+
+    def __init__(self, sampler: Sampler | None, title: str = "") -> None:
+        self.sampler = sampler
+        """This node's sampler; None without GPUs or NVML."""
+        self.title = title
+        """The plot's title (model, strategy)."""
+        self.nodes: NodeSamplers | None = None
+        """The samplers of the cluster's other nodes, once ``follow_nodes`` is called."""
+        self.phase: str | None = None
+        """The phase now running."""
+        self.recordings: list[Recording] = []
+        """What every node recorded, this node's first; filled by ``stop``."""
+        self.stopped = False
+
+    @classmethod
+    def start(cls, config: TelemetryConfig, plan: Plan) -> Telemetry:
+        """Start sampling every GPU of this node, or say in the log why not.
+
+        The "no GPU" line reaches the console only when the plan runs on GPUs (then it matters);
+        otherwise it is in the log file alone.
+
+        Raises:
+            ConfigError: ``telemetry.interval_s`` is not a positive number.
+        """
+        if config.interval_s <= 0:
+            raise ConfigError(
+                [
+                    f"telemetry.interval_s={config.interval_s}: must be a positive number of "
+                    "seconds. Fix: telemetry.interval_s=1.0 (or telemetry.enabled=false)."
+                ]
+            )
+        if not config.enabled:
+            say("telemetry: off (telemetry.enabled=false)", show=False)
+            return cls(None)
+        found = open_sampler(config.interval_s)
+        if isinstance(found, str):
+            on_gpus = plan.device == "cuda"
+            say(f"telemetry: no GPU telemetry on this node: {found}; the run goes on", show=on_gpus)
+            return cls(None)
+        found.start()
+        gpus = found.recording.gpus
+        say(
+            f"telemetry: sampling {len(gpus)} GPU(s) ({', '.join(sorted({g.name for g in gpus}))})"
+            f" every {config.interval_s:g}s",
+            show=False,
+        )
+        if plan.device == "cuda" and plan.tensor_parallel_size > 1:
+            slow = pcie_only_pairs(found.recording.topology, plan.tensor_parallel_size)
+            if slow:
+                log.warning(
+                    "the tensor-parallel group of %d GPUs spans GPU pairs without NVLink: %s; "
+                    "all-reduce goes over PCIe there (slower). Fix: CUDA_VISIBLE_DEVICES with "
+                    "NVLink-joined GPUs, if this node has them",
+                    plan.tensor_parallel_size,
+                    ", ".join(slow),
+                )
+        return cls(found, title=f"{plan.model} | {plan.strategy}")
+
+    def follow_nodes(self, nodes: NodeSamplers) -> None:
+        """Also record the other nodes of a Ray cluster (an engine spanning nodes calls this once
+        its cluster is up; ``NodeSamplers.start(..., skip_local=True)``)."""
+        self.nodes = nodes
+        if self.phase is not None:
+            nodes.mark(self.phase)
+
+    def on_event(self, event: str, fields: dict[str, Any]) -> None:
+        """Mark phases from the run's events (an ``EventLog`` listener)."""
+        if event in _BEGINS:
+            self.phase = _BEGINS[event] or str(fields.get("dataset"))
+        elif event in _ENDS:
+            self.phase = None
+        else:
+            return
+        if self.sampler is not None:
+            self.sampler.mark(self.phase)  # never raises: an NVML error stops the sampler
+        if self.nodes is not None:
+            try:
+                self.nodes.mark(self.phase)
+            except Exception as err:  # Ray gone: the other nodes' phases end here, not the run
+                log.warning(
+                    "GPU telemetry of the other nodes stopped (%s: %s)", type(err).__name__, err
+                )
+                self.nodes = None
+
+    def stop(self) -> None:
+        """Stop sampling, here and on the other nodes (idempotent); the engine is closed by now."""
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.sampler is not None:
+            self.recordings.append(self.sampler.stop())
+        if self.nodes is not None:
+            self.recordings.extend(self.nodes.stop())
+
+    def record(
+        self, root: Path, tracker: Tracker, outcomes: Sequence[DatasetOutcome]
+    ) -> dict[str, Any] | None:
+        """Write telemetry.json/csv/png to ``root`` and log it all to MLflow; returns what
+        summary.json keeps (None when nothing was sampled)."""
+        self.stop()
+        if not self.recordings:
+            return None
+        try:
+            return self._record(root, tracker, outcomes, self.recordings)
+        except Exception as err:  # telemetry must never end the run
+            log.warning("GPU telemetry could not be recorded (%s: %s)", type(err).__name__, err)
+            return {"error": f"{type(err).__name__}: {err}"}
+
+    def _record(
+        self,
+        root: Path,
+        tracker: Tracker,
+        outcomes: Sequence[DatasetOutcome],
+        recs: list[Recording],
+    ) -> dict[str, Any]:
+        from harness.telemetry import export
+        from harness.telemetry.summary import summarize
+
+        marked = recs[0].phases  # this node's marks (the first node's, when this one has none)
+        phases = summarize(recs, marked)
+        tokens = {
+            o.name: o.prompt_tokens + o.generated_tokens
+            for o in outcomes
+            if o.status == "ok" and not o.resumed
+        }
+        per_joule = export.tokens_per_joule(phases, tokens)
+        described = export.describe(recs, phases, per_joule)
+        files = export.write_files(root, recs, marked, described)
+        try:
+            from harness.telemetry.plot import plot
+
+            where = ", ".join(rec.node for rec in recs)
+            files.append(plot(recs, marked, root / "telemetry.png", f"{self.title} | {where}"))
+        except Exception as err:  # a missing or broken matplotlib costs the plot only
+            log.warning("telemetry plot not drawn (%s: %s)", type(err).__name__, err)
+
+        for phase in phases:
+            metrics = phase.metrics()
+            if phase.name in per_joule:
+                metrics["tokens_per_joule"] = per_joule[phase.name]
+            child = tracker.children.get(phase.name)
+            if phase.name == "load":
+                tracker.log_metrics({f"load/{k}": v for k, v in metrics.items()})
+                continue
+            if child is not None:
+                tracker.log_metrics(metrics, run_id=child)
+            headline = ("telemetry/energy_j", "telemetry/peak_memory_gib", "tokens_per_joule")
+            tracker.log_metrics({f"{phase.name}/{k}": metrics[k] for k in headline if k in metrics})
+        tracker.log_series(export.series_points(recs))
+        several = len(recs) > 1
+        tracker.set_tags(
+            {
+                "telemetry.nodes": str(len(recs)),
+                "telemetry.gpus": str(sum(len(rec.gpus) for rec in recs)),
+                "telemetry.topology": " ".join(
+                    f"{rec.node + ':' if several else ''}{x.a}-{x.b}:{x.path}"
+                    for rec in recs
+                    for x in rec.topology
+                ),
+            }
+        )
+        for path in files:
+            tracker.log_artifact(path, artifact_path="telemetry")
+        return {
+            "nodes": [rec.node for rec in recs],
+            "gpus": sum(len(rec.gpus) for rec in recs),
+            "readings": sum(len(rec.samples) for rec in recs),
+            "stopped_early": {rec.node: rec.error for rec in recs if rec.error},
+            "sampler_thread_cpu_s": round(sum(rec.thread_cpu_s for rec in recs), 4),
+            "phase_marks_s": round(sum(rec.mark_s for rec in recs), 4),
+            "files": [p.name for p in files],
+            "phases": {
+                p.name: {
+                    "duration_s": round(p.duration_s, 3),
+                    "peak_memory_gib": round(p.peak_memory_gib, 3),
+                    "energy_j": None if p.energy_j is None else round(p.energy_j, 3),
+                    "tokens_per_joule": per_joule.get(p.name),
+                }
+                for p in phases
+            },
+        }
