@@ -68,6 +68,14 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
         from harness.machine import this_node
 
         plan.notes.append(this_node().describe())
+    here = run_cfg.tier.detected or not run_cfg.plan_only  # the group's GPUs are this node's
+    if plan.device == "cuda" and plan.tensor_parallel_size > 1 and here:
+        from harness.machine import tensor_parallel_link_note
+
+        link = tensor_parallel_link_note(plan.tensor_parallel_size)
+        if link:
+            plan.notes.append(link)
+            log.warning(link)
     table = format_plan(plan)  # a run shows one line unless verbose; plan_only, the table
     say(table if run_cfg.plan_only or run_cfg.verbose else format_plan_line(plan), record=table)
     if run_cfg.plan_only:
@@ -82,7 +90,7 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
     if plan.device == "cuda":
         from harness.machine import detect_gpus, hardware_problems
 
-        on_node = min(plan.gpus_needed, max(run_cfg.tier.gpus_per_node, 1))
+        on_node = -(-plan.gpus_needed // max(plan.nodes_needed, 1))  # GPUs on each node
         problems += hardware_problems(plan.device, on_node, detect_gpus())
     if problems:
         raise ConfigError(problems)

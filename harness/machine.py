@@ -7,6 +7,7 @@ Reading it costs about 0.05 s (NVML's import and init); it is done once per proc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -172,3 +173,29 @@ def hardware_problems(device: str, gpus_on_this_node: int, detected: list[Gpu]) 
         f"({seen}). Fix: run on a node with enough GPUs (SLURM: hydra/launcher=slurm with this "
         "tier), a smaller strategy, or strategy=single on this machine (tier=local)."
     ]
+
+
+def tensor_parallel_link_note(tp: int) -> str | None:
+    """A warning when the first ``tp`` GPUs this job sees are not all joined by NVLink (their
+    all-reduce then goes over PCIe); None when they are, or when NVML cannot say."""
+    from harness.telemetry.nvml import import_nvml, list_gpus, pcie_only_pairs, topology
+
+    nvml, why = import_nvml()
+    if nvml is None:
+        log.debug("no NVLink check: %s", why)
+        return None
+    try:
+        slow = pcie_only_pairs(topology(nvml, list_gpus(nvml)), tp)
+    except Exception as err:  # a check, never a reason to stop the run
+        log.debug("no NVLink check: %s", err)
+        return None
+    finally:
+        with contextlib.suppress(Exception):  # already shut down
+            nvml.nvmlShutdown()
+    if not slow:
+        return None
+    return (
+        f"the tensor-parallel group of {tp} GPUs spans GPU pairs without NVLink: "
+        f"{', '.join(slow)}; all-reduce goes over PCIe there (slower). Fix: "
+        "CUDA_VISIBLE_DEVICES with NVLink-joined GPUs, if this node has them."
+    )

@@ -29,7 +29,7 @@ from harness.config.schema import DType, ModelConfig
 from harness.errors import ConfigError
 from harness.paths import CONF_DIR, resolve_project_path
 
-ARCHITECTURE_FACTS = (
+COUNTED_FACTS = (
     "num_layers",
     "hidden_size",
     "num_attention_heads",
@@ -37,8 +37,9 @@ ARCHITECTURE_FACTS = (
     "head_dim",
     "vocab_size",
     "context_window",
-    "dtype",
 )
+"""The architecture's counts: the planner divides by them, so each must be positive."""
+ARCHITECTURE_FACTS = (*COUNTED_FACTS, "dtype")
 """Facts a checkpoint states exactly; a registry figure that differs from one is wrong."""
 PARAMS_TOLERANCE = 0.02
 """Parameter counts agree within 2%: conventions differ (tied embeddings, buffers)."""

@@ -174,14 +174,24 @@ def _one_rank(strategy: StrategyConfig) -> StrategyConfig:
 
 
 def gpus_and_nodes(strategy: StrategyConfig, tier: TierConfig, device: str) -> tuple[int, int]:
-    """GPUs the deployment takes, and the nodes they span (tensor parallel stays in a node)."""
+    """GPUs the deployment takes, and the nodes they span.
+
+    Tensor parallel stays within a node. Pipeline stages go one per node when the tier has the
+    nodes: that is what pipeline parallel is for (vLLM's advice: tp within a node, pp across
+    nodes; a deployment that fits one node is better served by a larger tp there), so
+    ``tp4_pp2`` on two nodes of eight takes four GPUs on each rather than eight on one. On a
+    tier of one node the stages share it.
+    """
     if device != "cuda":
         return 0, 1
-    gpus = (
-        strategy.tensor_parallel_size
-        * strategy.pipeline_parallel_size
-        * strategy.data_parallel_size
+    tp, pp, dp = (
+        strategy.tensor_parallel_size,
+        strategy.pipeline_parallel_size,
+        strategy.data_parallel_size,
     )
+    gpus = tp * pp * dp
+    if pp > 1 and tier.nodes >= pp * dp:
+        return gpus, pp * dp
     per_node = max(tier.gpus_per_node, 1)
     return gpus, max(1, math.ceil(gpus / per_node))
 

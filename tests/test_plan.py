@@ -154,6 +154,18 @@ def test_hand_worked_cases(model, strategy, tier, fits, needle):
     assert needle in text, text
 
 
+def test_pipeline_stages_go_one_per_node_when_the_tier_has_the_nodes():
+    # tp4_pp2 on xlarge (2 nodes x 8): one stage of 4 GPUs on each node, over Ray.
+    spread = plan_run(run_config("falcon_180b", "tp4_pp2", "xlarge"))
+    assert (spread.gpus_needed, spread.nodes_needed, spread.executor_backend) == (8, 2, "ray")
+    # The same on large (one node of 8): both stages share the node.
+    packed = plan_run(run_config("falcon_180b", "tp4_pp2", "large"))
+    assert (packed.gpus_needed, packed.nodes_needed) == (8, 1)
+    # tp8 on xlarge stays on one node: tensor parallel never spans nodes.
+    tp8 = plan_run(run_config("falcon_180b", "tp8", "xlarge"))
+    assert (tp8.gpus_needed, tp8.nodes_needed) == (8, 1)
+
+
 def test_int4_needs_a_prequantized_checkpoint():
     run = run_config("llama3_1_8b", "vllm", "small")
     run = replace(run, strategy=replace(run.strategy, quantization=Quantization.int4))

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from harness.telemetry.export import series_points, to_csv, tokens_per_joule
+from harness.telemetry.nvml import pcie_only_pairs
 from harness.telemetry.plot import plot
 from harness.telemetry.sampler import Recording, open_sampler
-from harness.telemetry.session import pcie_only_pairs
 from harness.telemetry.summary import summarize
 
 FAKE_NVML = Path(__file__).parent / "fake_nvml" / "pynvml.py"
@@ -223,12 +223,59 @@ def test_this_machine_has_no_gpu_and_the_run_goes_on(compose_cfg, capsys, caplog
     assert telemetry.record(Path("/nonexistent"), None, []) is None  # type: ignore[arg-type]
 
 
-def test_interval_must_be_positive(compose_cfg):
+def test_interval_must_be_positive_and_is_refused_with_the_other_rules(compose_cfg, tmp_path):
     from harness.app import make_checked_plan
     from harness.config.schema import to_run_config
     from harness.errors import ConfigError
-    from harness.telemetry.session import Telemetry
 
-    run = to_run_config(compose_cfg("dataset=[arith_mc]", "telemetry.interval_s=0"))
-    with pytest.raises(ConfigError, match=r"telemetry.interval_s=0.0: must be a positive"):
-        Telemetry.start(run.telemetry, make_checked_plan(run))
+    run = to_run_config(
+        compose_cfg("dataset=[arith_mc]", "telemetry.interval_s=0", "strategy.batch_size=0")
+    )
+    with pytest.raises(ConfigError) as err:
+        make_checked_plan(run)
+    assert "telemetry.interval_s=0.0: must be a positive" in str(err.value)
+    assert "batch_size" in str(err.value)  # every problem at once
+    plan_only = to_run_config(
+        compose_cfg(
+            "dataset=[arith_mc]",
+            "telemetry.interval_s=-1",
+            "plan_only=true",
+            f"output_dir={tmp_path}",
+        )
+    )
+    assert any("telemetry.interval_s=-1.0" in p for p in make_checked_plan(plan_only).problems)
+
+
+def test_the_plan_warns_when_a_tensor_parallel_group_spans_pcie(
+    fake_nvml, monkeypatch, compose_cfg, caplog, tmp_path
+):
+    """Planned on this node (tier=local) with the scripted GPUs: 0-1 NVLink, 2 on PCIe."""
+    from harness import machine
+    from harness.app import make_checked_plan
+    from harness.config.schema import to_run_config
+
+    fake_nvml(NODE)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert machine.tensor_parallel_link_note(2) is None
+    note = machine.tensor_parallel_link_note(3)
+    assert note is not None and "0-2 (PHB), 1-2 (PHB)" in note and "CUDA_VISIBLE_DEVICES" in note
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,2")
+    machine.this_node.cache_clear()
+    try:
+        run = to_run_config(
+            compose_cfg(
+                "model=llama3_1_8b",
+                "strategy=tp2",
+                "tier=local",
+                "plan_only=true",
+                f"output_dir={tmp_path}",
+            )
+        )
+        with caplog.at_level(logging.WARNING, logger="harness"):
+            plan = make_checked_plan(run)
+    finally:
+        machine.this_node.cache_clear()
+    (warned,) = [n for n in plan.notes if "without NVLink" in n]
+    assert "1-2 (PHB)" in warned
+    assert any("without NVLink" in r.getMessage() for r in caplog.records)

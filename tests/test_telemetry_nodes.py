@@ -80,7 +80,6 @@ def test_a_run_records_its_own_node_and_the_others(two_nodes, fake_nvml, tmp_pat
 
     from harness.config.schema import TelemetryConfig
     from harness.config.schema import TrackingConfig as Tracking
-    from harness.telemetry.nodes import NodeSamplers
     from harness.telemetry.session import Telemetry
     from harness.tracking import Tracker
 
@@ -88,7 +87,7 @@ def test_a_run_records_its_own_node_and_the_others(two_nodes, fake_nvml, tmp_pat
     plan = SimpleNamespace(device="cuda", tensor_parallel_size=1, model="tiny", strategy="tp8")
     telemetry = Telemetry.start(TelemetryConfig(enabled=True, interval_s=0.05), plan)
     telemetry.on_event("load_started", {})
-    telemetry.follow_nodes(NodeSamplers.start(interval_s=0.05, skip_local=True))
+    telemetry.follow_cluster()  # what an engine over several nodes calls once its cluster is up
     time.sleep(0.4)
     telemetry.on_event("loaded", {})
     telemetry.on_event("dataset_started", {"dataset": "arith_mc"})

@@ -16,6 +16,7 @@ from harness.config.schema import (
     StrategyConfig,
     TierConfig,
 )
+from harness.model_facts import COUNTED_FACTS
 
 FP8_GPUS = ("L4", "L40", "L40S", "H100", "H200", "H800", "H20", "GH200", "B100", "B200", "GB200")
 """GPUs with fp8 tensor cores (compute capability 8.9 and up)."""
@@ -59,16 +60,7 @@ def size_problems(strategy: StrategyConfig) -> list[str]:
 def model_fact_problems(model: ModelConfig) -> list[str]:
     """Architecture facts the planner divides by must be positive."""
     problems = []
-    for key in (
-        "num_params",
-        "num_layers",
-        "hidden_size",
-        "num_attention_heads",
-        "num_kv_heads",
-        "head_dim",
-        "vocab_size",
-        "context_window",
-    ):
+    for key in ("num_params", *COUNTED_FACTS):
         value = getattr(model, key)
         if value is not None and value < 1:
             problems.append(

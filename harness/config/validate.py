@@ -26,9 +26,20 @@ def config_problems(run: RunConfig, *, will_run: bool = True) -> list[str]:
     problems += model_fact_problems(run.model)
     problems += _check_datasets(run)
     problems += _check_tracking(run)
+    problems += _check_telemetry(run)
     if will_run:
         problems += _check_model_source(run)
     return problems
+
+
+def _check_telemetry(run: RunConfig) -> list[str]:
+    interval = run.telemetry.interval_s
+    if interval > 0:
+        return []
+    return [
+        f"telemetry.interval_s={interval}: must be a positive number of seconds. Fix: "
+        "telemetry.interval_s=1.0 (or telemetry.enabled=false)."
+    ]
 
 
 def engine_problems(plan: Plan, run: RunConfig) -> list[str]:
@@ -36,9 +47,13 @@ def engine_problems(plan: Plan, run: RunConfig) -> list[str]:
     plan-only mode plans any engine without it installed).
 
     vLLM must be installed, as the build the plan's device needs, and asked only for what that
-    build can do (``harness.engines.vllm.vllm_problems``: CPU build limits, tp vs CPUs).
+    build can do (``harness.engines.vllm.vllm_problems``: CPU build limits, tp vs CPUs); a
+    deployment over several nodes needs vLLM's Ray executor and the nodes (a SLURM allocation or
+    ``ray.address``).
     """
-    problems = []
+    from harness.engines.multinode import multinode_problems
+
+    problems = multinode_problems(plan, run)
     if plan.data_parallel_size > 1:
         from harness.engines.cluster import ray_dp_problems  # Ray is not imported
 

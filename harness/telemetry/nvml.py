@@ -8,7 +8,8 @@ stops sampling and says why.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +128,21 @@ def topology(nvml: Any, gpus: list[GpuInfo]) -> list[Link]:
                 log.info("NVML topology of GPUs %d and %d unknown: %s", a.index, b.index, err)
                 links.append(Link(a.index, b.index, "unknown", "?"))
     return links
+
+
+def pcie_only_pairs(links: Sequence[Link], tp: int) -> list[str]:
+    """Pairs of the first ``tp`` GPUs this job sees that no NVLink joins (``0-2 (PHB)``)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    wanted = [v.strip() for v in visible.split(",") if v.strip()]
+    if wanted and all(v.isdigit() for v in wanted):
+        group = [int(v) for v in wanted[:tp]]
+    else:  # unset, or UUIDs: the first tp GPUs (NVML's order)
+        group = list(range(tp))
+    return [
+        f"{x.a}-{x.b} ({x.path})"
+        for x in links
+        if x.a in group and x.b in group and x.link != "NVLink"
+    ]
 
 
 _OPTIONAL: dict[str, Callable[[Any, Any], float]] = {

@@ -9,13 +9,11 @@ evaluated and has no phase). Every failure here is a warning: telemetry never en
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.console import say
-from harness.errors import ConfigError
 from harness.telemetry.sampler import Recording, Sampler, open_sampler
 
 if TYPE_CHECKING:
@@ -23,7 +21,6 @@ if TYPE_CHECKING:
     from harness.evaluate import DatasetOutcome
     from harness.plan import Plan
     from harness.telemetry.nodes import NodeSamplers
-    from harness.telemetry.nvml import Link
     from harness.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -32,26 +29,13 @@ _BEGINS = {"load_started": "load", "dataset_started": None}
 _ENDS = {"loaded", "dataset_done", "dataset_failed"}
 
 
-def pcie_only_pairs(links: Sequence[Link], tp: int) -> list[str]:
-    """Pairs of the first ``tp`` GPUs this job sees that no NVLink joins (``0-2 (PHB)``)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    wanted = [v.strip() for v in visible.split(",") if v.strip()]
-    if wanted and all(v.isdigit() for v in wanted):
-        group = [int(v) for v in wanted[:tp]]
-    else:  # unset, or UUIDs: the first tp GPUs (NVML's order)
-        group = list(range(tp))
-    return [
-        f"{x.a}-{x.b} ({x.path})"
-        for x in links
-        if x.a in group and x.b in group and x.link != "NVLink"
-    ]
-
-
 class Telemetry:
     """The run's GPU telemetry: this node's sampler and, once ``follow_nodes`` is called, the other
     nodes' (every method a no-op when there is nothing to sample)."""
 
-    def __init__(self, sampler: Sampler | None, title: str = "") -> None:
+    def __init__(
+        self, sampler: Sampler | None, title: str = "", interval_s: float | None = None
+    ) -> None:
         self.sampler = sampler
         """This node's sampler; None without GPUs or NVML."""
         self.title = title
@@ -63,6 +47,8 @@ class Telemetry:
         self.recordings: list[Recording] = []
         """What every node recorded, this node's first; filled by ``stop``."""
         self.stopped = False
+        self.interval_s = interval_s
+        """Seconds between readings; None when telemetry is off."""
 
     @classmethod
     def start(cls, config: TelemetryConfig, plan: Plan) -> Telemetry:
@@ -70,17 +56,7 @@ class Telemetry:
 
         The "no GPU" line reaches the console only when the plan runs on GPUs (then it matters);
         otherwise it is in the log file alone.
-
-        Raises:
-            ConfigError: ``telemetry.interval_s`` is not a positive number.
         """
-        if config.interval_s <= 0:
-            raise ConfigError(
-                [
-                    f"telemetry.interval_s={config.interval_s}: must be a positive number of "
-                    "seconds. Fix: telemetry.interval_s=1.0 (or telemetry.enabled=false)."
-                ]
-            )
         if not config.enabled:
             say("telemetry: off (telemetry.enabled=false)", show=False)
             return cls(None)
@@ -88,7 +64,7 @@ class Telemetry:
         if isinstance(found, str):
             on_gpus = plan.device == "cuda"
             say(f"telemetry: no GPU telemetry on this node: {found}; the run goes on", show=on_gpus)
-            return cls(None)
+            return cls(None, interval_s=config.interval_s)
         found.start()
         gpus = found.recording.gpus
         say(
@@ -96,17 +72,30 @@ class Telemetry:
             f" every {config.interval_s:g}s",
             show=False,
         )
-        if plan.device == "cuda" and plan.tensor_parallel_size > 1:
-            slow = pcie_only_pairs(found.recording.topology, plan.tensor_parallel_size)
-            if slow:
-                log.warning(
-                    "the tensor-parallel group of %d GPUs spans GPU pairs without NVLink: %s; "
-                    "all-reduce goes over PCIe there (slower). Fix: CUDA_VISIBLE_DEVICES with "
-                    "NVLink-joined GPUs, if this node has them",
-                    plan.tensor_parallel_size,
-                    ", ".join(slow),
-                )
-        return cls(found, title=f"{plan.model} | {plan.strategy}")
+        return cls(found, title=f"{plan.model} | {plan.strategy}", interval_s=config.interval_s)
+
+    def follow_cluster(self) -> None:
+        """Sample the other nodes of the Ray cluster this process is connected to, if it has any
+        (an engine over several nodes calls this once its cluster is up, before the load).
+
+        Never raises: without the other nodes' series the run goes on.
+        """
+        if self.interval_s is None or self.nodes is not None:
+            return
+        try:
+            import ray
+
+            if len([n for n in ray.nodes() if n.get("Alive")]) < 2:
+                return
+            from harness.telemetry.nodes import NodeSamplers
+
+            self.follow_nodes(NodeSamplers.start(self.interval_s, skip_local=True))
+        except Exception as err:
+            log.warning(
+                "no GPU telemetry from the other nodes (%s: %s); the run goes on",
+                type(err).__name__,
+                err,
+            )
 
     def follow_nodes(self, nodes: NodeSamplers) -> None:
         """Also record the other nodes of a Ray cluster (an engine spanning nodes calls this once

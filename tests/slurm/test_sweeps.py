@@ -120,21 +120,15 @@ def test_gpu_sweeps_generate_the_sbatch_lines_their_plans_need(tmp_path):
     assert lines["partition"] == "gpu"
     assert "srun" in script and "submitit.core._submit" in script
 
-    # falcon_180b tp4_pp2 on 'xlarge' (2 nodes x 8): the plan puts its 8 GPUs on one node.
+    # falcon_180b tp4_pp2 on 'xlarge' (2 nodes x 8): one pipeline stage per node, so two nodes
+    # of four GPUs, one task per node (rank 0 evaluates, the other joins its Ray cluster).
     _, (script,) = plan_only_scripts(
         tmp_path, "model=falcon_180b", "strategy=tp4_pp2", "tier=xlarge"
     )
     lines = sbatch_lines(script)
-    assert (lines["nodes"], lines["gpus-per-node"], lines["ntasks-per-node"]) == ("1", "8", "1")
-    assert (lines["mem"], lines["time"], lines["partition"]) == ("1024GB", "720", "gpu")
-
-    # The same on nodes of 4 GPUs: two nodes of four, one task per node.
-    _, (script,) = plan_only_scripts(
-        tmp_path, "model=falcon_180b", "strategy=tp4_pp2", "tier=xlarge", "tier.gpus_per_node=4"
-    )
-    lines = sbatch_lines(script)
     assert (lines["nodes"], lines["gpus-per-node"], lines["ntasks-per-node"]) == ("2", "4", "1")
-    assert (lines["cpus-per-task"], lines["mem"]) == ("64", "1024GB")
+    assert (lines["mem"], lines["time"], lines["partition"]) == ("512GB", "720", "gpu")
+    assert lines["cpus-per-task"] == "32"
 
 
 def test_a_mixed_gpu_sweep_gives_one_submission_per_shape(tmp_path):
