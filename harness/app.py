@@ -51,7 +51,7 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
     from harness.config.rules import engine_rules, model_fact_problems, plannable
     from harness.config.validate import config_problems, engine_problems
     from harness.model_facts import resolve_model
-    from harness.report import format_plan, format_plan_line
+    from harness.views import format_plan, format_plan_line
 
     try:  # the facts of the checkpoint really loaded, before anything is planned from them
         run_cfg.model, model_notes = resolve_model(run_cfg.model, run_cfg.offline)
@@ -209,7 +209,7 @@ def run(cfg: DictConfig) -> int:
     events.emit("run_done", status="FAILED" if failed else "FINISHED", failed=summary["failed"])
     events.close()
 
-    from harness.report import format_summary
+    from harness.views import format_summary
 
     say(format_summary(summary))
     if failed:

@@ -168,7 +168,7 @@ def plan_job(
     except ConfigError as err:
         job.problems = list(err.problems)
         return job
-    from harness.report import format_plan_line
+    from harness.views import format_plan_line
 
     job.strategy, job.tier = plan.strategy, plan.tier
     job.plan = plan.to_dict()
