@@ -3,6 +3,7 @@
     python benchmarks/plan_latency.py [--repeat 5] [--json result.json]
 
 Each command runs `--repeat` times in a fresh process; the median and the fastest are reported.
+Everything a run writes goes to a temporary folder (its run dir and ``outputs_root``).
 `lm_eval --help` is the floor of anything the lm-eval CLI does: its imports and argument parser.
 """
 
@@ -62,7 +63,8 @@ def time_command(args: list[str], work: Path) -> float:
     start = time.perf_counter()
     # A plan that does not fit here exits 1 and its time counts the same; anything else is a bug.
     proc = subprocess.run(
-        [sys.executable, *args, f"hydra.run.dir={work}"] if args[1] == "harness" else
+        [sys.executable, *args, f"hydra.run.dir={work}", f"outputs_root={work / 'outputs'}"]
+        if args[1] == "harness" else
         [sys.executable, *args],
         cwd=work, capture_output=True, env=env, text=True,
     )  # fmt: skip

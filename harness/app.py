@@ -135,16 +135,16 @@ def run(cfg: DictConfig) -> int:
     events = EventLog(run_dir.root / "events.jsonl")
     events.emit("planned", model=run_cfg.model.name, strategy=run_cfg.strategy.name, fits=plan.fits)
     resolved = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    config_file = run_dir.write_config(OmegaConf.to_yaml(resolved))
+    run_dir.write_config(OmegaConf.to_yaml(resolved))
     console.route_library_logs("datasets", "huggingface_hub")
     datasets = prepare_datasets(run_cfg)
 
     from harness.evaluate import evaluate_all, work_list
-    from harness.tracking import Tracker, flatten
+    from harness.tracking import Tracker, flatten, log_run_end, parent_tags, run_uid
 
     store = ResultStore(Path(run_cfg.outputs_root).resolve() / "store" / run_cfg.model.name)
     work = work_list(run_cfg, plan, datasets, store)
-    tracker = Tracker(run_cfg.tracking)
+    tracker = Tracker(run_cfg.tracking, uid=run_uid(run_dir.root))
     model, strategy = run_cfg.model, run_cfg.strategy
     from harness.telemetry.session import Telemetry
 
@@ -153,7 +153,7 @@ def run(cfg: DictConfig) -> int:
     tracker.start(
         run_name=f"{model.name}/{strategy.name}",
         params=dict(flatten(resolved)),
-        tags={"model": model.name, "strategy": strategy.name, "run_dir": str(run_dir.root)},
+        tags=parent_tags(model.name, strategy.name, run_dir.root),
     )
     engine, load_time, engine_facts = None, 0.0, {}
     try:
@@ -164,23 +164,24 @@ def run(cfg: DictConfig) -> int:
             console.route_library_logs("transformers")
             events.emit("load_started")
             load_start = time.perf_counter()
-            engine = build_engine(run_cfg, plan)
+            engine = build_engine(run_cfg, plan, on_cluster=telemetry.follow_cluster)
             load_time = time.perf_counter() - load_start
             events.emit("loaded", load_time_s=round(load_time, 4))
             say(f"loaded {model.name} in {load_time:.1f}s", show=chatty)  # the summary has it
-            tracker.log_metrics({"load_time_s": load_time})
+            tracker.log_metrics({"load_time_s": round(load_time, 4)})  # as summary.json has it
         else:
             say("every dataset has a stored result: no model to load (rerun=true forces)")
         outcomes = evaluate_all(engine, work, run_cfg, run_dir, store, tracker, events.emit)
         engine_facts = engine.describe() if engine is not None else {}
     except BaseException as err:
         tracker.end(status="KILLED")
+        tracker.close()
         events.emit("run_done", status="KILLED", error=type(err).__name__)
         raise
     finally:
+        telemetry.stop()  # first: the other nodes' samplers live on the engine's Ray cluster
         if engine is not None:
             engine.close()
-        telemetry.stop()
 
     failed = [o for o in outcomes if o.status != "ok"]
     total_time = time.perf_counter() - started
@@ -198,14 +199,24 @@ def run(cfg: DictConfig) -> int:
         "telemetry": telemetry.record(run_dir.root, tracker, outcomes),
         "tracking": tracker.describe(),
     }
-    summary_file = run_dir.write_summary(summary)
-    tracker.log_metrics({"total_time_s": total_time, "datasets_failed": float(len(failed))})
-    tracker.log_artifact(config_file)
-    tracker.log_artifact(summary_file)
+    run_dir.write_summary(summary)
     from harness.provenance import record_run
 
-    record_run(run_dir.root, tracker, run_cfg, plan, engine_facts, work)  # reproducibility.json
-    tracker.end(status="FAILED" if failed else "FINISHED")
+    record_run(run_dir.root, run_cfg, plan, engine_facts, work)  # reproducibility.json
+    log_run_end(tracker, run_dir.root, summary)  # totals, files, record: what replay logs too
+    tracker.close()
+    if tracker.failed:
+        say(
+            f"warning: MLflow does not hold this run whole (the warning above says why); every "
+            f"result is in {run_dir.root}. Log it later: python -m harness.replay {run_dir.root}",
+            err=True,
+            level=logging.WARNING,
+        )
+    elif tracker.enabled:
+        remote = tracker.uri.startswith(("http://", "https://"))
+        serve = "" if remote else f" (after: mlflow ui --backend-store-uri {tracker.uri})"
+        # a server's link opens as it is; a local store's needs `mlflow ui` (the log keeps it)
+        say(f"runs table{serve}: {tracker.ui_url()}", show=remote or chatty)
     events.emit("run_done", status="FAILED" if failed else "FINISHED", failed=summary["failed"])
     events.close()
 

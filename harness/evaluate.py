@@ -5,7 +5,11 @@ A dataset that raises is recorded as that dataset's failure and the loop goes on
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
+import os
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -18,6 +22,7 @@ from harness.console import quiet_lm_eval_git_probe, say
 from harness.engines.base import Engine, RequestMeter, attach_meter
 from harness.plan import Plan
 from harness.results import ResultStore, RunDirectory, headline_entry, metric_items
+from harness.secrets import mask
 from harness.tasks import PreparedDataset
 from harness.tracking import Tracker
 
@@ -50,6 +55,10 @@ class DatasetOutcome:
     """Headline metrics as logged to MLflow (``acc``, ``exact_match/strict-match``)."""
     result_file: str | None = None
     """Its lm-eval result JSON in the run directory."""
+    samples_file: str | None = None
+    """lm-eval's per-sample records (``log_samples=true``): ``samples/<dataset>.jsonl.gz``."""
+    fingerprint: str = ""
+    """The fingerprint its result is stored under (harness/fingerprint.py)."""
     error_type: str | None = None
     """Exception class, when it failed."""
     error_message: str | None = None
@@ -161,19 +170,14 @@ def evaluate_all(
     for i, (name, item) in enumerate(work.items(), start=1):
         say(f"[{i}/{total}] {name} ...")
         task = item.dataset.config.task
-        child = tracker.child(
-            name,
-            params={
-                "task": task,
-                "num_fewshot": str(item.dataset.config.num_fewshot),
-                "limit": str(item.dataset.config.limit),
-                "fingerprint": item.fingerprint,
-            },
-            tags={"dataset": name, "task": task, "resumed": str(item.stored is not None)},
-        )
+        settings = {k: getattr(item.dataset.config, k) for k in ("task", "num_fewshot", "limit")}
+        child = open_child(tracker, name, settings, item.fingerprint, item.stored is not None)
         if item.stored is not None:
             outcome = DatasetOutcome(**item.stored["outcome"])
-            outcome.result_file = str(run_dir.write_result(name, item.stored["result"]))
+            outcome.fingerprint = item.fingerprint
+            outcome.result_file, outcome.samples_file = write_result(
+                run_dir, name, item.stored["result"]
+            )
             outcome.resumed = True
             emit("dataset_resumed", dataset=name, fingerprint=item.fingerprint)
         else:
@@ -186,7 +190,7 @@ def evaluate_all(
             else:
                 error = {"error": outcome.error_type, "message": outcome.error_message}
                 emit("dataset_failed", dataset=name, **done, **error)
-        _track(tracker, child, outcome)
+        track_outcome(tracker, child, outcome)
         outcomes.append(outcome)
         verdict = {"ok": "ok", "failed": f"FAILED ({outcome.error_type})"}[outcome.status]
         how = "stored result reused" if outcome.resumed else f"in {outcome.eval_time_s:.1f}s"
@@ -232,7 +236,7 @@ def _evaluate_one(
     store: ResultStore,
     check: Callable[[], None] | None = None,
 ) -> DatasetOutcome:
-    outcome = DatasetOutcome(name=name, task=item.dataset.config.task)
+    outcome = DatasetOutcome(name=name, task=item.dataset.config.task, fingerprint=item.fingerprint)
     meter.reset()
     start = time.perf_counter()
     try:
@@ -242,8 +246,9 @@ def _evaluate_one(
         result = run_lm_eval(engine.lm, item.dataset, run)
         _measure(outcome, meter, time.perf_counter() - start)
         outcome.metrics = metric_items(headline_entry(result, outcome.task))
-        outcome.result_file = str(run_dir.write_result(name, result))
-        stored = {k: v for k, v in outcome.to_dict().items() if k not in ("result_file",)}
+        outcome.result_file, outcome.samples_file = write_result(run_dir, name, result)
+        drop = ("result_file", "samples_file")
+        stored = {k: v for k, v in outcome.to_dict().items() if k not in drop}
         store.save(name, item.fingerprint, item.key, stored, result)
     except Exception as err:  # one dataset's failure must not take the others down
         _measure(outcome, meter, time.perf_counter() - start)
@@ -264,18 +269,71 @@ def _evaluate_one(
     return outcome
 
 
-def _track(tracker: Tracker, child: str | None, outcome: DatasetOutcome) -> None:
+def write_result(
+    run_dir: RunDirectory, name: str, result: dict[str, Any]
+) -> tuple[str, str | None]:
+    """Write a dataset's result JSON and, when lm-eval logged samples, ``samples/<name>.jsonl.gz``
+    (one record per line, each with its ``task``; secrets masked as in every file)."""
+    result = dict(result)
+    samples = result.pop("samples", None)
+    path = str(run_dir.write_result(name, result))
+    if not samples:
+        return path, None
+    from harness.results import _default
+
+    lines = [
+        mask(json.dumps({"task": task, **record}, default=_default, ensure_ascii=False)) + "\n"
+        for task, records in samples.items()
+        for record in records
+    ]
+    out = run_dir.root / "samples" / f"{name}.jsonl.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:  # atomic, as every file of the run directory
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+            f.write("".join(lines).encode())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path, str(out)
+
+
+def open_child(
+    tracker: Tracker, name: str, settings: dict[str, Any], fingerprint: str, resumed: bool
+) -> str | None:
+    """Open a dataset's child run with its params (its task, num_fewshot and limit in
+    ``settings``); the live run and replay both open children here."""
+    task = str(settings["task"])
+    return tracker.child(
+        name,
+        params={
+            "task": task,
+            "num_fewshot": str(settings["num_fewshot"]),
+            "limit": str(settings["limit"]),
+            "fingerprint": fingerprint,
+        },
+        tags={"dataset": name, "task": task, "resumed": str(resumed)},
+    )
+
+
+def track_outcome(tracker: Tracker, child: str | None, outcome: DatasetOutcome) -> None:
+    """Log a dataset's outcome: metrics, tags, result and samples on its child run, the same
+    prefixed ``<dataset>/...`` on the parent (the live run and replay both log here)."""
     tags = {"status": outcome.status, "resumed": str(outcome.resumed)}
     if outcome.error_type:
         tags["error_type"] = outcome.error_type
         tags["error_message"] = (outcome.error_message or "")[:5000]
     timing = outcome.timing_metrics()
     if child is not None:
-        tracker.log_metrics({**outcome.metrics, **timing}, run_id=child)
-        tracker.set_tags(tags, run_id=child)
+        tracker.log_metrics({**outcome.metrics, **timing}, run=child)
+        tracker.set_tags(tags, run=child)
         if outcome.result_file:
-            tracker.log_artifact(Path(outcome.result_file), run_id=child)
-        tracker.end(run_id=child, status="FINISHED" if outcome.status == "ok" else "FAILED")
+            tracker.log_artifact(Path(outcome.result_file), run=child)
+        if outcome.samples_file:
+            tracker.log_artifact(Path(outcome.samples_file), run=child, artifact_path="samples")
+        tracker.end(run=child, status="FINISHED" if outcome.status == "ok" else "FAILED")
     prefixed = {f"{outcome.name}/{k}": v for k, v in {**outcome.metrics, **timing}.items()}
     tracker.log_metrics(prefixed)
     tracker.set_tags({f"{outcome.name}/{k}": v for k, v in tags.items()})

@@ -139,9 +139,15 @@ def device_of(strategy: StrategyConfig, tier: TierConfig) -> str:
 def estimate_memory(
     model: ModelConfig, strategy: StrategyConfig, tier: TierConfig, device: str, max_model_len: int
 ) -> Memory:
-    """The per-GPU (or host, when ``device`` is ``cpu``) memory estimate of one deployment."""
+    """The per-GPU (or host, when ``device`` is ``cpu``) memory estimate of one deployment.
+
+    On the CPU, ``needed`` counts every data-parallel replica (each loads the weights and holds
+    a KV cache in the same host memory); the other figures are one replica's.
+    """
     on_gpu = device == "cuda"
     ranks = strategy.tensor_parallel_size * strategy.pipeline_parallel_size if on_gpu else 1
+    # GPU replicas each have GPUs of their own; on the CPU they all share the host's memory.
+    replicas = 1 if on_gpu else strategy.data_parallel_size
     bpp = weight_bytes_per_param(model, strategy)
     assert model.num_params, "facts not resolved"
     weights_bytes = model.num_params * bpp
@@ -155,7 +161,7 @@ def estimate_memory(
         budget = tier.host_memory_gib * CPU_MEMORY_FRACTION
     weights = weights_bytes / ranks / GIB
     kv = kv_bytes / GIB
-    spare = (budget - weights - overhead) * GIB
+    spare = (budget / replicas - weights - overhead) * GIB
     return Memory(
         bytes_per_param=bpp,
         weights_total_gb=round(weights_bytes / GB, 3),
@@ -163,7 +169,7 @@ def estimate_memory(
         kv_bytes_per_token=per_token,
         kv_cache=round(kv, 3),
         overhead=overhead,
-        needed=round(weights + kv + overhead, 3),
+        needed=round(replicas * (weights + kv + overhead), 3),
         budget=round(budget, 3),
         kv_capacity_tokens=max(0, int(spare // per_token)) if per_token else 0,
     )
@@ -258,7 +264,7 @@ def make_plan(
         else cpu_threads_per_rank(
             strategy.engine,
             strategy.tensor_parallel_size * strategy.pipeline_parallel_size,
-            tier.cpus_per_task,
+            max(1, tier.cpus_per_task // strategy.data_parallel_size),  # each replica's share
         ),
         model_facts={k: getattr(v, "value", v) for k, v in asdict(model).items()},
         problems=problems,

@@ -194,13 +194,12 @@ def tags(record: Mapping[str, Any]) -> dict[str, str]:
 
 def record_run(
     root: Path,
-    tracker: Tracker,
     run: RunConfig,
     plan: Plan,
     engine_facts: Mapping[str, Any],
     work: Mapping[str, Pending],
 ) -> Path | None:
-    """Write reproducibility.json and log it (tags and artifact) on the parent run.
+    """Write reproducibility.json to the run directory (``log_record`` puts it in MLflow).
 
     A failure is a warning: the record never ends a run.
     """
@@ -213,6 +212,18 @@ def record_run(
     except Exception as err:  # the record is worth a warning, never the run's results
         log.warning("reproducibility record not written (%s: %s)", type(err).__name__, err)
         return None
+    return path
+
+
+def log_record(tracker: Tracker, path: Path) -> None:
+    """Log reproducibility.json on the parent run: its headline as tags, the file as an artifact
+    (the live run and replay both log it here)."""
+    import json
+
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        log.warning("reproducibility record %s not logged (%s)", path, err)
+        return
     tracker.set_tags(tags(record))
     tracker.log_artifact(path)
-    return path

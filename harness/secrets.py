@@ -39,9 +39,10 @@ _PLAIN = re.compile(r"(?i)^(true|false|yes|no|none|null|\d+)$")
 
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*\\?://)[^/\s@'\"<>]+@")
 r"""``scheme://user:pass@``; also as Hydra escapes it in a sweep's records (``http\://u\:p@``)."""
+# MLflow UI's viewStateShareKey names a saved table view, no secret (harness/tracking.py).
 _QUERY = re.compile(
-    r"(?P<key>[?&;][\w.-]*(?:token|key|secret|password|passwd|pwd|sig|signature|auth|"
-    r"credential)[\w.-]*\\?=)[^&;#\s'\"<>]+",
+    r"(?P<key>[?&;](?!viewStateShareKey=)[\w.-]*(?:token|key|secret|password|passwd|pwd|sig|"
+    r"signature|auth|credential)[\w.-]*\\?=)[^&;#\s'\"<>]+",
     re.IGNORECASE,
 )
 _SHAPES = re.compile(

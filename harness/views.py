@@ -46,10 +46,7 @@ def format_plan(plan: Plan) -> str:
         f"{plan.data_parallel_size} = {plan.gpus_needed} GPU(s) on {plan.nodes_needed} node(s) "
         f"(tier has {plan.gpus_available})"
         if plan.device == "cuda"
-        else f"tp {plan.tensor_parallel_size} x pp {plan.pipeline_parallel_size} on the CPU, "
-        f"{plan.threads_per_rank} thread(s) per rank"
-        if plan.engine == "vllm"
-        else f"one process on the CPU, {plan.threads_per_rank} thread(s)"
+        else _cpu_parallel(plan)
     )
     seqs = m.kv_capacity_tokens // plan.max_model_len if plan.max_model_len else 0
     rows = [
@@ -94,7 +91,7 @@ def format_plan_line(plan: Plan) -> str:
         )
         memory = f"{m.needed:.2f} / {m.budget:.2f} GiB per GPU"
     else:
-        parallel = "one process"
+        parallel = _cpu_parallel(plan)
         memory = f"{m.needed:.2f} / {m.budget:.2f} GiB of host memory"
     line = (
         f"plan: {plan.model} | strategy {plan.strategy} | tier {plan.tier} | "
@@ -110,3 +107,17 @@ def _plan_remarks(plan: Plan) -> list[str]:
         lines.append(f"{len(plan.problems)} problem(s):")
         lines += [f"  - {p}" for p in plan.problems]
     return lines
+
+
+def _cpu_parallel(plan: Plan) -> str:
+    """How a CPU deployment is laid out: processes (or replicas), ranks and threads."""
+    ranks = plan.tensor_parallel_size * plan.pipeline_parallel_size
+    threads = f"{plan.threads_per_rank} thread(s)"
+    if plan.data_parallel_size > 1:
+        return (
+            f"{plan.data_parallel_size} replicas x {ranks} rank(s) on the CPU, {threads} per rank"
+        )
+    if plan.engine == "vllm":
+        tp, pp = plan.tensor_parallel_size, plan.pipeline_parallel_size
+        return f"tp {tp} x pp {pp} on the CPU, {threads} per rank"
+    return f"one process on the CPU, {threads}"

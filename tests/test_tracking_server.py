@@ -28,10 +28,10 @@ def mlflow_server(tmp_path_factory):
     yield from serve_mlflow(tmp_path_factory.mktemp("mlflow_server"))
 
 
-def serve_mlflow(tmp: Path) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1, its store in ``tmp`` (mlflow.db, artifacts/); yields
-    its URL and stops it afterwards."""
-    port = free_port()
+def serve_mlflow(tmp: Path, port: int | None = None) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 (on ``port``, else a free one), its store in ``tmp``
+    (mlflow.db, artifacts/); yields its URL and stops it afterwards."""
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),

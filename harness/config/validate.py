@@ -51,10 +51,11 @@ def engine_problems(plan: Plan, run: RunConfig) -> list[str]:
     deployment over several nodes needs vLLM's Ray executor and the nodes (a SLURM allocation or
     ``ray.address``).
     """
+    from harness.engines import on_ray
     from harness.engines.multinode import multinode_problems
 
     problems = multinode_problems(plan, run)
-    if plan.data_parallel_size > 1:
+    if on_ray(plan):
         from harness.engines.cluster import ray_dp_problems  # Ray is not imported
 
         problems += ray_dp_problems(plan, run)

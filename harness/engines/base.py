@@ -80,3 +80,11 @@ def attach_meter(lm: Any, count_tokens: Callable[[Sequence[str]], int]) -> Reque
 
         setattr(lm, request_type, metered)
     return meter
+
+
+def count_with(tokenizer: Any, texts: Sequence[str]) -> int:
+    """Tokens in ``texts`` under a Hugging Face tokenizer, without special tokens (what every
+    engine's ``count_tokens`` reports, so throughput compares across engines)."""
+    if not texts:
+        return 0
+    return sum(len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"])

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.config.schema import Device, RunConfig, load_dtype
+from harness.engines.base import count_with
 from harness.paths import resolve_project_path
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,7 @@ class HFEngine:
         }
 
     def count_tokens(self, texts: Sequence[str]) -> int:
-        if not texts:
-            return 0
-        encoded = self.lm.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return sum(len(ids) for ids in encoded)
+        return count_with(self.lm.tokenizer, texts)
 
     def close(self) -> None:
         if self.lm is None:

@@ -13,15 +13,19 @@ task on every call, and it cannot run on the CPU at all. Here each replica is bu
 engine counts its builds (``describe()["builds"]``: N, plus one per replica rebuilt after dying).
 
 On a GPU node each replica takes ``tp x pp`` GPUs (Ray sets its ``CUDA_VISIBLE_DEVICES``); on the
-CPU, an equal share of the CPUs. Replicas are spread over the cluster's nodes (``SPREAD``); the
-cluster itself (local, SLURM, or ``ray.address``) is ``harness.engines.cluster``'s business.
+CPU, an equal share of the CPUs: Ray only counts CPUs, so on a local cluster each actor also pins
+itself (and the engine process it starts) to CPUs of its own (``cpu_shares``); else every vLLM
+replica would bind its OpenMP threads to the same first core (vLLM's ``auto`` binding reads the
+affinity mask), and HF replicas would compete for all of them. Replicas are spread over the
+cluster's nodes (``SPREAD``); the cluster itself (local, SLURM, or ``ray.address``) is
+``harness.engines.cluster``'s business.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -100,11 +104,24 @@ class Replica:
         args: its arguments (they pickle: the run config and the plan).
         own_process: build it in a child process of the actor (``EngineProcess``: vLLM, whose
             EngineCore and workers must die with it); else in the actor itself (HF).
+        cpus: the CPUs this replica may use (its share of the node); None: whatever Ray gives.
+        env: environment variables for its engine (vLLM's thread binding within ``cpus``).
     """
 
-    def __init__(self, factory: str, args: tuple[Any, ...], own_process: bool) -> None:
+    def __init__(
+        self,
+        factory: str,
+        args: tuple[Any, ...],
+        own_process: bool,
+        cpus: Sequence[int] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         from harness.engines.process import EngineProcess, _load
 
+        if cpus:  # the actor, and the engine process it starts, inherit the mask
+            os.sched_setaffinity(0, cpus)
+        self.env = dict(env or {})
+        os.environ.update(self.env)  # before the engine (and its processes) start
         if own_process:
             self.engine: Any = EngineProcess(factory, *args)
         else:
@@ -127,6 +144,8 @@ class Replica:
             "node_id": context.get_node_id(),
             "actor_pid": os.getpid(),
             "replica_builds": self.builds,
+            "cpus": sorted(os.sched_getaffinity(0)),
+            "env": self.env,
         }
 
     def close(self) -> None:
@@ -137,7 +156,7 @@ class Replica:
 
 # ---------------------------------------------------------------- the harness side
 
-_PER_REPLICA = ("node_id", "actor_pid", "pid", "replica_builds")
+_PER_REPLICA = ("node_id", "actor_pid", "pid", "replica_builds", "cpus", "env", "threads_bind")
 """Facts of one replica, listed under ``replicas`` rather than taken from replica 0."""
 
 
@@ -151,6 +170,19 @@ def replica_factory(run: RunConfig, plan: Plan) -> tuple[str, tuple[Any, ...], b
 
 def _cpus_here() -> int:
     return len(os.sched_getaffinity(0))
+
+
+def cpu_shares(cpus: Sequence[int], replicas: int) -> list[list[int]]:
+    """Contiguous, equal shares of ``cpus`` for ``replicas`` replicas on one node (any CPUs left
+    over go unused, so that every replica computes with the same number of threads)."""
+    each = len(cpus) // replicas
+    if each < 1:
+        raise ValueError(
+            f"{replicas} replicas need a CPU each but this process may use {len(cpus)} "
+            f"({list(cpus)}). Fix: strategy.data_parallel_size <= {len(cpus)}."
+        )
+    ordered = sorted(cpus)
+    return [ordered[i * each : (i + 1) * each] for i in range(replicas)]
 
 
 class RayDPEngine:
@@ -169,6 +201,7 @@ class RayDPEngine:
         factory: str | None = None,
         args: tuple[Any, ...] | None = None,
         own_process: bool = False,
+        on_cluster: Callable[[], None] | None = None,
     ) -> None:
         import ray
 
@@ -183,13 +216,22 @@ class RayDPEngine:
         self.cluster: RayCluster = connect(run, _cpus_here())
         try:
             self.needs = self._await_resources(run, plan)
+            if on_cluster is not None:  # e.g. telemetry samplers on the other nodes
+                on_cluster()
             self._remote = ray.remote(Replica).options(
                 scheduling_strategy="SPREAD", max_restarts=0, **self.needs.per_replica
             )
-            self.actors = [self._remote.remote(factory, self.args, own_process)]
-            self.actors += [
-                self._remote.remote(factory, self.args, own_process) for _ in range(self.size - 1)
-            ]
+            # Ray counts CPUs but does not pin them: on this node, each replica gets its own.
+            self.shares: list[list[int] | None] = [None] * self.size
+            self.envs: list[dict[str, str]] = [{} for _ in range(self.size)]
+            if self.cluster.how == "local" and plan.device != "cuda":
+                shares = cpu_shares(sorted(os.sched_getaffinity(0)), self.size)
+                self.shares = list(shares)
+                if plan.engine == EngineKind.vllm.value:
+                    from harness.engines.vllm import replica_environment
+
+                    self.envs = [replica_environment(plan, s) for s in shares]
+            self.actors = [self._start_replica(i) for i in range(self.size)]
             self.builds = len(self.actors)
             self.replicas: list[dict[str, Any]] = self._get(
                 [a.describe.remote() for a in self.actors]
@@ -198,6 +240,10 @@ class RayDPEngine:
             self.close()
             raise
         self.lm: Any = ProxyLM(self)  # type: ignore[arg-type]
+
+    def _start_replica(self, index: int) -> Any:
+        share, env = self.shares[index], self.envs[index]
+        return self._remote.remote(self.factory, self.args, self.own_process, share, env)
 
     def _await_resources(self, run: RunConfig, plan: Plan) -> Needs:
         needs = needs_of(plan, _cpus_here())
@@ -269,7 +315,7 @@ class RayDPEngine:
                     raise
                 log.warning("replica %d unhealthy (%s): rebuilding it", i, err)
                 ray.kill(actor)
-                self.actors[i] = self._remote.remote(self.factory, self.args, self.own_process)
+                self.actors[i] = self._start_replica(i)
                 self.builds += 1
                 self.replicas[i] = self._get([self.actors[i].describe.remote()])[0]
                 rebuilt = True
@@ -287,7 +333,14 @@ class RayDPEngine:
             "cluster": self.cluster.how,
             "nodes": len({r["node_id"] for r in self.replicas}),
             "replicas": [
-                {"node_id": r["node_id"], "pid": r["actor_pid"], **self.needs.per_replica}
+                {
+                    "node_id": r["node_id"],
+                    "pid": r["actor_pid"],
+                    "engine_pid": r.get("pid"),
+                    "cpus": r.get("cpus"),
+                    "env": r.get("env", {}),
+                    **self.needs.per_replica,
+                }
                 for r in self.replicas
             ],
         }

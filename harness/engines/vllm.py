@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from harness.config.schema import EngineKind, Quantization, RunConfig, load_dtype
+from harness.engines.base import count_with
 from harness.paths import resolve_project_path
 from harness.plan import cpu_threads_per_rank
 
@@ -223,6 +224,18 @@ def cpu_environment(
     return {k: v for k, v in wanted.items() if not environ.get(k)}
 
 
+def replica_environment(plan: Plan, cpus: Sequence[int]) -> dict[str, str]:
+    """Environment of one data-parallel replica's engine, pinned to ``cpus`` (its share of the
+    node): ``VLLM_CPU_OMP_THREADS_BIND`` within that share, one part per rank. A single rank
+    leaves the share's last CPU to its EngineCore when it has more than one (vLLM's own x86
+    default, ``cpu_threads_per_rank``). It replaces a value inherited from the harness, which
+    would bind every replica to the same CPUs."""
+    ranks = plan.tensor_parallel_size * plan.pipeline_parallel_size
+    if ranks == 1:
+        cpus = list(cpus)[: cpu_threads_per_rank(EngineKind.vllm, 1, len(cpus))]
+    return {"VLLM_CPU_OMP_THREADS_BIND": threads_bind(cpus, ranks)}
+
+
 def threads_per_rank(plan: Plan, cpus: Sequence[int]) -> int:
     """OpenMP threads each CPU worker gets: an equal share of the CPUs when we bind them (tp > 1);
     with one rank vLLM binds itself and keeps one core for its EngineCore (x86 ``auto``)."""
@@ -283,6 +296,7 @@ def vllm_problems(plan: Plan, run: RunConfig) -> list[str]:
             f"CPU(s), and each rank needs one of its own. Fix: tensor_parallel_size <= {cpus} "
             f"(strategy=vllm{', strategy=tp2' if cpus >= 2 else ''})."
         )
+    problems += _host_memory_problems(plan, who)
     head_dim = run.model.head_dim
     if head_dim is not None and head_dim not in CPU_HEAD_SIZES:
         problems.append(
@@ -291,6 +305,28 @@ def vllm_problems(plan: Plan, run: RunConfig) -> list[str]:
             "Hugging Face engine runs any head size on the CPU), or a GPU tier."
         )
     return problems
+
+
+def _host_memory_problems(plan: Plan, who: str) -> list[str]:
+    """Every CPU worker of every replica reserves its own KV cache (``cpu_kv_cache_bytes``, at
+    least 256 MiB), and every replica loads the weights: all of it must fit the host budget."""
+    dp, ranks = plan.data_parallel_size, plan.tensor_parallel_size * plan.pipeline_parallel_size
+    if dp * ranks == 1:  # the plan's own fit check covers one worker
+        return []
+    memory = plan.memory
+    kv = cpu_kv_cache_bytes(plan) / 1024**3
+    replica = memory.weights_per_gpu + ranks * kv + memory.overhead
+    if dp * replica <= memory.budget:
+        return []
+    fits = int(memory.budget // replica)
+    return [
+        f"{who}: {dp} replica(s) x {replica:.2f} GiB (weights {memory.weights_per_gpu:.2f} + "
+        f"{ranks} worker(s) x KV cache {kv:.2f} + overhead {memory.overhead:.1f}) need "
+        f"{dp * replica:.1f} GiB of host memory, but tier '{plan.tier}' allows "
+        f"{memory.budget:.1f} GiB. Fix: "
+        + (f"strategy.data_parallel_size <= {fits}, or " if fits >= 1 else "")
+        + "a smaller strategy.max_model_len or strategy.concurrent_seqs (a smaller KV cache)."
+    ]
 
 
 class VLLMEngine:
@@ -323,16 +359,14 @@ class VLLMEngine:
             **{k: v for k, v in self.kwargs.items() if k != "pretrained"},
             "pretrained": self.kwargs["pretrained"],
             "env": dict(self.env),
+            "threads_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto"),
         }
         if self.plan.device == "cpu":
             facts["threads_per_rank"] = threads_per_rank(self.plan, self.cpus)
         return facts
 
     def count_tokens(self, texts: Sequence[str]) -> int:
-        if not texts:
-            return 0
-        encoded = self.lm.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return sum(len(ids) for ids in encoded)
+        return count_with(self.lm.tokenizer, texts)
 
     def close(self) -> None:
         """Shut vLLM down; the process that holds it should exit right after."""

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.results import write_json_atomic, write_text_atomic
 from harness.telemetry.sampler import Phase, Recording
 from harness.telemetry.summary import PhaseSummary
+
+if TYPE_CHECKING:
+    from harness.tracking import Tracker
 
 CSV_COLUMNS = (
     "node",
@@ -89,7 +93,60 @@ def describe(
         ],
         "phases": [p.to_dict() for p in phases],
         "tokens_per_joule": tokens_per_joule,
+        "mlflow": {"metrics": phase_metrics(phases, tokens_per_joule), "tags": tags(recordings)},
     }
+
+
+def phase_metrics(
+    phases: list[PhaseSummary], tokens_per_joule: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """Each phase's figures as the MLflow metrics its run gets."""
+    out = {}
+    for phase in phases:
+        metrics = phase.metrics()
+        if phase.name in tokens_per_joule:
+            metrics["tokens_per_joule"] = tokens_per_joule[phase.name]
+        out[phase.name] = metrics
+    return out
+
+
+def tags(recordings: list[Recording]) -> dict[str, str]:
+    """The parent run's telemetry tags: nodes, GPUs, topology."""
+    several = len(recordings) > 1
+    return {
+        "telemetry.nodes": str(len(recordings)),
+        "telemetry.gpus": str(sum(len(rec.gpus) for rec in recordings)),
+        "telemetry.topology": " ".join(
+            f"{rec.node + ':' if several else ''}{x.a}-{x.b}:{x.path}"
+            for rec in recordings
+            for x in rec.topology
+        ),
+    }
+
+
+FILES = ("telemetry.json", "telemetry.csv", "telemetry.png")
+"""What a run directory holds of telemetry, logged under the ``telemetry/`` artifacts."""
+
+
+def log_telemetry(tracker: Tracker, root: Path) -> None:
+    """Log the telemetry of the run directory ``root`` from its files (the live run, after writing
+    them, and replay both log here): per-phase figures on the child runs (``load`` on the parent,
+    as ``load/...``) and each dataset's headline as ``<dataset>/...`` on the parent, the series
+    read from telemetry.csv, the tags and the files."""
+    described = json.loads((root / "telemetry.json").read_text(encoding="utf-8"))
+    headline = ("telemetry/energy_j", "telemetry/peak_memory_gib", "tokens_per_joule")
+    for name, metrics in described["mlflow"]["metrics"].items():
+        if name == "load":
+            tracker.log_metrics({f"load/{k}": v for k, v in metrics.items()})
+            continue
+        if name in tracker.opened:
+            tracker.log_metrics(metrics, run=name)
+        tracker.log_metrics({f"{name}/{k}": metrics[k] for k in headline if k in metrics})
+    tracker.log_series(csv_points((root / "telemetry.csv").read_text(encoding="utf-8")))
+    tracker.set_tags(described["mlflow"]["tags"])
+    for file in FILES:
+        if (root / file).is_file():
+            tracker.log_artifact(root / file, artifact_path="telemetry")
 
 
 def write_files(
@@ -103,19 +160,27 @@ def write_files(
 
 
 def series_points(recordings: list[Recording]) -> list[tuple[str, float, int, int]]:
-    """The raw readings as MLflow metric points: (key, value, timestamp in ms, step)."""
-    several = len(recordings) > 1
+    """The readings as the MLflow metric points logged for them: through telemetry.csv's text, as
+    ``log_telemetry`` reads them back."""
+    return csv_points(to_csv(recordings, []))
+
+
+def csv_points(text: str) -> list[tuple[str, float, int, int]]:
+    """The readings of telemetry.csv as MLflow metric points: (key, value, timestamp in ms, step),
+    step counting each GPU's readings; keys ``gpu0/...``, or ``<node>/gpu0/...`` when several
+    nodes were sampled."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    several = len({row["node"] for row in rows}) > 1
+    steps: dict[tuple[str, str], int] = {}
     points = []
-    for rec in recordings:
-        steps: dict[int, int] = {}
-        for s in rec.samples:
-            step = steps.get(s.gpu, 0)
-            steps[s.gpu] = step + 1
-            label = f"{rec.node}/gpu{s.gpu}" if several else f"gpu{s.gpu}"
-            for key in SERIES:
-                value = getattr(s, key)
-                if value is not None:
-                    points.append((f"{label}/{key}", float(value), int(s.t * 1000), step))
+    for row in rows:
+        step = steps.get((row["node"], row["gpu"]), 0)
+        steps[(row["node"], row["gpu"])] = step + 1
+        label = f"{row['node']}/gpu{row['gpu']}" if several else f"gpu{row['gpu']}"
+        stamp = round(float(row["time"]) * 1000)
+        for key in SERIES:
+            if row[key] != "":
+                points.append((f"{label}/{key}", float(row[key]), stamp, step))
     return points
 
 

@@ -124,7 +124,8 @@ class Telemetry:
                 self.nodes = None
 
     def stop(self) -> None:
-        """Stop sampling, here and on the other nodes (idempotent); the engine is closed by now."""
+        """Stop sampling, here and on the other nodes (idempotent); before the engine closes,
+        whose Ray cluster the other nodes' samplers run on."""
         if self.stopped:
             return
         self.stopped = True
@@ -175,33 +176,7 @@ class Telemetry:
         except Exception as err:  # a missing or broken matplotlib costs the plot only
             log.warning("telemetry plot not drawn (%s: %s)", type(err).__name__, err)
 
-        for phase in phases:
-            metrics = phase.metrics()
-            if phase.name in per_joule:
-                metrics["tokens_per_joule"] = per_joule[phase.name]
-            child = tracker.children.get(phase.name)
-            if phase.name == "load":
-                tracker.log_metrics({f"load/{k}": v for k, v in metrics.items()})
-                continue
-            if child is not None:
-                tracker.log_metrics(metrics, run_id=child)
-            headline = ("telemetry/energy_j", "telemetry/peak_memory_gib", "tokens_per_joule")
-            tracker.log_metrics({f"{phase.name}/{k}": metrics[k] for k in headline if k in metrics})
-        tracker.log_series(export.series_points(recs))
-        several = len(recs) > 1
-        tracker.set_tags(
-            {
-                "telemetry.nodes": str(len(recs)),
-                "telemetry.gpus": str(sum(len(rec.gpus) for rec in recs)),
-                "telemetry.topology": " ".join(
-                    f"{rec.node + ':' if several else ''}{x.a}-{x.b}:{x.path}"
-                    for rec in recs
-                    for x in rec.topology
-                ),
-            }
-        )
-        for path in files:
-            tracker.log_artifact(path, artifact_path="telemetry")
+        export.log_telemetry(tracker, root)  # from the files just written, as replay does
         return {
             "nodes": [rec.node for rec in recs],
             "gpus": sum(len(rec.gpus) for rec in recs),

@@ -1,0 +1,271 @@
+"""Put saved runs into MLflow later: ``python -m harness.replay RUN_DIR... [--tracking-uri URI]``.
+
+A run whose tracking server was down (at start or mid-run) still has everything in its run
+directory; replay logs it as the live run would have, through the same functions (parent params
+from config.yaml, a child run per dataset with its metrics, result and samples, the telemetry,
+the totals, config.yaml, summary.json and the reproducibility record), into the tracking target
+of the run's own config or the one given.
+
+Idempotent: every run harness logs carries the run directory's ``harness.run_uid``, and a parent
+logged whole carries ``harness.logged=complete`` (its last record). A run directory already
+logged whole is skipped. A partial one (the server died mid-run) is replaced, not completed: its
+parent and children are deleted (MLflow's soft delete; ``mlflow gc`` purges them) and the run is
+logged again whole, since what a dead server kept of the last calls cannot be told from the
+store, and completing it would repeat metric points already in the series.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.config.schema import TrackingBackend, TrackingConfig
+from harness.secrets import mask
+
+log = logging.getLogger(__name__)
+
+
+class ReplayError(Exception):
+    """A run directory that cannot be replayed, and why."""
+
+
+@dataclass
+class Replayed:
+    """What replay did with one run directory."""
+
+    run_dir: Path
+    """The run directory."""
+    status: Literal["replayed", "skipped", "failed"]
+    """``replayed`` (logged now), ``skipped`` (already logged whole) or ``failed``."""
+    message: str
+    """What was done, or why not."""
+
+
+def read_run_dir(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's config.yaml and summary.json.
+
+    Raises:
+        ReplayError: not a finished run directory.
+    """
+    import yaml
+
+    if not root.is_dir():
+        raise ReplayError(
+            f"{root} is not a directory. Fix: give a run directory (outputs/runs/...)"
+        )
+    missing = [n for n in ("config.yaml", "summary.json") if not (root / n).is_file()]
+    if missing:
+        raise ReplayError(
+            f"{root} has no {' or '.join(missing)}: the run did not finish. Fix: rerun its "
+            "command (datasets already stored are not evaluated again), then replay"
+        )
+    config = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8")) or {}
+    summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
+    return config, summary
+
+
+def tracking_target(
+    config: dict[str, Any], summary: dict[str, Any], uri: str | None
+) -> TrackingConfig:
+    """Where to log: ``uri`` when given, else the run's own tracking config (its URI as the run
+    resolved it, from summary.json).
+
+    Raises:
+        ReplayError: the run was not tracked and no URI is given, or its URI held credentials
+            (masked in the run directory).
+    """
+    own = config.get("tracking") or {}
+    experiment = str(own.get("experiment") or "harness")
+    if uri is not None:
+        location = None
+        if uri.startswith("sqlite:///"):  # artifacts beside the store, as tracking=local has them
+            location = str(Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts")
+        return TrackingConfig(
+            backend=TrackingBackend.mlflow,
+            uri=uri,
+            experiment=experiment,
+            artifact_location=location,
+        )
+    if own.get("backend") != "mlflow":
+        raise ReplayError(
+            "its config has tracking.backend=none. Fix: --tracking-uri URI (sqlite:///path.db or "
+            "http://host:port)"
+        )
+    described = summary.get("tracking") or {}
+    target = str(described.get("uri") or own.get("uri") or "")
+    if "***" in target:
+        raise ReplayError(
+            f"its tracking URI held credentials, masked in the run directory ({target}). Fix: "
+            "--tracking-uri URI, with the credentials in MLFLOW_TRACKING_USERNAME/PASSWORD"
+        )
+    location = described.get("artifact_location") or own.get("artifact_location")
+    return TrackingConfig(
+        backend=TrackingBackend.mlflow,
+        uri=target,
+        experiment=experiment,
+        artifact_location=location,
+    )
+
+
+def _times(root: Path) -> tuple[float | None, float | None]:
+    """When the run started and ended, from events.jsonl (None where unknown)."""
+    path = root / "events.jsonl"
+    if not path.is_file():
+        return None, None
+    events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    start = next((e["t"] for e in events if e.get("event") == "planned"), None)
+    end = next((e["t"] for e in events if e.get("event") == "run_done"), None)
+    return start, end
+
+
+def logged_runs(uri: str, experiment: str, uid: str) -> list[Any]:
+    """The active runs (parents and children) already logged for this run directory."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.tracking import RUN_UID_TAG
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    query = f"tags.`{RUN_UID_TAG}` = '{uid}'"
+    return list(client.search_runs([found.experiment_id], query, max_results=5000))
+
+
+def _outcome(root: Path, entry: dict[str, Any]) -> Any:
+    from harness.evaluate import DatasetOutcome
+
+    known = {f.name for f in fields(DatasetOutcome)}
+    outcome = DatasetOutcome(**{k: v for k, v in entry.items() if k in known})
+    for attr, here in (
+        ("result_file", root / "results" / f"{outcome.name}.json"),
+        ("samples_file", root / "samples" / f"{outcome.name}.jsonl.gz"),
+    ):  # the run directory may have moved since
+        if getattr(outcome, attr) and here.is_file():
+            setattr(outcome, attr, str(here))
+    return outcome
+
+
+def log_run_dir(root: Path, target: TrackingConfig, config: dict[str, Any], summary: dict) -> Any:
+    """Log one run directory whole; returns its Tracker (``failed`` tells whether all went in)."""
+    from harness.evaluate import open_child, track_outcome
+    from harness.telemetry.export import log_telemetry
+    from harness.tracking import Tracker, flatten, log_run_end, parent_tags, run_uid
+
+    start, end = _times(root)
+    tracker = Tracker(target, uid=run_uid(root))
+    model, strategy = summary["model"], summary["strategy"]
+    tracker.start(
+        run_name=f"{model}/{strategy}",
+        params=dict(flatten(config)),
+        tags=parent_tags(model, strategy, root),
+        start_time=start,
+    )
+    if summary.get("engine"):  # the live run logs it once a model was loaded
+        tracker.log_metrics({"load_time_s": summary["load_time_s"]})
+    repro = root / "reproducibility.json"
+    prints = json.loads(repro.read_text())["datasets"] if repro.is_file() else {}
+    for name, entry in summary["datasets"].items():
+        outcome = _outcome(root, entry)
+        settings = (config.get("dataset") or {}).get(name) or {}
+        settings = {k: settings.get(k, "") for k in ("task", "num_fewshot", "limit")}
+        fingerprint = outcome.fingerprint or (prints.get(name) or {}).get("fingerprint", "")
+        child = open_child(tracker, name, settings, fingerprint, outcome.resumed)
+        track_outcome(tracker, child, outcome)
+    if (root / "telemetry.json").is_file() and (root / "telemetry.csv").is_file():
+        log_telemetry(tracker, root)
+    log_run_end(tracker, root, summary, end_time=end)
+    tracker.close()
+    return tracker
+
+
+def replay_run(root: Path, tracking_uri: str | None = None) -> Replayed:
+    """Replay one run directory (see the module's docstring); never raises for a bad one."""
+    from harness.tracking import LOGGED_TAG, http_defaults, local_uri, run_uid
+
+    http_defaults()
+    root = root.resolve()
+    try:
+        config, summary = read_run_dir(root)
+        target = tracking_target(config, summary, tracking_uri)
+        uri = local_uri(target.uri)
+        uid = run_uid(root)
+        runs = logged_runs(uri, target.experiment, uid)
+    except ReplayError as err:
+        return Replayed(root, "failed", str(err))
+    except Exception as err:  # MLflow unreachable, a file unreadable: say which, go on
+        why = f"{type(err).__name__}: {mask(str(err).splitlines()[0])}"
+        fix = "Fix: start the tracking server (or check its address), or give --tracking-uri"
+        return Replayed(root, "failed", f"{why}. {fix}")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    whole = [r for r in parents if r.data.tags.get(LOGGED_TAG) == "complete"]
+    if whole:
+        return Replayed(
+            root,
+            "skipped",
+            f"already in MLflow whole (run {whole[0].info.run_id}), not logged again",
+        )
+    note = ""
+    if runs:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        for run in runs:
+            client.delete_run(run.info.run_id)
+        children = len(runs) - len(parents)
+        note = f"; replaced a partial log ({len(parents)} parent, {children} child runs deleted)"
+    tracker = log_run_dir(root, target, config, summary)
+    if tracker.failed:
+        why = f"MLflow failed during the replay at {mask(uri)} (the warning above says how)"
+        return Replayed(root, "failed", f"{why}. Fix: replay again once it answers")
+    return Replayed(
+        root,
+        "replayed",
+        f"logged as run {tracker.parent_id} ({len(summary['datasets'])} datasets) in "
+        f"experiment {target.experiment} at {mask(uri)}{note}",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Replay each run directory; exit code 1 when any could not be replayed."""
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.replay",
+        description="Log saved run directories into MLflow (idempotent: a run already logged "
+        "whole is skipped, a partial one replaced).",
+    )
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="log here instead of each run's own tracking target (sqlite:///path.db, "
+        "http://host:port)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from harness.console import route_library_logs
+
+    route_library_logs("mlflow")  # MLflow's INFO lines (store migrations) stay off the console
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    outcomes = [replay_run(path, args.tracking_uri) for path in args.run_dirs]
+    for outcome in outcomes:
+        print(f"{outcome.status} {outcome.run_dir}: {outcome.message}", flush=True)
+    failed = [o for o in outcomes if o.status == "failed"]
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("replayed", "skipped", "failed")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    if failed:
+        print(
+            "not replayed: " + ", ".join(str(o.run_dir) for o in failed),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
