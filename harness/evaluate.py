@@ -5,6 +5,7 @@ A dataset that raises is recorded as that dataset's failure and the loop goes on
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
@@ -209,9 +210,10 @@ def _evaluate_checked(
 ) -> DatasetOutcome:
     """Health-check the engine first (engines in their own process: a one-token request); a
     dead engine is rebuilt once, and a dataset it died in is retried once on the rebuilt one."""
+    evaluate = functools.partial(_evaluate_one, name, item, engine, meter, run, run_dir, store)
     revive: Callable[..., bool] | None = getattr(engine, "revive", None)
     if revive is None:  # in-process engines: nothing to check from outside
-        return _evaluate_one(name, item, engine, meter, run, run_dir, store)
+        return evaluate()
     rebuilds_left = [1]
 
     def check() -> None:
@@ -219,10 +221,10 @@ def _evaluate_checked(
             rebuilds_left[0] -= 1
             say(f"  engine process died: rebuilt it for {name}")
 
-    outcome = _evaluate_one(name, item, engine, meter, run, run_dir, store, check)
+    outcome = evaluate(check)
     if outcome.status == "failed" and outcome.error_type == "EngineDied" and rebuilds_left[0]:
         say(f"  engine process died during {name}: rebuilding it and retrying {name} once")
-        outcome = _evaluate_one(name, item, engine, meter, run, run_dir, store, check)
+        outcome = evaluate(check)
     return outcome
 
 
