@@ -27,14 +27,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from common import (
+    add_common_args,
+    cli,
+    loadavg,
+    machine_description,
+    offline_env,
+    work_folder,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ["arith_mc", "reverse_gen"]
@@ -59,23 +67,11 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (medians)")
     parser.add_argument("--only", default="", help="comma-separated configurations (default: all)")
     parser.add_argument("--hop", type=int, default=0, help="rounds of the HF process-hop test")
-    parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temp dir)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    add_common_args(parser)
 
 
 def _env(work: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        HF_HOME=str(work / "hf_home"),
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-    )
-    return env
+    return offline_env(work, TOKENIZERS_PARALLELISM="false")
 
 
 def run_once(name: str, work: Path, limit: int, n: int) -> dict[str, Any]:
@@ -196,17 +192,14 @@ def hop(rounds: int, limit: int, work: Path) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.hop:
-        work = args.out or Path(tempfile.mkdtemp(prefix="engines_hop_"))
-        figures = hop(args.hop, args.limit, work)
-        if args.json:
-            args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        figures = hop(args.hop, args.limit, work_folder(args.out, "engines_hop_"))
+        write_json(args.json, figures)
         return figures
     names = [n for n in args.only.split(",") if n] or list(CONFIGS)
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         sys.exit(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
-    work = args.out or Path(tempfile.mkdtemp(prefix="engines_bench_"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args.out, "engines_bench_")
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for r in range(args.repeat):
         shift = r % len(names)
@@ -242,8 +235,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     base = "hf-in-process" if "hf-in-process" in ok else next(iter(ok), None)
     agree = agreement(ok, base) if base else {}
     figures = {
-        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, "
-        f"Python {platform.python_version()}",
+        "machine": machine_description(host=False, usable_cpus=True),
         "datasets": DATASETS,
         "limit": args.limit,
         "repeat": args.repeat,
@@ -274,12 +266,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     for name, metrics in figures["metrics"].items():
         print(f"{name}: {metrics}")
     print(f"metrics agree across engines: {all(a['equal'] for a in agree.values())}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(args.json, figures)
     return figures
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_cli_args(parser)
-    main(parser.parse_args())
+    cli(__doc__, add_cli_args, main)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import add_common_args, cli, machine_description, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
@@ -55,7 +56,7 @@ def hub_cache(root: Path) -> Path:
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="runs per command")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    add_common_args(parser, out=False)
 
 
 def time_command(args: list[str], work: Path) -> float:
@@ -75,8 +76,7 @@ def time_command(args: list[str], work: Path) -> float:
 
 def main(args: argparse.Namespace) -> dict:
     figures: dict = {
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}",
+        "machine": machine_description(),
         "repeat": args.repeat,
         "cases": {},
     }
@@ -93,12 +93,9 @@ def main(args: argparse.Namespace) -> dict:
     print("|---|---|---|")
     for name, c in figures["cases"].items():
         print(f"| `{name}` | {c['median_s']:.3f} | {c['min_s']:.3f} |")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(args.json, figures)
     return figures
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_cli_args(parser)
-    main(parser.parse_args())
+    cli(__doc__, add_cli_args, main)

@@ -22,13 +22,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from common import (
+    add_common_args,
+    cli,
+    loadavg,
+    machine_description,
+    offline_env,
+    work_folder,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["arith_mc", "compare_mc", "reverse_gen", "successor_gen", "story_ppl"]
@@ -61,19 +69,12 @@ VLLM_MODEL_ARGS = (
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="engine of both")
-    parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temp dir)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    add_common_args(parser)
 
 
 def _env(work: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(HF_HOME=str(work / "hf_home"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return offline_env(work, PYTHONPATH=path)
 
 
 def _timed(cmd: list[str], work: Path) -> float:
@@ -137,16 +138,14 @@ def run_cli(
 
 
 def main(args: argparse.Namespace) -> dict:
-    work = args.out or Path(tempfile.mkdtemp(prefix="resident_vs_reload_"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args.out, "resident_vs_reload_")
     load = [loadavg()]
     resident_wall, resident_scores, facts = run_harness(work, args.engine)
     load.append(loadavg())
     reload_wall, reload_walls, reload_scores = run_cli(work, args.engine, facts)
     load.append(loadavg())
     figures = {
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}",
+        "machine": machine_description(),
         "engine": args.engine,
         "engine_facts": facts,
         "loadavg_start_harness_cli_end": load,
@@ -174,12 +173,9 @@ def main(args: argparse.Namespace) -> dict:
     print(f"ratio harness / CLI: {figures['ratio_resident_over_reload']:.3f}")
     print(f"scores equal: {figures['scores_equal']}")
     print(f"load average (start, after harness, after CLI): {' | '.join(load)}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(args.json, figures)
     return figures
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_cli_args(parser)
-    main(parser.parse_args())
+    cli(__doc__, add_cli_args, main)

@@ -21,14 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from common import add_common_args, cli, machine_description, offline_env, work_folder, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_NVML = ROOT / "tests" / "fake_nvml"
@@ -42,8 +42,7 @@ SETTINGS = {
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="runs of each setting")
     parser.add_argument("--gpus", type=int, default=8, help="fake GPUs on the node")
-    parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temp dir)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    add_common_args(parser)
 
 
 def fake_node(gpus: int) -> dict:
@@ -65,15 +64,11 @@ def fake_node(gpus: int) -> dict:
 
 
 def _env(work: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        HF_HOME=str(work / "hf_home"),
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join([str(FAKE_NVML), env.get("PYTHONPATH", "")]),
+    return offline_env(
+        work,
+        PYTHONPATH=os.pathsep.join([str(FAKE_NVML), os.environ.get("PYTHONPATH", "")]),
         FAKE_NVML_SCRIPT=str(work / "nvml.json"),
     )
-    return env
 
 
 def _children_cpu() -> float:
@@ -123,8 +118,7 @@ def tick_cost(work: Path, ticks: int = 2000) -> float:
 
 
 def main(args: argparse.Namespace) -> dict:
-    work = args.out or Path(tempfile.mkdtemp(prefix="telemetry_overhead_"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args.out, "telemetry_overhead_")
     (work / "nvml.json").write_text(json.dumps(fake_node(args.gpus)))
     names = list(SETTINGS)
     times: dict[str, list[dict[str, float]]] = {name: [] for name in names}
@@ -146,8 +140,7 @@ def main(args: argparse.Namespace) -> dict:
         row["own_cost_pct"] = 100 * statistics.median(own)
         rows.append(row)
     figures = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}",
+        "machine": machine_description(host=False),
         "gpus": args.gpus,
         "rounds": args.rounds,
         "tick_s": per_tick,
@@ -167,12 +160,9 @@ def main(args: argparse.Namespace) -> dict:
         ]
         own = f"{row['own_cost_pct']:.3f}%" if row["setting"] != "off" else "-"
         print(f"| {row['setting']} | " + " | ".join(cells) + f" | {own} |")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+    write_json(args.json, figures)
     return figures
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_cli_args(parser)
-    main(parser.parse_args())
+    cli(__doc__, add_cli_args, main)

@@ -129,23 +129,25 @@ def run(cfg: DictConfig) -> int:
     from harness.results import ResultStore, RunDirectory
     from harness.secrets import mask_hydra_files, mask_tree
     from harness.tasks import prepare_datasets
+    from harness.tracking import fresh_run_uid
 
     run_dir = RunDirectory(resolve_output_dir(run_cfg))
     mask_hydra_files()  # Hydra's .hydra/*.yaml hold the overrides as typed
+    uid = fresh_run_uid(run_dir.root)  # names the run in MLflow wherever its directory goes
     events = EventLog(run_dir.root / "events.jsonl")
-    events.emit("planned", model=run_cfg.model.name, strategy=run_cfg.strategy.name, fits=plan.fits)
+    model, strategy = run_cfg.model, run_cfg.strategy
+    events.emit("planned", model=model.name, strategy=strategy.name, fits=plan.fits, run_uid=uid)
     resolved = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     run_dir.write_config(OmegaConf.to_yaml(resolved))
     console.route_library_logs("datasets", "huggingface_hub")
     datasets = prepare_datasets(run_cfg)
 
     from harness.evaluate import evaluate_all, work_list
-    from harness.tracking import Tracker, flatten, log_run_end, parent_tags, run_uid
+    from harness.tracking import Tracker, flatten, log_run_end, parent_tags
 
     store = ResultStore(Path(run_cfg.outputs_root).resolve() / "store" / run_cfg.model.name)
     work = work_list(run_cfg, plan, datasets, store)
-    tracker = Tracker(run_cfg.tracking, uid=run_uid(run_dir.root))
-    model, strategy = run_cfg.model, run_cfg.strategy
+    tracker = Tracker(run_cfg.tracking, uid=uid, own_process=True)  # MLflow off this process
     from harness.telemetry.session import Telemetry
 
     telemetry = Telemetry.start(run_cfg.telemetry, plan)  # before the load: phase `load`

@@ -184,7 +184,10 @@ def evaluate_all(
         else:
             assert engine is not None and meter is not None
             emit("dataset_started", dataset=name, task=task)
-            outcome = _evaluate_checked(name, item, engine, meter, run, run_dir, store)
+            evaluate = functools.partial(
+                _evaluate_one, name, item, engine, meter, run, run_dir, store
+            )
+            outcome = _evaluate_checked(name, engine, evaluate)
             done = {k: getattr(outcome, k) for k in ("eval_time_s", "requests", "tokens_per_s")}
             if outcome.status == "ok":
                 emit("dataset_done", dataset=name, **done, metrics=outcome.metrics)
@@ -200,17 +203,11 @@ def evaluate_all(
 
 
 def _evaluate_checked(
-    name: str,
-    item: Pending,
-    engine: Engine,
-    meter: RequestMeter,
-    run: RunConfig,
-    run_dir: RunDirectory,
-    store: ResultStore,
+    name: str, engine: Engine, evaluate: Callable[..., DatasetOutcome]
 ) -> DatasetOutcome:
-    """Health-check the engine first (engines in their own process: a one-token request); a
-    dead engine is rebuilt once, and a dataset it died in is retried once on the rebuilt one."""
-    evaluate = functools.partial(_evaluate_one, name, item, engine, meter, run, run_dir, store)
+    """``evaluate(check)`` of dataset ``name`` with the engine health-checked first (engines in
+    their own process: a one-token request); a dead engine is rebuilt once, and a dataset it died
+    in is retried once on the rebuilt one."""
     revive: Callable[..., bool] | None = getattr(engine, "revive", None)
     if revive is None:  # in-process engines: nothing to check from outside
         return evaluate()

@@ -186,9 +186,9 @@ def log_run_dir(root: Path, target: TrackingConfig, config: dict[str, Any], summ
 
 def replay_run(root: Path, tracking_uri: str | None = None) -> Replayed:
     """Replay one run directory (see the module's docstring); never raises for a bad one."""
-    from harness.tracking import LOGGED_TAG, http_defaults, local_uri, run_uid
+    from harness.tracking import LOGGED_TAG, local_uri, mlflow_defaults, run_uid
 
-    http_defaults()
+    mlflow_defaults()
     root = root.resolve()
     try:
         config, summary = read_run_dir(root)

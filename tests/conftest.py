@@ -43,19 +43,27 @@ def offline_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_harness(
-    args: list[str], tmp_path: Path, timeout: float = 600
+def run_module(
+    module: str, *args: str, cwd: Path, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m harness`` in a subprocess from a neutral cwd."""
+    """Run ``python -m <module> <args>`` in a subprocess from ``cwd`` (a neutral folder, whose
+    own hf_home the offline environment points at), as a user would on a fresh machine."""
     return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=tmp_path,
-        env=offline_env(tmp_path),
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=offline_env(cwd),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+def run_harness(
+    args: list[str], tmp_path: Path, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m harness`` in a subprocess from a neutral cwd."""
+    return run_module("harness", *args, cwd=tmp_path, timeout=timeout)
 
 
 BUNDLED_TASKS = ["arith_mc", "compare_mc", "reverse_gen", "successor_gen", "story_ppl"]

@@ -1,11 +1,11 @@
 """The tracking server dies mid-run; the run still finishes; replay puts it in MLflow, once.
 
 A real `mlflow server` on 127.0.0.1 is stopped as soon as the run's events.jsonl says the first
-dataset is done, and started again on the same port and store once the run has ended. The run
-(the bundled model on three bundled datasets, on fake GPUs so telemetry is part of it) must exit
-0 with every result in its run directory and a warning naming the replay command; replay must
-leave exactly one parent with every child, metrics equal to the run directory's, the telemetry
-and the artifacts; replaying again must change nothing.
+dataset is done and the server holds its child run, and started again on the same port and store
+once the run has ended. The run (the bundled model on three bundled datasets, on fake GPUs so
+telemetry is part of it) must exit 0 with every result in its run directory and a warning naming
+the replay command; replay must leave exactly one parent with every child, metrics equal to the
+run directory's, the telemetry and the artifacts; replaying again must change nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_mlflow_matches_results, offline_env, run_harness
+from tests.conftest import assert_mlflow_matches_results, offline_env, run_harness, run_module
 from tests.test_telemetry_tracking import FAKE_NVML, gpu_script
 from tests.test_tracking_server import free_port, serve_mlflow
 
@@ -31,18 +31,6 @@ LIMITS = [
     "dataset.reverse_gen.limit=10",
     "dataset.compare_mc.limit=20",
 ]
-
-
-def replay(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.replay", *args],
-        cwd=tmp,
-        env=offline_env(tmp),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def runs_of(url: str):
@@ -66,6 +54,23 @@ def wait_for_event(path: Path, event: str, proc: subprocess.Popen, timeout: floa
         assert proc.poll() is None, f"the run ended before {event}: {proc.communicate()}"
         time.sleep(0.1)
     raise AssertionError(f"no {event} in {path} within {timeout}s")
+
+
+def wait_for_child(url: str, name: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until the server holds the child run ``name`` (the first dataset logged)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        experiment = client.get_experiment_by_name("harness")
+        if experiment is not None and client.search_runs(
+            [experiment.experiment_id], f"attributes.run_name = '{name}'"
+        ):
+            return
+        assert proc.poll() is None, f"the run ended before {name} was logged: {proc.communicate()}"
+        time.sleep(0.1)
+    raise AssertionError(f"no child run {name} at {url} within {timeout}s")
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +97,7 @@ def interrupted(tmp_path_factory):
         text=True,
     )
     wait_for_event(run_dir / "events.jsonl", "dataset_done", proc)
+    wait_for_child(url, TASKS[0], proc)  # MLflow's worker writes beside the run, not in step
     next(first, None)  # the server stops (terminate, then wait)
     out, err = proc.communicate(timeout=600)
     second = serve_mlflow(store, port)  # the same port and store: the run's own target
@@ -121,7 +127,7 @@ def test_run_finishes_without_its_server(interrupted):
 
 
 def test_replay_logs_the_run_once(interrupted):
-    proc = replay(interrupted["tmp"], str(interrupted["run"]))
+    proc = run_module("harness.replay", str(interrupted["run"]), cwd=interrupted["tmp"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith(f"replayed {interrupted['run']}: logged as run ")
     assert "replaced a partial log (1 parent" in proc.stdout
@@ -156,7 +162,7 @@ def test_replay_logs_the_run_once(interrupted):
 
 def test_replaying_again_changes_nothing(interrupted):
     _, parents, children = runs_of(interrupted["url"])
-    proc = replay(interrupted["tmp"], str(interrupted["run"]))
+    proc = run_module("harness.replay", str(interrupted["run"]), cwd=interrupted["tmp"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith(f"skipped {interrupted['run']}: already in MLflow whole")
     _, again, children_again = runs_of(interrupted["url"])
@@ -183,7 +189,9 @@ def test_server_down_at_start_then_replayed(tmp_path):
     server = serve_mlflow(tmp_path / "store", port)
     url = next(server)
     try:
-        done = replay(tmp_path, str(tmp_path / "run"), str(tmp_path / "missing"))
+        done = run_module(
+            "harness.replay", str(tmp_path / "run"), str(tmp_path / "missing"), cwd=tmp_path
+        )
         assert done.returncode == 1, done.stdout + done.stderr  # one of the two could not be
         assert f"replayed {tmp_path / 'run'}: logged as run " in done.stdout
         assert f"failed {tmp_path / 'missing'}: " in done.stdout

@@ -16,15 +16,13 @@ import json
 import os
 import re
 import struct
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from tests.browser import dump_dom, require_chromium
-from tests.conftest import TINY_MODEL, offline_env, run_harness
+from tests.conftest import TINY_MODEL, run_harness, run_module
 from tests.test_tracking_server import free_port, serve_mlflow
 
 FAKE_NVML = Path(__file__).parent / "fake_nvml"
@@ -117,18 +115,6 @@ def mlflow_runs(tmp: Path) -> tuple[dict[str, list], dict[str, dict]]:
     return parents, children
 
 
-def run_report(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.report", *args],
-        cwd=tmp,
-        env=offline_env(tmp),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def markdown_rows(text: str) -> list[list[str]]:
     lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
     return [[c.strip() for c in ln.strip("| ").split(" | ")] for ln in lines]
@@ -141,7 +127,7 @@ def g4(value: float) -> str:
 @pytest.fixture(scope="module")
 def report(store):
     """The report with every default: the local store and experiment, outputs/reports/<time>/."""
-    proc = run_report(store)
+    proc = run_module("harness.report", cwd=store)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     (out,) = (store / "outputs" / "reports").iterdir()
     return proc, out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.telemetry.export import series_points, to_csv, tokens_per_joule
+from harness.telemetry.export import csv_points, to_csv, tokens_per_joule
 from harness.telemetry.nvml import pcie_only_pairs
 from harness.telemetry.plot import plot
 from harness.telemetry.sampler import Recording, open_sampler
@@ -137,10 +137,11 @@ def test_phase_summaries_from_scripted_readings(fake_nvml):
 def test_series_and_csv_hold_every_reading_with_its_phase(fake_nvml):
     fake_nvml(NODE)
     rec = scripted_run(NODE)
-    points = series_points([rec])
+    text = to_csv([rec], rec.phases)
+    points = csv_points(text)  # the series as log_telemetry reads them back from telemetry.csv
     memory0 = [(v, step) for k, v, _, step in points if k == "gpu0/memory_used_mib"]
     assert memory0 == [(m, i) for i, m in enumerate(NODE["gpus"][0]["used_mib"])]
-    rows = to_csv([rec], rec.phases).splitlines()
+    rows = text.splitlines()
     assert rows[0].startswith("node,gpu,time,elapsed_s,phase,memory_used_mib")
     phases = [row.split(",")[4] for row in rows[1:] if row.split(",")[1] == "0"]
     assert phases == ["", "load", "load", "load", "arith", "arith", "arith", ""]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.telemetry.export import series_points
+from harness.telemetry.export import csv_points, to_csv
 from harness.telemetry.summary import summarize
 from tests.test_telemetry import NODE, fake_nvml  # noqa: F401 (a fixture)
 
@@ -68,7 +68,7 @@ def test_every_node_is_sampled_and_labelled(two_nodes):
     assert len(labels) == 6 and len(set(labels)) == 6
     assert {label.rsplit("/", 1)[0] for label in labels} == {r.node for r in recordings}
     assert arith.energy_j is not None and arith.energy_j > 0
-    keys = {key for key, *_ in series_points(recordings)}
+    keys = {key for key, *_ in csv_points(to_csv(recordings, []))}
     assert {f"{r.node}/gpu0/memory_used_mib" for r in recordings} <= keys
     assert not ray.util.list_named_actors()  # nothing left running on the nodes
 

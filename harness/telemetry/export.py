@@ -159,12 +159,6 @@ def write_files(
     return [json_path, csv_path]
 
 
-def series_points(recordings: list[Recording]) -> list[tuple[str, float, int, int]]:
-    """The readings as the MLflow metric points logged for them: through telemetry.csv's text, as
-    ``log_telemetry`` reads them back."""
-    return csv_points(to_csv(recordings, []))
-
-
 def csv_points(text: str) -> list[tuple[str, float, int, int]]:
     """The readings of telemetry.csv as MLflow metric points: (key, value, timestamp in ms, step),
     step counting each GPU's readings; keys ``gpu0/...``, or ``<node>/gpu0/...`` when several

@@ -1,0 +1,125 @@
+"""What harness's MLflow records are called: tags, params, run ids, the runs-table view.
+
+Shared by the live run, the replay and the report; nothing here imports MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# An unreachable server must cost seconds, not MLflow's default minutes of retries; MLflow's
+# "View run ... at: <tracking URI>" lines (one per run ended, credentials in the URI included)
+# stay off stdout; and MLflow's own usage telemetry (a thread posting each client call's kind and
+# duration to mlflow.org) stays off: harness sends nothing to a place the user did not name, and
+# cluster nodes often have no internet to send it to.
+_MLFLOW_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+RUN_UID_TAG = "harness.run_uid"
+"""Tag on the parent and child runs: which run directory they record (harness/replay.py)."""
+LOGGED_TAG = "harness.logged"
+"""Set to ``complete`` on the parent as the very last record: a parent without it is partial."""
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+"""MLflow's experiment-kind tag and its value for model development (not GenAI)."""
+VIEW_KEY = "harness"
+"""The experiment's shared runs-table view (``mlflow.sharedViewState.harness``)."""
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+
+
+def mlflow_defaults() -> None:
+    """Seconds, not minutes, for an unreachable server; no URLs on stdout; no usage telemetry
+    (each unless set already)."""
+    for key, value in _MLFLOW_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """``{"model": {"name": "x"}}`` -> ``("model.name", "x")``; stable names for MLflow params."""
+    if isinstance(tree, dict):
+        for key in sorted(tree):
+            yield from flatten(tree[key], f"{prefix}{key}.")
+    elif isinstance(tree, list):
+        yield prefix[:-1], ",".join(str(v) for v in tree)
+    else:
+        yield prefix[:-1], str(tree)
+
+
+def local_uri(uri: str) -> str:
+    """Make a relative SQLite or folder URI absolute, so it means the same from any cwd."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri.removeprefix("sqlite:///")).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if "://" not in uri:
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+def run_uid(root: Path) -> str:
+    """A stable id of one run directory, wherever it is moved to later.
+
+    The ``run_uid`` its first event (``planned``) carries; a run directory written before events
+    carried one is known by its absolute path and the time of its first event (the time tells
+    apart two runs written to the same ``output_dir``), or by its path alone.
+    """
+    first: dict[str, Any] = {}
+    events = root / "events.jsonl"
+    if events.is_file():
+        with events.open(encoding="utf-8") as f:
+            first = json.loads(f.readline() or "{}")
+    if first.get("run_uid"):
+        return str(first["run_uid"])
+    seed = f"{root.resolve()}\n{first.get('time', '')}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
+def runs_table_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs table with harness's columns, in MLflow 3's UI at ``base``.
+
+    MLflow 3.17's UI picks GenAI or model-training pages from ``workflowType`` (the URL, else the
+    browser's local storage, GenAI by default), not from the experiment's kind tag, and the
+    table's columns from the browser's local storage, unless the URL names a shared view stored
+    as an experiment tag (``viewStateShareKey``).
+    """
+    return (
+        f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+        f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+    )
+
+
+def view_columns(headlines: list[str]) -> list[str]:
+    """The runs-table columns of the shared view: each dataset's headline, times, status."""
+    metrics = [*headlines, "load_time_s", "total_time_s"]
+    return [f"metrics.`{m}`" for m in metrics] + ["attributes.`Duration`", "tags.`status`"]
+
+
+def parent_tags(model: str, strategy: str, root: Path) -> dict[str, str]:
+    """The parent run's own tags (the reproducibility record adds its own at the end)."""
+    return {"model": model, "strategy": strategy, "run_dir": str(root)}
+
+
+def headline(metrics: dict[str, Any]) -> str | None:
+    """A dataset's headline metric: the comparison report's rule (``harness.report.table``), so
+    the runs table and the report show the same column."""
+    from harness.report.table import headline as pick
+
+    return pick(set(metrics))
+
+
+def fresh_run_uid(root: Path) -> str:
+    """The ``run_uid`` for a run about to write its ``planned`` event into ``root``: the
+    directory's own when it holds events already (a resumed run is the same run), else new."""
+    events = root / "events.jsonl"
+    if events.is_file() and events.stat().st_size:
+        return run_uid(root)
+    import uuid
+
+    return uuid.uuid4().hex

@@ -1,0 +1,231 @@
+"""The run's side of MLflow tracking: one parent run per (model, strategy), one child per dataset.
+
+Every call only queues its record and returns: a sender thread hands what has queued, merged, to
+the writer (``harness.tracking.writer``), which runs in a process of its own for a live run
+(``harness.tracking.worker``: the harness never imports MLflow) or in the sender thread itself
+(replay). ``close`` waits until everything is written. Tracking never ends an evaluation: any
+MLflow failure logs a warning and turns tracking off for the rest of the run, while results keep
+going to the run directory (``python -m harness.replay`` logs them later).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.config.schema import TrackingBackend, TrackingConfig
+from harness.secrets import mask_tree
+from harness.tracking.names import LOGGED_TAG, headline, local_uri, mlflow_defaults, runs_table_url
+
+log = logging.getLogger(__name__)
+
+
+def log_run_end(
+    tracker: Tracker, root: Path, summary: dict[str, Any], end_time: float | None = None
+) -> None:
+    """What ends a run in MLflow, from its run directory: the run's totals, config.yaml,
+    summary.json and the reproducibility record on the parent, the experiment's runs-table view,
+    and last the ``harness.logged=complete`` mark (the live run and replay both end here)."""
+    from harness.provenance import log_record
+
+    failed = summary.get("failed") or []
+    tracker.log_metrics(
+        {"total_time_s": summary["total_time_s"], "datasets_failed": float(len(failed))}
+    )
+    for name in ("config.yaml", "summary.json"):
+        if (root / name).is_file():
+            tracker.log_artifact(root / name)
+    if (root / "reproducibility.json").is_file():
+        log_record(tracker, root / "reproducibility.json")
+    datasets = summary.get("datasets") or {}
+    headlines = [f"{n}/{h}" for n, d in datasets.items() if (h := headline(d.get("metrics") or {}))]
+    tracker.set_view(headlines)
+    tracker.set_tags({"status": "failed" if failed else "ok", LOGGED_TAG: "complete"})
+    tracker.end(status="FAILED" if failed else "FINISHED", end_time=end_time)
+
+
+class Tracker:
+    """Records a run in MLflow through ``MlflowClient`` (no global active-run state).
+
+    Runs are named by handle: ``None`` is the parent, a dataset's name its child run.
+    """
+
+    def __init__(
+        self, config: TrackingConfig, uid: str | None = None, own_process: bool = False
+    ) -> None:
+        self.config = config
+        self.enabled = config.backend == TrackingBackend.mlflow
+        self.uid = uid
+        """The run directory's ``run_uid``, tagged on every run (None: no tag)."""
+        self.own_process = own_process
+        """The writer runs in a worker process (a live run) rather than a thread (replay)."""
+        self.parent_id: str | None = None
+        self.experiment_id: str | None = None
+        self.uri = local_uri(config.uri) if self.enabled else ""
+        self.opened: set[str] = set()
+        """Handles of the child runs opened so far."""
+        self.failed = False
+        """An MLflow call failed: what followed it is not in MLflow (replay logs it)."""
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._sender: threading.Thread | None = None
+        self._started = threading.Event()
+
+    # ---- what the run calls: each only queues ----------------------------------------------
+
+    def start(
+        self,
+        run_name: str,
+        params: dict[str, str],
+        tags: dict[str, str],
+        start_time: float | None = None,
+    ) -> None:
+        """Open the parent run (creating the experiment if needed) and log the params.
+
+        MLflow is imported and the run opened by the writer, overlapping the model load.
+        """
+        if not self.enabled:
+            self._started.set()
+            return
+        mlflow_defaults()  # before the worker starts: it inherits the environment
+        self._sender = threading.Thread(target=self._send, name="mlflow-tracking", daemon=True)
+        self._sender.start()
+        self._put("start", None, run_name, mask_tree(params), mask_tree(tags), start_time)
+
+    def child(self, name: str, params: dict[str, str], tags: dict[str, str]) -> str | None:
+        """Open a child run under the parent; returns its handle (None when tracking is off)."""
+        if not self.enabled:
+            return None
+        self._put("child", name, mask_tree(params), mask_tree(tags))
+        self.opened.add(name)
+        return name
+
+    def log_metrics(self, metrics: dict[str, float], run: str | None = None) -> None:
+        """Log metrics (step 0) to a run, the parent by default."""
+        stamp = int(time.time() * 1000)
+        self._put("batch", run, [(k, float(v), stamp, 0) for k, v in metrics.items()], {}, {})
+
+    def log_series(self, points: list[tuple[str, float, int, int]], run: str | None = None) -> None:
+        """Log step-indexed metric points ``(key, value, timestamp_ms, step)``."""
+        self._put("batch", run, list(points), {}, {})
+
+    def log_params(self, params: dict[str, str], run: str | None = None) -> None:
+        self._put("batch", run, [], mask_tree(params), {})
+
+    def set_tags(self, tags: dict[str, str], run: str | None = None) -> None:
+        self._put("batch", run, [], {}, mask_tree(tags))
+
+    def log_artifact(self, path: Path, run: str | None = None, artifact_path: str | None = None):
+        self._put("artifact", run, str(path), artifact_path)
+
+    def end(self, run: str | None = None, status: str = "FINISHED", end_time: float | None = None):
+        """Mark a run (the parent by default) FINISHED, FAILED or KILLED."""
+        self._put("end", run, status, end_time)
+
+    def set_view(self, headlines: list[str]) -> None:
+        """Add these headline metrics to the experiment's shared runs-table view."""
+        self._put("view", None, list(headlines))
+
+    def close(self) -> None:
+        """Wait until everything queued is written (or tracking turned itself off)."""
+        if self._sender is not None:
+            self._queue.put(None)
+            self._sender.join()
+            self._sender = None
+
+    def _wait_started(self) -> None:
+        if self._sender is not None:
+            self._started.wait()
+
+    def describe(self) -> dict[str, Any]:
+        self._wait_started()
+        return {
+            "enabled": self.enabled,
+            "uri": self.uri,
+            "experiment": self.config.experiment,
+            "artifact_location": (
+                str(Path(self.config.artifact_location).resolve())
+                if self.config.artifact_location
+                else None
+            ),
+            "experiment_id": self.experiment_id,
+            "run_id": self.parent_id,
+            "run_uid": self.uid,
+        }
+
+    def ui_url(self) -> str | None:
+        """Where the runs table shows this experiment (a server's address, or ``mlflow ui``'s)."""
+        self._wait_started()
+        if not self.enabled or self.experiment_id is None:
+            return None
+        base = self.uri if self.uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        return runs_table_url(base, self.experiment_id)
+
+    # ---- delivery ----------------------------------------------------------------------------
+
+    def _put(self, *op: Any) -> None:
+        if self.enabled and self._sender is not None:
+            self._queue.put(op)
+
+    def _send(self) -> None:
+        """Hand what has queued, merged, to the writer until ``close``."""
+        if self.own_process:
+            from harness.tracking.worker import WorkerProcess
+
+            try:
+                link: Any = WorkerProcess(self._target(), self._on_report)
+            except OSError as err:
+                log.warning(
+                    "could not start the MLflow worker process (%s); tracking is off for this "
+                    "run, results are still written to the run directory. Log them later: "
+                    "python -m harness.replay <run dir>",
+                    err,
+                )
+                self._on_report(("failed",))
+                self._started.set()
+                return
+            deliver = link.send
+        else:
+            from harness.tracking.writer import MlflowWriter
+
+            link = MlflowWriter(self._target(), self._on_report)
+            deliver = link.apply_all
+        while True:
+            op = self._queue.get()
+            ops = [op]
+            while op is not None:  # take what queued meanwhile: it goes out merged
+                try:
+                    op = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                ops.append(op)
+            done = ops[-1] is None
+            ops = [o for o in ops if o is not None]
+            if ops:
+                deliver(ops)
+            if done:
+                break
+        if self.own_process:
+            link.close()  # returns once the worker applied everything and ended
+        self._started.set()
+
+    def _target(self) -> Any:
+        from harness.tracking.writer import Target
+
+        location = self.config.artifact_location  # resolved here: the worker's cwd may differ
+        resolved = str(Path(location).resolve()) if location else None
+        return Target(self.uri, self.config.experiment, resolved, self.uid)
+
+    def _on_report(self, message: tuple[Any, ...]) -> None:
+        """What the writer tells: the parent run is open, tracking failed, the worker ended."""
+        if message[0] == "started":
+            self.experiment_id, self.parent_id = message[1], message[2]
+            self._started.set()
+        elif message[0] == "failed":
+            self.enabled = False
+            self.failed = True
+        elif message[0] == "gone":
+            self._started.set()
