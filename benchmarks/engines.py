@@ -149,12 +149,13 @@ def hop(rounds: int, limit: int, work: Path) -> dict[str, Any]:
     os.environ.update(_env(work))
     from hydra import compose, initialize_config_dir
 
-    from harness.config.schema import register_configs, to_run_config
+    from harness.config.schema import to_run_config
+    from harness.config.store import register_configs
     from harness.engines.hf import HFEngine
     from harness.engines.process import EngineProcess
-    from harness.evaluate import run_lm_eval
+    from harness.evaluation.loop import run_lm_eval
+    from harness.evaluation.tasks import prepare_datasets
     from harness.paths import CONF_DIR
-    from harness.tasks import prepare_datasets
 
     register_configs()
     overrides = [

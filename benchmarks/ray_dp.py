@@ -27,14 +27,15 @@ def main(datasets: list[str]) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
 
     from harness.app import make_checked_plan
-    from harness.config.schema import register_configs, to_run_config
+    from harness.config.schema import to_run_config
+    from harness.config.store import register_configs
     from harness.engines.cluster import connect
     from harness.engines.hf import HFEngine
     from harness.engines.ray_dp import RayDPEngine
-    from harness.evaluate import run_lm_eval
+    from harness.evaluation.loop import run_lm_eval
+    from harness.evaluation.tasks import prepare_datasets
     from harness.paths import CONF_DIR
-    from harness.results import headline_entry, metric_items
-    from harness.tasks import prepare_datasets
+    from harness.record.metrics import headline_entry, metric_items
 
     register_configs()
     out = tempfile.mkdtemp(prefix="ray_dp_bench_")

@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from harness import console
-from harness.config.schema import RunConfig, register_configs, to_run_config
+from harness.config.schema import RunConfig, to_run_config
+from harness.config.store import register_configs
 from harness.console import say
 from harness.errors import ConfigError, HarnessError
 from harness.paths import CONF_DIR
-from harness.plan import Plan
+from harness.planning.plan import Plan
 
 log = logging.getLogger("harness")
 
@@ -47,30 +47,18 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
     In plan-only mode the plan is also written to ``plan.json`` and its problems printed; in a
     real run every problem (config, deployment, memory fit, this node's GPUs) is raised at once.
     """
-    from harness.autoplan import plan_run
-    from harness.config.rules import engine_rules, model_fact_problems, plannable
-    from harness.config.validate import config_problems, engine_problems
-    from harness.model_facts import resolve_model
+    from harness.engines import engine_problems
+    from harness.planning.preflight import checked_plan
     from harness.views import format_plan, format_plan_line
 
-    try:  # the facts of the checkpoint really loaded, before anything is planned from them
-        run_cfg.model, model_notes = resolve_model(run_cfg.model, run_cfg.offline)
-    except ConfigError as err:  # report what else is wrong too, none of it planned from figures
-        others = config_problems(run_cfg, will_run=False) + engine_rules(run_cfg.strategy)
-        raise ConfigError(err.problems + others) from None
-    problems = config_problems(run_cfg, will_run=not run_cfg.plan_only)
-    if model_fact_problems(run_cfg.model):
-        raise ConfigError(problems)  # nothing can be planned from such figures
-    plan = plan_run(replace(run_cfg, strategy=plannable(run_cfg.strategy)))
-    plan.problems = problems + plan.problems
-    plan.notes = model_notes + plan.notes
+    plan = checked_plan(run_cfg)
     if run_cfg.tier.detected:
-        from harness.machine import this_node
+        from harness.machine.node import this_node
 
         plan.notes.append(this_node().describe())
     here = run_cfg.tier.detected or not run_cfg.plan_only  # the group's GPUs are this node's
     if plan.device == "cuda" and plan.tensor_parallel_size > 1 and here:
-        from harness.machine import tensor_parallel_link_note
+        from harness.machine.node import tensor_parallel_link_note
 
         link = tensor_parallel_link_note(plan.tensor_parallel_size)
         if link:
@@ -79,7 +67,7 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
     table = format_plan(plan)  # a run shows one line unless verbose; plan_only, the table
     say(table if run_cfg.plan_only or run_cfg.verbose else format_plan_line(plan), record=table)
     if run_cfg.plan_only:
-        from harness.results import write_json_atomic
+        from harness.record.files import write_json_atomic
 
         path = resolve_output_dir(run_cfg) / "plan.json"
         write_json_atomic(path, plan.to_dict())
@@ -88,7 +76,7 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
     problems = list(plan.problems)
     problems += engine_problems(plan, run_cfg)
     if plan.device == "cuda":
-        from harness.machine import detect_gpus, hardware_problems
+        from harness.machine.node import detect_gpus, hardware_problems
 
         on_node = -(-plan.gpus_needed // max(plan.nodes_needed, 1))  # GPUs on each node
         problems += hardware_problems(plan.device, on_node, detect_gpus())
@@ -125,10 +113,11 @@ def run(cfg: DictConfig) -> int:
     assert plan.resolved is not None
     run_cfg.strategy = plan.resolved  # what strategy=auto chose
 
-    from harness.events import EventLog
-    from harness.results import ResultStore, RunDirectory
-    from harness.secrets import mask_hydra_files, mask_tree
-    from harness.tasks import prepare_datasets
+    from harness.evaluation.tasks import prepare_datasets
+    from harness.record.events import EventLog
+    from harness.record.rundir import RunDirectory, mask_hydra_files
+    from harness.record.store import ResultStore
+    from harness.secrets import mask_tree
     from harness.tracking import fresh_run_uid
 
     run_dir = RunDirectory(resolve_output_dir(run_cfg))
@@ -142,8 +131,9 @@ def run(cfg: DictConfig) -> int:
     console.route_library_logs("datasets", "huggingface_hub")
     datasets = prepare_datasets(run_cfg)
 
-    from harness.evaluate import evaluate_all, work_list
-    from harness.tracking import Tracker, flatten, log_run_end, parent_tags
+    from harness.evaluation.loop import evaluate_all, work_list
+    from harness.tracking import Tracker, flatten, parent_tags
+    from harness.tracking.rundir import log_run_end, log_telemetry
 
     store = ResultStore(Path(run_cfg.outputs_root).resolve() / "store" / run_cfg.model.name)
     work = work_list(run_cfg, plan, datasets, store)
@@ -198,13 +188,15 @@ def run(cfg: DictConfig) -> int:
         "datasets": {o.name: o.to_dict() for o in outcomes},
         "failed": [o.name for o in failed],
         "resumed": [o.name for o in outcomes if o.resumed],
-        "telemetry": telemetry.record(run_dir.root, tracker, outcomes),
+        "telemetry": telemetry.record(run_dir.root, outcomes),
         "tracking": tracker.describe(),
     }
     run_dir.write_summary(summary)
-    from harness.provenance import record_run
+    log_telemetry(tracker, run_dir.root)  # from the files just written, as replay does
+    from harness.record.provenance import record_run
 
-    record_run(run_dir.root, run_cfg, plan, engine_facts, work)  # reproducibility.json
+    fingerprints = {name: item.fingerprint for name, item in work.items()}
+    record_run(run_dir.root, run_cfg, plan, engine_facts, fingerprints)  # reproducibility.json
     log_run_end(tracker, run_dir.root, summary)  # totals, files, record: what replay logs too
     tracker.close()
     if tracker.failed:
@@ -268,7 +260,7 @@ def main() -> None:
     """Console entry point (``harness`` and ``python -m harness``)."""
     import signal
 
-    from harness import cli_help
+    from harness.config import help as cli_help
     from harness.config.argv import check_group_choices, output_problems, required_value_problems
     from harness.config.keys import argv_key_problems
 

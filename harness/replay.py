@@ -138,7 +138,7 @@ def logged_runs(uri: str, experiment: str, uid: str) -> list[Any]:
 
 
 def _outcome(root: Path, entry: dict[str, Any]) -> Any:
-    from harness.evaluate import DatasetOutcome
+    from harness.record.outcome import DatasetOutcome
 
     known = {f.name for f in fields(DatasetOutcome)}
     outcome = DatasetOutcome(**{k: v for k, v in entry.items() if k in known})
@@ -153,9 +153,8 @@ def _outcome(root: Path, entry: dict[str, Any]) -> Any:
 
 def log_run_dir(root: Path, target: TrackingConfig, config: dict[str, Any], summary: dict) -> Any:
     """Log one run directory whole; returns its Tracker (``failed`` tells whether all went in)."""
-    from harness.evaluate import open_child, track_outcome
-    from harness.telemetry.export import log_telemetry
-    from harness.tracking import Tracker, flatten, log_run_end, parent_tags, run_uid
+    from harness.tracking import Tracker, flatten, parent_tags, run_uid
+    from harness.tracking.rundir import log_run_end, log_telemetry, open_child, track_outcome
 
     start, end = _times(root)
     tracker = Tracker(target, uid=run_uid(root))
@@ -177,8 +176,7 @@ def log_run_dir(root: Path, target: TrackingConfig, config: dict[str, Any], summ
         fingerprint = outcome.fingerprint or (prints.get(name) or {}).get("fingerprint", "")
         child = open_child(tracker, name, settings, fingerprint, outcome.resumed)
         track_outcome(tracker, child, outcome)
-    if (root / "telemetry.json").is_file() and (root / "telemetry.csv").is_file():
-        log_telemetry(tracker, root)
+    log_telemetry(tracker, root)
     log_run_end(tracker, root, summary, end_time=end)
     tracker.close()
     return tracker

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 MASK = "***"
@@ -90,16 +89,6 @@ def mask_tree(obj: Any) -> Any:
     return obj
 
 
-def mask_files(folder: Path, pattern: str = "*.yaml") -> None:
-    """Mask the files matching ``pattern`` in ``folder`` in place (Hydra's ``.hydra/``)."""
-    from harness.results import write_text_atomic
-
-    for path in sorted(folder.glob(pattern)):
-        text = path.read_text(encoding="utf-8")
-        if mask(text) != text:
-            write_text_atomic(path, text)  # it masks on the way out
-
-
 class MaskFilter(logging.Filter):
     """A handler filter that masks each record's message (and traceback) before it is written."""
 
@@ -118,17 +107,3 @@ def mask_handlers(logger: logging.Logger | None = None) -> None:
     for handler in (logger or logging.getLogger()).handlers:
         if not any(isinstance(f, MaskFilter) for f in handler.filters):
             handler.addFilter(MaskFilter())
-
-
-def mask_hydra_files() -> None:
-    """Mask Hydra's record of this job (``<run dir>/.hydra/*.yaml``: the overrides as typed) and,
-    in a sweep, of the sweep (``multirun.yaml``)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return
-    hydra = HydraConfig.get()
-    if hydra.output_subdir is not None:
-        mask_files(Path(hydra.runtime.output_dir) / str(hydra.output_subdir))
-    if hydra.sweep.dir:  # a sweep's multirun.yaml (absent for a single run)
-        mask_files(Path(str(hydra.sweep.dir)), "multirun.yaml")

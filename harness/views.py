@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.plan import Plan
+    from harness.planning.plan import Plan
 
 
 def format_summary(summary: dict[str, Any]) -> str:

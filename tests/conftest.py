@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from harness.config.schema import register_configs
+from harness.config.store import register_configs
 from harness.paths import CONF_DIR, PROJECT_ROOT
 
 register_configs()

@@ -9,8 +9,8 @@ import logging
 import pytest
 
 from harness import console
-from harness.autoplan import plan_run
 from harness.config.schema import to_run_config
+from harness.planning.auto import plan_run
 from harness.views import format_plan, format_plan_line
 from tests.conftest import run_harness
 

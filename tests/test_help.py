@@ -1,7 +1,7 @@
 """`python -m harness --help` explains the command line; Hydra's bash completion completes it.
 
 The expected descriptions are read here from the config files' header comments, independently
-of harness/cli_help.py, so the test also holds the files to their header convention.
+of harness/config/help.py, so the test also holds the files to their header convention.
 """
 
 from __future__ import annotations

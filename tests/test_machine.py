@@ -80,6 +80,6 @@ def test_detected_values_match_the_os(compose_cfg):
      ("NVIDIA L40S", "L40S"), ("Tesla V100-SXM2-32GB", "V100"), ("NVIDIA GeForce RTX 4090", None)],
 )  # fmt: skip
 def test_gpu_family_from_nvml_name(name, family):
-    from harness.machine import gpu_type
+    from harness.machine.node import gpu_type
 
     assert gpu_type(name) == family

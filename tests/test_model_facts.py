@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from harness.checkpoint import locate
 from harness.config.schema import ModelConfig
 from harness.errors import ConfigError
-from harness.model_facts import facts_from_config, read_facts, resolve_model
 from harness.paths import CONF_DIR
+from harness.planning.checkpoint import locate
+from harness.planning.model_facts import facts_from_config, read_facts, resolve_model
 from tests.conftest import TINY_MODEL, assert_clean_failure, fake_hub_cache, run_harness
 from tests.test_plan import probe
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from harness.autoplan import plan_run
 from harness.engines.multinode import multinode_problems, spans_nodes
+from harness.planning.auto import plan_run
 from tests.fake_engine import FakeLM
 from tests.test_plan import run_config
 from tests.test_ray_dp import needs_ray

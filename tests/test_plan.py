@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from harness.autoplan import plan_run
 from harness.config.schema import EngineKind, Quantization, RunConfig, to_run_config
-from harness.model_facts import resolve_model
 from harness.paths import CONF_DIR
-from harness.plan import GB, GIB, OVERHEAD_GIB_PER_GPU, kv_bytes_per_token, make_plan
+from harness.planning.auto import plan_run
+from harness.planning.model_facts import resolve_model
+from harness.planning.plan import GB, GIB, OVERHEAD_GIB_PER_GPU, kv_bytes_per_token, make_plan
 from tests.conftest import fake_hub_cache, offline_env
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "hf")

@@ -19,15 +19,8 @@ from typing import Any
 
 import pytest
 
-from harness.engines.cluster import (
-    BASE_PORT,
-    ClusterError,
-    Needs,
-    RayCluster,
-    expand_nodelist,
-    needs_of,
-    slurm_allocation,
-)
+from harness.engines.cluster import ClusterError, Needs, RayCluster, needs_of
+from harness.machine.slurm import BASE_PORT, expand_nodelist, slurm_allocation
 from tests.processes import descendants, wait_until
 from tests.test_ray_dp import cli_run, describe_times, is_ray, metrics, needs_ray
 

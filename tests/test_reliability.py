@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.paths import PROJECT_ROOT
-from harness.results import ResultStore
+from harness.record.store import ResultStore
 from tests.conftest import BUNDLED_TASKS, offline_env, run_harness
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -156,10 +156,10 @@ def test_store_refuses_torn_or_edited_records(tmp_path):
 def test_fingerprint_changes_with_what_changes_numbers(compose_cfg, tmp_path):
     import shutil
 
-    from harness.autoplan import plan_run
     from harness.config.schema import to_run_config
-    from harness.fingerprint import dataset_key, fingerprint
-    from harness.tasks import prepare_datasets
+    from harness.evaluation.fingerprint import dataset_key, fingerprint
+    from harness.evaluation.tasks import prepare_datasets
+    from harness.planning.auto import plan_run
 
     def fp(*overrides: str, run_edit=None) -> str:
         run = to_run_config(compose_cfg("dataset=[arith_mc]", *overrides))

@@ -79,7 +79,7 @@ def store(tmp_path_factory):
 def test_headline_metric_per_dataset():
     """lm-eval's metric names as harness logs them (multiple choice, gsm8k's filters,
     perplexity) next to harness's own timing and telemetry metrics."""
-    from harness.report.table import headline, stderr_name
+    from harness.record.metrics import headline, stderr_name
 
     ours = {"eval_time_s", "requests", "requests_per_s", "tokens_per_s", "tokens_per_joule"}
     ours |= {"telemetry/energy_j", "telemetry/peak_memory_gib", "gpu0/peak_memory_gib"}

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from harness.results import ResultStore, write_json_atomic
+from harness.record.files import write_json_atomic
+from harness.record.store import ResultStore
 from harness.secrets import MaskFilter, env_secrets, mask, mask_tree
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.machine.nvml import pcie_only_pairs
 from harness.telemetry.export import csv_points, to_csv, tokens_per_joule
-from harness.telemetry.nvml import pcie_only_pairs
 from harness.telemetry.plot import plot
 from harness.telemetry.sampler import Recording, open_sampler
 from harness.telemetry.summary import summarize
@@ -221,7 +221,7 @@ def test_this_machine_has_no_gpu_and_the_run_goes_on(compose_cfg, capsys, caplog
     (line,) = [r.getMessage() for r in caplog.records if "telemetry" in r.getMessage()]
     assert line.startswith("telemetry: no GPU telemetry on this node: NVML finds no driver")
     telemetry.on_event("load_started", {})
-    assert telemetry.record(Path("/nonexistent"), None, []) is None  # type: ignore[arg-type]
+    assert telemetry.record(Path("/nonexistent"), []) is None
 
 
 def test_interval_must_be_positive_and_is_refused_with_the_other_rules(compose_cfg, tmp_path):
@@ -251,9 +251,9 @@ def test_the_plan_warns_when_a_tensor_parallel_group_spans_pcie(
     fake_nvml, monkeypatch, compose_cfg, caplog, tmp_path
 ):
     """Planned on this node (tier=local) with the scripted GPUs: 0-1 NVLink, 2 on PCIe."""
-    from harness import machine
     from harness.app import make_checked_plan
     from harness.config.schema import to_run_config
+    from harness.machine import node as machine
 
     fake_nvml(NODE)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

@@ -79,9 +79,7 @@ def test_a_run_records_its_own_node_and_the_others(two_nodes, fake_nvml, tmp_pat
     from types import SimpleNamespace
 
     from harness.config.schema import TelemetryConfig
-    from harness.config.schema import TrackingConfig as Tracking
     from harness.telemetry.session import Telemetry
-    from harness.tracking import Tracker
 
     fake_nvml(NODE)
     plan = SimpleNamespace(device="cuda", tensor_parallel_size=1, model="tiny", strategy="tp8")
@@ -96,7 +94,7 @@ def test_a_run_records_its_own_node_and_the_others(two_nodes, fake_nvml, tmp_pat
     outcome = SimpleNamespace(
         name="arith_mc", status="ok", resumed=False, prompt_tokens=900, generated_tokens=100
     )
-    kept = telemetry.record(tmp_path, Tracker(Tracking(backend="none", uri="")), [outcome])
+    kept = telemetry.record(tmp_path, [outcome])
     assert kept is not None and len(kept["nodes"]) == 2 and kept["gpus"] == 3 + 4
     described = json.loads((tmp_path / "telemetry.json").read_text())
     assert [len(n["gpus"]) for n in described["nodes"]] == [3, 4]

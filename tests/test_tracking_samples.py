@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.evaluate import write_result
-from harness.results import RunDirectory
+from harness.evaluation.loop import write_result
+from harness.record.rundir import RunDirectory
 from tests.conftest import run_harness
 
 LIMITS = {"arith_mc": 12, "reverse_gen": 7}

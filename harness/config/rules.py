@@ -10,13 +10,13 @@ from dataclasses import replace
 from typing import Any
 
 from harness.config.schema import (
+    COUNTED_FACTS,
     EngineKind,
     ModelConfig,
     Quantization,
     StrategyConfig,
     TierConfig,
 )
-from harness.model_facts import COUNTED_FACTS
 
 FP8_GPUS = ("L4", "L40", "L40S", "H100", "H200", "H800", "H20", "GH200", "B100", "B200", "GB200")
 """GPUs with fp8 tensor cores (compute capability 8.9 and up)."""

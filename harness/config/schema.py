@@ -1,4 +1,4 @@
-"""The run's schema: one dataclass per config group, registered with Hydra's ConfigStore.
+"""The run's schema: one dataclass per config group (``harness.config.store`` registers them).
 
 Values live in conf/*.yaml; these classes give them types, so a misspelled key or a value of the
 wrong type fails when Hydra composes the run, naming the key. Closed sets of choices are str-valued
@@ -8,6 +8,7 @@ checked at compose time with the allowed values listed in the error.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -99,6 +100,18 @@ class ModelConfig:
     """Native dtype of the released weights; null: from the checkpoint."""
     trust_remote_code: bool = False
     """Run model code shipped with the checkpoint; off unless the model config turns it on."""
+
+
+COUNTED_FACTS = (
+    "num_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "num_kv_heads",
+    "head_dim",
+    "vocab_size",
+    "context_window",
+)
+"""The architecture's counts: the planner divides by them, so each must be positive."""
 
 
 @dataclass
@@ -262,41 +275,18 @@ class RunConfig:
     """Show the full plan, lm-eval's INFO lines and progress bars (the last two on any terminal)."""
 
 
+def name_of(pretrained: str) -> str:
+    """A run name for a checkpoint: its last path part, lower case, ``[a-z0-9_]`` only."""
+    last = pretrained.rstrip("/").rsplit("/", 1)[-1] or "model"
+    return re.sub(r"[^a-z0-9]+", "_", last.lower()).strip("_") or "model"
+
+
 def load_dtype(model: ModelConfig, strategy: StrategyConfig) -> DType:
     """The dtype the weights are loaded in: the strategy's, else the model's native one."""
     if strategy.dtype != DType.auto:
         return strategy.dtype
     assert model.dtype is not None, "model facts not resolved"
     return model.dtype
-
-
-def register_resolvers() -> None:
-    """Resolvers the config files use: ``${model_name:<pretrained>}`` names a run after its
-    checkpoint (``model=hf``); ``${machine:<field>}`` is one figure of this node (``tier=local``).
-    """
-    from omegaconf import OmegaConf
-
-    def model_name(pretrained: str) -> str:
-        from harness.checkpoint import name_of
-
-        return name_of(str(pretrained))
-
-    def machine(key: str) -> Any:
-        from harness.machine import tier_value
-
-        return tier_value(key)
-
-    OmegaConf.register_new_resolver("model_name", model_name, replace=True)
-    OmegaConf.register_new_resolver("machine", machine, replace=True)
-
-
-def register_configs() -> None:
-    """Store the schemas so every YAML in a group is checked against its dataclass."""
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=RunConfig)
-    register_resolvers()
 
 
 def to_run_config(cfg: Any) -> RunConfig:
@@ -306,7 +296,3 @@ def to_run_config(cfg: Any) -> RunConfig:
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, RunConfig)
     return obj
-
-
-# Jobs that Hydra launches elsewhere (submitit) resolve the config without calling main().
-register_resolvers()

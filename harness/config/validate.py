@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from harness.config.rules import model_fact_problems, size_problems
-from harness.config.schema import EngineKind, RunConfig, TrackingBackend
+from harness.config.schema import RunConfig, TrackingBackend
 from harness.paths import PROJECT_ROOT, resolve_project_path
-
-if TYPE_CHECKING:
-    from harness.plan import Plan
 
 
 def config_problems(run: RunConfig, *, will_run: bool = True) -> list[str]:
@@ -40,30 +36,6 @@ def _check_telemetry(run: RunConfig) -> list[str]:
         f"telemetry.interval_s={interval}: must be a positive number of seconds. Fix: "
         "telemetry.interval_s=1.0 (or telemetry.enabled=false)."
     ]
-
-
-def engine_problems(plan: Plan, run: RunConfig) -> list[str]:
-    """What the planned engine cannot do here, before anything is loaded (real runs only:
-    plan-only mode plans any engine without it installed).
-
-    vLLM must be installed, as the build the plan's device needs, and asked only for what that
-    build can do (``harness.engines.vllm.vllm_problems``: CPU build limits, tp vs CPUs); a
-    deployment over several nodes needs vLLM's Ray executor and the nodes (a SLURM allocation or
-    ``ray.address``).
-    """
-    from harness.engines import on_ray
-    from harness.engines.multinode import multinode_problems
-
-    problems = multinode_problems(plan, run)
-    if on_ray(plan):
-        from harness.engines.cluster import ray_dp_problems  # Ray is not imported
-
-        problems += ray_dp_problems(plan, run)
-    if plan.engine == EngineKind.vllm.value:
-        from harness.engines.vllm import vllm_problems  # metadata only: vLLM is not imported
-
-        problems += vllm_problems(plan, run)
-    return problems
 
 
 def _check_datasets(run: RunConfig) -> list[str]:

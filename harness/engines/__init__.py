@@ -1,15 +1,35 @@
-"""Engines that serve a model to lm-eval; ``build_engine`` picks one from the plan."""
+"""Engines that serve a model to lm-eval: one table, ``kind -> factory + preflight``.
+
+``build_engine`` loads the engine the plan names; ``engine_problems`` asks the same entry what it
+cannot do here before anything is loaded. Both read the plan only: nothing here imports torch,
+vLLM or Ray until an engine is really built.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from harness.config.schema import EngineKind, RunConfig
 from harness.engines.base import Engine
 
 if TYPE_CHECKING:
-    from harness.plan import Plan
+    from harness.planning.plan import Plan
+
+OnCluster = Callable[[], None] | None
+"""Called once a Ray cluster is up, before the model loads (telemetry then follows its nodes)."""
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """One engine kind: how it is built, and what it checks before it is."""
+
+    build: Callable[[RunConfig, Plan, OnCluster], Engine]
+    """Load the model as the plan says (one replica; data parallel wraps it in Ray actors)."""
+    preflight: Callable[[Plan, RunConfig], list[str]]
+    """What this engine cannot do here (not installed, a build that lacks a feature), each with
+    its fix; reads metadata only, so it costs no import of the engine's library."""
 
 
 def on_ray(plan: Plan) -> bool:
@@ -19,22 +39,72 @@ def on_ray(plan: Plan) -> bool:
     return plan.data_parallel_size > 1 or hf_on_ray
 
 
-def build_engine(
-    run: RunConfig, plan: Plan, on_cluster: Callable[[], None] | None = None
-) -> Engine:
+def _build_hf(run: RunConfig, plan: Plan, on_cluster: OnCluster) -> Engine:
+    # This process (the embedded default's fast path), or a child process with ``mp``.
+    if plan.executor_backend == "mp":
+        from harness.engines.process import EngineProcess
+
+        return EngineProcess("harness.engines.hf:HFEngine", run)
+    from harness.engines.hf import HFEngine
+
+    return HFEngine(run)
+
+
+def _hf_preflight(plan: Plan, run: RunConfig) -> list[str]:
+    return []  # torch and transformers are the harness's own dependencies
+
+
+def _build_vllm(run: RunConfig, plan: Plan, on_cluster: OnCluster) -> Engine:
+    # Always a process of its own, so that closing it, or the harness dying, leaves none of
+    # vLLM's processes behind; over several nodes, its Ray cluster first.
+    from harness.engines.multinode import ClusteredEngine, spans_nodes
+    from harness.engines.process import EngineProcess
+
+    def build() -> Engine:
+        return EngineProcess("harness.engines.vllm:VLLMEngine", run, plan)
+
+    if spans_nodes(plan):
+        return ClusteredEngine(run, plan, build, on_cluster)
+    return build()
+
+
+def _vllm_preflight(plan: Plan, run: RunConfig) -> list[str]:
+    from harness.engines.vllm import vllm_problems  # metadata only: vLLM is not imported
+
+    return vllm_problems(plan, run)
+
+
+ENGINES: dict[str, EngineEntry] = {
+    EngineKind.hf.value: EngineEntry(_build_hf, _hf_preflight),
+    EngineKind.vllm.value: EngineEntry(_build_vllm, _vllm_preflight),
+}
+"""Every engine kind the schema's ``EngineKind`` names."""
+
+
+def engine_problems(plan: Plan, run: RunConfig) -> list[str]:
+    """What the planned engine cannot do here, before anything is loaded (real runs only:
+    plan-only mode plans any engine without it installed).
+
+    The engine's own preflight (vLLM: installed, as the build the plan's device needs, asked only
+    for what that build can do); a deployment over several nodes needs vLLM's Ray executor and
+    the nodes (a SLURM allocation or ``ray.address``); Ray replicas need Ray.
+    """
+    from harness.engines.multinode import multinode_problems
+
+    problems = multinode_problems(plan, run)
+    if on_ray(plan):
+        from harness.engines.cluster import ray_dp_problems  # Ray is not imported
+
+        problems += ray_dp_problems(plan, run)
+    return problems + ENGINES[plan.engine].preflight(plan, run)
+
+
+def build_engine(run: RunConfig, plan: Plan, on_cluster: OnCluster = None) -> Engine:
     """Load the model as the plan says; called once per run.
 
-    Where the engine lives:
-
-    - vLLM: always a process of its own (``harness.engines.process``), so that closing it, or
-      the harness dying, leaves none of vLLM's processes behind; its ``executor_backend`` is
-      vLLM's own (how it starts its tp/pp workers).
-    - Hugging Face: this process (the embedded default's fast path) unless ``executor_backend``
-      says otherwise: ``mp``, a child process (as vLLM); ``ray``, Ray replicas.
-    - ``data_parallel_size`` > 1: that many replicas of either, each resident in a Ray actor
-      (``harness.engines.ray_dp``).
-    - one vLLM engine over several nodes: its Ray cluster first, then vLLM with its Ray executor
-      on it (``harness.engines.multinode``).
+    Where the engine lives: the entry's own choice for one replica (``ENGINES``); with
+    ``data_parallel_size`` > 1 (or the HF engine with ``executor_backend=ray``), that many
+    replicas, each resident in a Ray actor (``harness.engines.ray_dp``).
 
     Args:
         run: the validated run configuration.
@@ -49,23 +119,4 @@ def build_engine(
         from harness.engines.ray_dp import RayDPEngine
 
         return RayDPEngine(run, plan, on_cluster=on_cluster)
-    if plan.engine == EngineKind.hf.value:
-        if plan.executor_backend == "mp":
-            from harness.engines.process import EngineProcess
-
-            return EngineProcess("harness.engines.hf:HFEngine", run)
-        from harness.engines.hf import HFEngine
-
-        return HFEngine(run)
-    if plan.engine == EngineKind.vllm.value:
-        from harness.engines.multinode import ClusteredEngine, spans_nodes
-        from harness.engines.process import EngineProcess
-
-        def build() -> Engine:
-            return EngineProcess("harness.engines.vllm:VLLMEngine", run, plan)
-
-        if spans_nodes(plan):
-            return ClusteredEngine(run, plan, build, on_cluster)
-        return build()
-    # validation refuses other engines before we get here.
-    raise ValueError(f"engine {plan.engine!r} is not available")
+    return ENGINES[plan.engine].build(run, plan, on_cluster)

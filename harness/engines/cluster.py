@@ -24,7 +24,6 @@ import importlib.util
 import logging
 import math
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -32,23 +31,21 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
+from harness.machine.slurm import SlurmAllocation, slurm_allocation
 
 if TYPE_CHECKING:
     from harness.config.schema import RunConfig
-    from harness.plan import Plan
+    from harness.planning.plan import Plan
 
 log = logging.getLogger(__name__)
 
 INSTALL_RAY = 'pip install -e ".[ray]"'
 """The command that installs Ray (the ``ray`` extra: ray[default]==2.60.0)."""
-BASE_PORT = 20000
-"""A SLURM job's head listens on ``BASE_PORT + job_id % 10000``: jobs sharing a node differ."""
 WAIT_BASE_S = 120.0
 """Shortest wait for the cluster's resources, before the model's share is added."""
 WAIT_S_PER_GB = 2.0
@@ -65,58 +62,6 @@ class ClusterError(HarnessError, RuntimeError):
 
 def ray_installed() -> bool:
     return importlib.util.find_spec("ray") is not None
-
-
-# ---------------------------------------------------------------- SLURM
-
-
-@dataclass
-class SlurmAllocation:
-    """The nodes of this SLURM job and which one this process runs on."""
-
-    job_id: str
-    nodes: list[str]
-    node_rank: int
-
-    @property
-    def head(self) -> str:
-        return self.nodes[0]
-
-    @property
-    def port(self) -> int:
-        digits = re.sub(r"\D", "", self.job_id) or "0"
-        return BASE_PORT + int(digits) % 10000
-
-
-def expand_nodelist(text: str) -> list[str]:
-    """``SLURM_JOB_NODELIST`` as host names: ``gpu[01-03,07],cpu5`` -> gpu01 gpu02 gpu03 gpu07
-    cpu5 (what ``scontrol show hostnames`` prints, without needing it)."""
-    hosts: list[str] = []
-    for prefix, ranges, plain in re.findall(r"([^,\[]+)\[([^\]]+)\]|([^,\[\]]+)", text):
-        if plain:
-            hosts.append(plain.strip())
-            continue
-        for part in ranges.split(","):
-            lo, _, hi = part.partition("-")
-            if not hi:
-                hosts.append(f"{prefix}{lo}")
-                continue
-            width = len(lo)
-            hosts += [f"{prefix}{n:0{width}d}" for n in range(int(lo), int(hi) + 1)]
-    return hosts
-
-
-def slurm_allocation(environ: Mapping[str, str] | None = None) -> SlurmAllocation | None:
-    """This job's allocation from SLURM's environment; None outside SLURM or on one node."""
-    env = os.environ if environ is None else environ
-    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
-    job_id = env.get("SLURM_JOB_ID")
-    if not nodelist or not job_id:
-        return None
-    nodes = expand_nodelist(nodelist)
-    if len(nodes) < 2:
-        return None
-    return SlurmAllocation(job_id=job_id, nodes=nodes, node_rank=int(env.get("SLURM_NODEID", "0")))
 
 
 def _ray_cli(*args: str) -> list[str]:

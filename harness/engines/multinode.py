@@ -17,13 +17,14 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from harness.engines.cluster import Needs, connect, ray_installed, slurm_allocation, wait_timeout
+from harness.engines.cluster import Needs, connect, ray_installed, wait_timeout
+from harness.machine.slurm import slurm_allocation
 
 if TYPE_CHECKING:
     from harness.config.schema import RunConfig
     from harness.engines.base import Engine
     from harness.engines.cluster import RayCluster
-    from harness.plan import Plan
+    from harness.planning.plan import Plan
 
 log = logging.getLogger(__name__)
 

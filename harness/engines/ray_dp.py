@@ -2,7 +2,7 @@
 
 ``strategy.data_parallel_size=N`` (``strategy=dp``) builds N replicas of the planned engine (the
 Hugging Face engine, or vLLM in a process of its own inside the actor), once each, and keeps them
-for every dataset of the run. lm-eval sees one ``LM`` (``harness.engines.process.ProxyLM``, the
+for every dataset of the run. lm-eval sees one ``LM`` (``harness.engines.proxy.ProxyLM``, the
 same thin proxy as for an engine in its own process): each request call is split into N shards of
 about equal size (requests with the same context stay together, as lm-eval's HF model batches
 them), the shards are served at once, and the answers are put back in the original order. Only
@@ -30,24 +30,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from harness.config.schema import EngineKind, RunConfig
-from harness.engines.cluster import (
-    Needs,
-    RayCluster,
-    connect,
-    needs_of,
-    slurm_allocation,
-    wait_timeout,
-)
-from harness.engines.process import (
-    HEALTH_TIMEOUT_S,
-    REQUEST_METHODS,
-    EngineDied,
-    EngineError,
-    ProxyLM,
-)
+from harness.engines.cluster import Needs, RayCluster, connect, needs_of, wait_timeout
+from harness.engines.process import HEALTH_TIMEOUT_S, EngineDied, EngineError
+from harness.engines.serving import REQUEST_METHODS
+from harness.machine.slurm import slurm_allocation
 
 if TYPE_CHECKING:
-    from harness.plan import Plan
+    from harness.planning.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +105,8 @@ class Replica:
         cpus: Sequence[int] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        from harness.engines.process import EngineProcess, _load
+        from harness.engines.process import EngineProcess
+        from harness.engines.serving import load_factory
 
         if cpus:  # the actor, and the engine process it starts, inherit the mask
             os.sched_setaffinity(0, cpus)
@@ -125,15 +115,16 @@ class Replica:
         if own_process:
             self.engine: Any = EngineProcess(factory, *args)
         else:
-            self.engine = _load(factory)(*args)
+            self.engine = load_factory(factory)(*args)
         self.builds = 1
 
     def serve(self, op: str, payload: Any) -> Any:
-        from harness.engines.process import EngineProcess, _serve
+        from harness.engines.process import EngineProcess
+        from harness.engines.serving import serve
 
         if isinstance(self.engine, EngineProcess):
             return self.engine.call(op, payload)
-        return _serve(self.engine, op, payload)
+        return serve(self.engine, op, payload)
 
     def describe(self) -> dict[str, Any]:
         import ray
@@ -239,7 +230,9 @@ class RayDPEngine:
         except BaseException:
             self.close()
             raise
-        self.lm: Any = ProxyLM(self)  # type: ignore[arg-type]
+        from harness.engines.proxy import ProxyLM  # imports lm-eval
+
+        self.lm: Any = ProxyLM(self)
 
     def _start_replica(self, index: int) -> Any:
         share, env = self.shares[index], self.envs[index]

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 from harness.config.schema import EngineKind, Quantization, RunConfig, load_dtype
 from harness.engines.base import count_with
 from harness.paths import resolve_project_path
-from harness.plan import cpu_threads_per_rank
+from harness.planning.plan import cpu_threads_per_rank
 
 if TYPE_CHECKING:
-    from harness.plan import Plan
+    from harness.planning.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def threads_per_rank(plan: Plan, cpus: Sequence[int]) -> int:
 def vllm_problems(plan: Plan, run: RunConfig) -> list[str]:
     """What stops this plan's vLLM engine here, each with the limit and the alternative.
 
-    Checked before anything is loaded (``harness.config.validate.engine_problems``), so a run
+    Checked before anything is loaded (``harness.engines.engine_problems``), so a run
     never meets these as a vLLM traceback: vLLM missing, the wrong build for the plan's device,
     and what the CPU build cannot do (Ray executor, pipeline parallel, more ranks than CPUs,
     head sizes its attention kernel lacks).

@@ -88,7 +88,7 @@ def default_target() -> tuple[str, str]:
     SQLite store under ``outputs/`` of the current directory, experiment ``harness``."""
     from hydra import compose, initialize_config_dir
 
-    from harness.config.schema import register_configs
+    from harness.config.store import register_configs
     from harness.paths import CONF_DIR
 
     register_configs()

@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.record.metrics import lower_is_better, stderr_name
 from harness.report.collect import Collection
-from harness.report.table import FIGURES, LOWER_IS_BETTER, Cell, Table, metric_title, stderr_name
+from harness.report.table import FIGURES, Cell, Table, metric_title
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def notes(collection: Collection, table: Table) -> list[str]:
                 f"older not shown: {', '.join(run.older)}"
             )
         lines.append(line)
-    lower = [ds for ds, m in table.metrics.items() if m in LOWER_IS_BETTER]
+    lower = [ds for ds, m in table.metrics.items() if lower_is_better(m)]
     lines.append(
         "Each dataset's cell is its headline metric (acc, exact_match, ... as lm-eval names it) "
         "± lm-eval's stderr where it has one"
@@ -258,7 +259,7 @@ def draw_chart(table: Table, path: Path) -> Path | None:
 
 def write(collection: Collection, table: Table, out: Path) -> Written:
     """Write chart.png, report.md, report.csv and report.html into ``out``."""
-    from harness.results import write_text_atomic
+    from harness.record.files import write_text_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     chart = draw_chart(table, out / "chart.png")

@@ -2,68 +2,17 @@
 metric (with its stderr), then load time, total time, throughput and, where logged, GPU energy and
 peak memory. Every cell is a metric as MLflow returns it, or a sum/ratio of such metrics.
 
-Metric names are lm-eval's as harness logs them (harness/results.py ``metric_items``): ``acc``,
-``acc_stderr``, ``exact_match/strict-match``, ``exact_match_stderr/strict-match``,
-``word_perplexity``; the timing metrics are harness's own (harness/evaluate.py).
+Metric names are lm-eval's as harness logs them (harness/record/metrics.py ``metric_items``):
+``acc``, ``acc_stderr``, ``exact_match/strict-match``, ``exact_match_stderr/strict-match``,
+``word_perplexity``; the timing metrics are harness's own (harness/evaluation/loop.py).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+from harness.record.metrics import headline, lower_is_better, stderr_name
 from harness.report.collect import Collection, DatasetRun, ParentRun
-
-HEADLINE_ORDER = (
-    "acc",
-    "exact_match",
-    "exact_match/strict-match",
-    "exact_match/flexible-extract",
-    "acc_norm",
-    "f1",
-    "mcc",
-    "bleu",
-    "word_perplexity",
-    "bits_per_byte",
-    "byte_perplexity",
-    "perplexity",
-)
-"""The metric that stands for a dataset: the first of these the dataset has (lm-eval's usual
-headline for multiple choice, generation and perplexity tasks), else its first score by name."""
-
-LOWER_IS_BETTER = {"word_perplexity", "byte_perplexity", "bits_per_byte", "perplexity"}
-"""Headline metrics where a smaller value is better (the table and chart say so)."""
-
-_NOT_SCORES = {"eval_time_s", "requests", "requests_per_s", "tokens_per_s", "tokens_per_joule"}
-_NOT_SCORE_PREFIX = re.compile(r"^(telemetry/|gpu\d+/|[^/]+/gpu\d+/)")
-
-
-def stderr_name(metric: str) -> str:
-    """lm-eval's stderr of a metric as logged: ``acc`` -> ``acc_stderr``,
-    ``exact_match/strict-match`` -> ``exact_match_stderr/strict-match``."""
-    name, slash, filt = metric.partition("/")
-    return f"{name}_stderr{slash}{filt}"
-
-
-def is_score(key: str) -> bool:
-    """Whether a child run's metric is one of lm-eval's scores (not stderr, timing, telemetry)."""
-    return (
-        key not in _NOT_SCORES
-        and not _NOT_SCORE_PREFIX.match(key)
-        and "_stderr" not in key.partition("/")[0]
-    )
-
-
-def headline(metric_names: set[str]) -> str | None:
-    """The headline metric among a dataset's metric names (see ``HEADLINE_ORDER``)."""
-    for name in HEADLINE_ORDER:
-        if name in metric_names:
-            return name
-    filtered = sorted(m for m in metric_names if m.startswith("exact_match/") and is_score(m))
-    if filtered:
-        return filtered[0]
-    scores = sorted(m for m in metric_names if is_score(m))
-    return scores[0] if scores else None
 
 
 @dataclass
@@ -193,4 +142,4 @@ def build_table(collection: Collection) -> Table:
 
 def metric_title(metric: str) -> str:
     """A headline metric's name as a header shows it, with its direction when lower is better."""
-    return f"{metric} (lower is better)" if metric in LOWER_IS_BETTER else metric
+    return f"{metric} (lower is better)" if lower_is_better(metric) else metric

@@ -20,7 +20,7 @@ launcher plugin in ``plugins/hydra_plugins/harness_launcher``, which calls
 
 In the job (``job``): only rank 0 runs the evaluation, and submitit's time-limit signal is kept
 from being taken for a dataset's failure. A requeued job starts again and resumes from the result
-store (``harness.results.ResultStore``): stored datasets are not evaluated again.
+store (``harness.record.rundir.ResultStore``): stored datasets are not evaluated again.
 
 Checked before submitting: the config's keys and rules, the model's facts, datasets and task
 folders, where the weights are (real sweeps), and the plan's fit on its tier. Checked in the job,

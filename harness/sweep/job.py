@@ -76,7 +76,8 @@ def join_engine(env: Any) -> None:
     that module, there is nothing to join: the task says so and ends, leaving rank 0 the job.
     """
     try:
-        from harness.engines.cluster import join_slurm_head, ray_installed, slurm_allocation
+        from harness.engines.cluster import join_slurm_head, ray_installed
+        from harness.machine.slurm import slurm_allocation
     except ImportError:  # the distributed engine is not part of this version
         alloc, ready = None, False
     else:

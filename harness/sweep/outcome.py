@@ -89,7 +89,7 @@ def format_outcomes(outcomes: Sequence[JobOutcome], sweep_dir: Path) -> str:
 
 
 def write_outcomes(outcomes: Sequence[JobOutcome], sweep_dir: Path) -> Path:
-    from harness.results import write_json_atomic, write_text_atomic
+    from harness.record.files import write_json_atomic, write_text_atomic
 
     text = format_outcomes(outcomes, sweep_dir)
     path = sweep_dir / "sweep_outcome.txt"

@@ -8,7 +8,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from harness.config.schema import RunConfig, TierConfig
-    from harness.plan import Plan
+    from harness.planning.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def task_config(cfg: DictConfig) -> DictConfig:
 def tier_of(run: RunConfig, plan: Plan) -> TierConfig:
     """The tier the job runs on: the one ``tier=auto`` picked, else the job's own."""
     if run.tier.auto:
-        from harness.autoplan import load_tier
+        from harness.planning.auto import load_tier
 
         return load_tier(plan.tier)
     return run.tier
@@ -138,7 +138,7 @@ def plan_job(
 ) -> SweepJob:
     """Compose, validate and plan one job, collecting every problem instead of raising.
 
-    The same checks a run makes before it loads a model (``harness.app.make_checked_plan``), less
+    The same checks a run makes before it loads a model (``harness.planning.preflight``), less
     the ones that belong to the node that will run it (its GPUs, the engine installed there).
     """
     from omegaconf import OmegaConf
@@ -163,6 +163,8 @@ def plan_job(
         return job
     job.model, job.strategy, job.tier = run.model.name, run.strategy.name, run.tier.name
     job.tracking = run.tracking
+    from harness.planning.preflight import checked_plan
+
     try:
         plan = checked_plan(run)
     except ConfigError as err:
@@ -185,30 +187,6 @@ def plan_job(
             "request. Name the tier of the nodes you submit to (small..xlarge, or tier=auto)."
         )
     return job
-
-
-def checked_plan(run: RunConfig) -> Plan:
-    """Validate ``run`` and plan it; the plan's ``problems`` hold every broken rule.
-
-    Raises ConfigError when the model's facts cannot be read (nothing can be planned).
-    """
-    from harness.autoplan import plan_run
-    from harness.config.rules import engine_rules, model_fact_problems, plannable
-    from harness.config.validate import config_problems
-    from harness.model_facts import resolve_model
-
-    try:
-        run.model, notes = resolve_model(run.model, run.offline)
-    except ConfigError as err:
-        others = config_problems(run, will_run=False) + engine_rules(run.strategy)
-        raise ConfigError(err.problems + others) from None
-    problems = config_problems(run, will_run=not run.plan_only)
-    if model_fact_problems(run.model):
-        raise ConfigError(problems)
-    plan = plan_run(replace(run, strategy=plannable(run.strategy)))
-    plan.problems = problems + plan.problems
-    plan.notes = notes + plan.notes
-    return plan
 
 
 def prepare_tracking(jobs: Sequence[SweepJob]) -> None:
@@ -333,7 +311,7 @@ def format_refusal(jobs: Sequence[SweepJob], extra: Sequence[str] = ()) -> str:
 
 
 def write_plans(jobs: Sequence[SweepJob]) -> None:
-    from harness.results import write_json_atomic
+    from harness.record.files import write_json_atomic
 
     for job in jobs:
         if job.plan is not None:

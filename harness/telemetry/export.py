@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.results import write_json_atomic, write_text_atomic
+from harness.record.files import write_json_atomic, write_text_atomic
 from harness.telemetry.sampler import Phase, Recording
 from harness.telemetry.summary import PhaseSummary
 
 if TYPE_CHECKING:
-    from harness.tracking import Tracker
+    pass
 
 CSV_COLUMNS = (
     "node",
@@ -122,31 +121,6 @@ def tags(recordings: list[Recording]) -> dict[str, str]:
             for x in rec.topology
         ),
     }
-
-
-FILES = ("telemetry.json", "telemetry.csv", "telemetry.png")
-"""What a run directory holds of telemetry, logged under the ``telemetry/`` artifacts."""
-
-
-def log_telemetry(tracker: Tracker, root: Path) -> None:
-    """Log the telemetry of the run directory ``root`` from its files (the live run, after writing
-    them, and replay both log here): per-phase figures on the child runs (``load`` on the parent,
-    as ``load/...``) and each dataset's headline as ``<dataset>/...`` on the parent, the series
-    read from telemetry.csv, the tags and the files."""
-    described = json.loads((root / "telemetry.json").read_text(encoding="utf-8"))
-    headline = ("telemetry/energy_j", "telemetry/peak_memory_gib", "tokens_per_joule")
-    for name, metrics in described["mlflow"]["metrics"].items():
-        if name == "load":
-            tracker.log_metrics({f"load/{k}": v for k, v in metrics.items()})
-            continue
-        if name in tracker.opened:
-            tracker.log_metrics(metrics, run=name)
-        tracker.log_metrics({f"{name}/{k}": metrics[k] for k in headline if k in metrics})
-    tracker.log_series(csv_points((root / "telemetry.csv").read_text(encoding="utf-8")))
-    tracker.set_tags(described["mlflow"]["tags"])
-    for file in FILES:
-        if (root / file).is_file():
-            tracker.log_artifact(root / file, artifact_path="telemetry")
 
 
 def write_files(

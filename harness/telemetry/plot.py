@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.telemetry.nvml import Sample
+from harness.machine.nvml import Sample
 from harness.telemetry.sampler import Phase, Recording
 
 _SHADES = ("#dbe9f6", "#fde5cc")

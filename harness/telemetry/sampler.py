@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.telemetry.nvml import GpuInfo, Link, Reader, Sample, import_nvml, list_gpus, topology
+from harness.machine.nvml import GpuInfo, Link, Reader, Sample, import_nvml, list_gpus, topology
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,9 @@ from harness.telemetry.sampler import Recording, Sampler, open_sampler
 
 if TYPE_CHECKING:
     from harness.config.schema import TelemetryConfig
-    from harness.evaluate import DatasetOutcome
-    from harness.plan import Plan
+    from harness.planning.plan import Plan
+    from harness.record.outcome import DatasetOutcome
     from harness.telemetry.nodes import NodeSamplers
-    from harness.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +133,14 @@ class Telemetry:
         if self.nodes is not None:
             self.recordings.extend(self.nodes.stop())
 
-    def record(
-        self, root: Path, tracker: Tracker, outcomes: Sequence[DatasetOutcome]
-    ) -> dict[str, Any] | None:
-        """Write telemetry.json/csv/png to ``root`` and log it all to MLflow; returns what
-        summary.json keeps (None when nothing was sampled)."""
+    def record(self, root: Path, outcomes: Sequence[DatasetOutcome]) -> dict[str, Any] | None:
+        """Write telemetry.json/csv/png to ``root`` (``harness.tracking.rundir`` logs them);
+        returns what summary.json keeps (None when nothing was sampled)."""
         self.stop()
         if not self.recordings:
             return None
         try:
-            return self._record(root, tracker, outcomes, self.recordings)
+            return self._record(root, outcomes, self.recordings)
         except Exception as err:  # telemetry must never end the run
             log.warning("GPU telemetry could not be recorded (%s: %s)", type(err).__name__, err)
             return {"error": f"{type(err).__name__}: {err}"}
@@ -151,7 +148,6 @@ class Telemetry:
     def _record(
         self,
         root: Path,
-        tracker: Tracker,
         outcomes: Sequence[DatasetOutcome],
         recs: list[Recording],
     ) -> dict[str, Any]:
@@ -176,7 +172,6 @@ class Telemetry:
         except Exception as err:  # a missing or broken matplotlib costs the plot only
             log.warning("telemetry plot not drawn (%s: %s)", type(err).__name__, err)
 
-        export.log_telemetry(tracker, root)  # from the files just written, as replay does
         return {
             "nodes": [rec.node for rec in recs],
             "gpus": sum(len(rec.gpus) for rec in recs),

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from itertools import pairwise
 from typing import Any
 
-from harness.telemetry.nvml import Sample
+from harness.machine.nvml import Sample
 from harness.telemetry.sampler import Phase, Recording
 
 GIB_PER_MIB = 1 / 1024

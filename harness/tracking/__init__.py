@@ -1,5 +1,6 @@
 """MLflow tracking: names of the records (``names``), the run's queueing side (``tracker``), the
-MLflow-writing side (``writer``) and the process it runs in for a live run (``worker``).
+MLflow-writing side (``writer``), the process it runs in for a live run (``worker``), and what
+the live run and replay both log of a run directory (``rundir``).
 
 Importing this package never imports MLflow.
 """
@@ -13,7 +14,6 @@ from harness.tracking.names import (
     VIEW_TAG,
     flatten,
     fresh_run_uid,
-    headline,
     local_uri,
     mlflow_defaults,
     parent_tags,
@@ -21,7 +21,7 @@ from harness.tracking.names import (
     runs_table_url,
     view_columns,
 )
-from harness.tracking.tracker import Tracker, log_run_end
+from harness.tracking.tracker import Tracker
 
 __all__ = [
     "KIND",
@@ -33,9 +33,7 @@ __all__ = [
     "Tracker",
     "flatten",
     "fresh_run_uid",
-    "headline",
     "local_uri",
-    "log_run_end",
     "mlflow_defaults",
     "parent_tags",
     "run_uid",

@@ -106,14 +106,6 @@ def parent_tags(model: str, strategy: str, root: Path) -> dict[str, str]:
     return {"model": model, "strategy": strategy, "run_dir": str(root)}
 
 
-def headline(metrics: dict[str, Any]) -> str | None:
-    """A dataset's headline metric: the comparison report's rule (``harness.report.table``), so
-    the runs table and the report show the same column."""
-    from harness.report.table import headline as pick
-
-    return pick(set(metrics))
-
-
 def fresh_run_uid(root: Path) -> str:
     """The ``run_uid`` for a run about to write its ``planned`` event into ``root``: the
     directory's own when it holds events already (a resumed run is the same run), else new."""

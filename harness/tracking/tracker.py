@@ -19,33 +19,9 @@ from typing import Any
 
 from harness.config.schema import TrackingBackend, TrackingConfig
 from harness.secrets import mask_tree
-from harness.tracking.names import LOGGED_TAG, headline, local_uri, mlflow_defaults, runs_table_url
+from harness.tracking.names import local_uri, mlflow_defaults, runs_table_url
 
 log = logging.getLogger(__name__)
-
-
-def log_run_end(
-    tracker: Tracker, root: Path, summary: dict[str, Any], end_time: float | None = None
-) -> None:
-    """What ends a run in MLflow, from its run directory: the run's totals, config.yaml,
-    summary.json and the reproducibility record on the parent, the experiment's runs-table view,
-    and last the ``harness.logged=complete`` mark (the live run and replay both end here)."""
-    from harness.provenance import log_record
-
-    failed = summary.get("failed") or []
-    tracker.log_metrics(
-        {"total_time_s": summary["total_time_s"], "datasets_failed": float(len(failed))}
-    )
-    for name in ("config.yaml", "summary.json"):
-        if (root / name).is_file():
-            tracker.log_artifact(root / name)
-    if (root / "reproducibility.json").is_file():
-        log_record(tracker, root / "reproducibility.json")
-    datasets = summary.get("datasets") or {}
-    headlines = [f"{n}/{h}" for n, d in datasets.items() if (h := headline(d.get("metrics") or {}))]
-    tracker.set_view(headlines)
-    tracker.set_tags({"status": "failed" if failed else "ok", LOGGED_TAG: "complete"})
-    tracker.end(status="FAILED" if failed else "FINISHED", end_time=end_time)
 
 
 class Tracker:

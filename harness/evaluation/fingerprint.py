@@ -16,9 +16,9 @@ from typing import Any
 
 from harness import __version__
 from harness.config.schema import RunConfig, load_dtype
+from harness.evaluation.tasks import PreparedDataset, leaf_tasks
 from harness.paths import resolve_project_path
-from harness.plan import Plan
-from harness.tasks import PreparedDataset, leaf_tasks
+from harness.planning.plan import Plan
 
 FULL_HASH_LIMIT = 1 << 30
 """Weight files up to this size are hashed whole; bigger ones by size, head and tail."""
@@ -87,7 +87,7 @@ def library_versions() -> dict[str, str | None]:
 
 def hub_commit(pretrained: str, revision: str | None) -> str | None:
     """The hub commit a cached checkpoint resolves to, so a moved branch is a new key."""
-    from harness.checkpoint import cached_snapshot, is_local
+    from harness.planning.checkpoint import cached_snapshot, is_local
 
     if is_local(pretrained):
         return None

@@ -178,7 +178,7 @@ def hardware_problems(device: str, gpus_on_this_node: int, detected: list[Gpu]) 
 def tensor_parallel_link_note(tp: int) -> str | None:
     """A warning when the first ``tp`` GPUs this job sees are not all joined by NVLink (their
     all-reduce then goes over PCIe); None when they are, or when NVML cannot say."""
-    from harness.telemetry.nvml import import_nvml, list_gpus, pcie_only_pairs, topology
+    from harness.machine.nvml import import_nvml, list_gpus, pcie_only_pairs, topology
 
     nvml, why = import_nvml()
     if nvml is None:

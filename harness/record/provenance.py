@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import __version__
+from harness.machine.slurm import slurm_variables
 from harness.paths import PROJECT_ROOT
 
 if TYPE_CHECKING:
     from harness.config.schema import RunConfig
-    from harness.evaluate import Pending
-    from harness.plan import Plan
-    from harness.tracking import Tracker
+    from harness.planning.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +44,6 @@ LIBRARIES = (
     "hydra-core",
     "nvidia-ml-py",
     "ray",
-)
-SLURM_VARIABLES = (
-    "SLURM_JOB_ID",
-    "SLURM_ARRAY_JOB_ID",
-    "SLURM_ARRAY_TASK_ID",
-    "SLURM_JOB_NAME",
-    "SLURM_JOB_PARTITION",
-    "SLURM_JOB_NODELIST",
-    "SLURM_JOB_NUM_NODES",
-    "SLURM_CLUSTER_NAME",
 )
 
 
@@ -102,7 +91,7 @@ def cuda_versions() -> dict[str, Any]:
         out["torch_cuda"] = getattr(torch.version, "cuda", None)
         cudnn = getattr(torch.backends, "cudnn", None)
         out["cudnn"] = cudnn.version() if cudnn is not None and cudnn.is_available() else None
-    from harness.telemetry.nvml import import_nvml
+    from harness.machine.nvml import import_nvml
 
     nvml, _ = import_nvml()
     if nvml is not None:
@@ -131,13 +120,8 @@ def seeds(run: RunConfig) -> dict[str, Any]:
     return out
 
 
-def slurm() -> dict[str, str]:
-    """The SLURM job this run is part of (empty outside SLURM)."""
-    return {k: os.environ[k] for k in SLURM_VARIABLES if k in os.environ}
-
-
 def build(
-    run: RunConfig, plan: Plan, engine_facts: Mapping[str, Any], work: Mapping[str, Pending]
+    run: RunConfig, plan: Plan, engine_facts: Mapping[str, Any], fingerprints: Mapping[str, str]
 ) -> dict[str, Any]:
     """The whole record for one run."""
     return {
@@ -147,7 +131,7 @@ def build(
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
         },
-        "slurm": slurm(),
+        "slurm": slurm_variables(),
         "python": platform.python_version(),
         "libraries": library_versions(),
         "cuda": cuda_versions(),
@@ -169,7 +153,7 @@ def build(
             "revision": run.model.revision,
         },
         "seeds": seeds(run),
-        "datasets": {name: {"fingerprint": item.fingerprint} for name, item in work.items()},
+        "datasets": {name: {"fingerprint": fp} for name, fp in fingerprints.items()},
     }
 
 
@@ -197,33 +181,19 @@ def record_run(
     run: RunConfig,
     plan: Plan,
     engine_facts: Mapping[str, Any],
-    work: Mapping[str, Pending],
+    fingerprints: Mapping[str, str],
 ) -> Path | None:
     """Write reproducibility.json to the run directory (``log_record`` puts it in MLflow).
 
     A failure is a warning: the record never ends a run.
     """
-    from harness.results import write_json_atomic
+    from harness.record.files import write_json_atomic
 
     try:
-        record = build(run, plan, engine_facts, work)
+        record = build(run, plan, engine_facts, fingerprints)
         path = root / "reproducibility.json"
         write_json_atomic(path, record)
     except Exception as err:  # the record is worth a warning, never the run's results
         log.warning("reproducibility record not written (%s: %s)", type(err).__name__, err)
         return None
     return path
-
-
-def log_record(tracker: Tracker, path: Path) -> None:
-    """Log reproducibility.json on the parent run: its headline as tags, the file as an artifact
-    (the live run and replay both log it here)."""
-    import json
-
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        log.warning("reproducibility record %s not logged (%s)", path, err)
-        return
-    tracker.set_tags(tags(record))
-    tracker.log_artifact(path)

@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from harness.checkpoint import (
+from harness.config.schema import COUNTED_FACTS, DType, ModelConfig, name_of
+from harness.errors import ConfigError
+from harness.paths import CONF_DIR, resolve_project_path
+from harness.planning.checkpoint import (
     CONFIG,
     CONFIG_DTYPES,
     Checkpoint,
@@ -21,24 +24,10 @@ from harness.checkpoint import (
     indexed_params,
     is_local,
     locate,
-    name_of,
     read_json,
     tensor_params,
 )
-from harness.config.schema import DType, ModelConfig
-from harness.errors import ConfigError
-from harness.paths import CONF_DIR, resolve_project_path
 
-COUNTED_FACTS = (
-    "num_layers",
-    "hidden_size",
-    "num_attention_heads",
-    "num_kv_heads",
-    "head_dim",
-    "vocab_size",
-    "context_window",
-)
-"""The architecture's counts: the planner divides by them, so each must be positive."""
 ARCHITECTURE_FACTS = (*COUNTED_FACTS, "dtype")
 """Facts a checkpoint states exactly; a registry figure that differs from one is wrong."""
 PARAMS_TOLERANCE = 0.02

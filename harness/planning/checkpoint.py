@@ -89,12 +89,6 @@ def is_local(pretrained: str) -> bool:
     return pretrained.startswith(("/", ".", "~")) or pretrained.count("/") != 1
 
 
-def name_of(pretrained: str) -> str:
-    """A run name for a checkpoint: its last path part, lower case, ``[a-z0-9_]`` only."""
-    last = pretrained.rstrip("/").rsplit("/", 1)[-1] or "model"
-    return re.sub(r"[^a-z0-9]+", "_", last.lower()).strip("_") or "model"
-
-
 def cached_snapshot(repo_id: str, revision: str | None) -> Checkpoint | None:
     """The cache snapshot of a hub repository at a revision, if its config.json is cached."""
     repo = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"

@@ -20,7 +20,7 @@ from harness.config.schema import (
     TierConfig,
 )
 from harness.paths import CONF_DIR
-from harness.plan import AUTO_TIERS, Plan, make_plan
+from harness.planning.plan import AUTO_TIERS, Plan, make_plan
 
 
 def load_tier(name: str) -> TierConfig:

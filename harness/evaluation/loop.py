@@ -6,77 +6,26 @@ A dataset that raises is recorded as that dataset's failure and the loop goes on
 from __future__ import annotations
 
 import functools
-import gzip
-import json
 import logging
-import os
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from harness.config.schema import RunConfig
 from harness.console import quiet_lm_eval_git_probe, say
 from harness.engines.base import Engine, RequestMeter, attach_meter
-from harness.plan import Plan
-from harness.results import ResultStore, RunDirectory, headline_entry, metric_items
-from harness.secrets import mask
-from harness.tasks import PreparedDataset
+from harness.evaluation.tasks import PreparedDataset
+from harness.planning.plan import Plan
+from harness.record.metrics import headline_entry, metric_items
+from harness.record.outcome import DatasetOutcome
+from harness.record.rundir import RunDirectory
+from harness.record.store import ResultStore
 from harness.tracking import Tracker
+from harness.tracking.rundir import open_child, track_outcome
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DatasetOutcome:
-    """What happened to one dataset: its metrics and throughput, or its failure."""
-
-    name: str
-    """The dataset's key in the run config."""
-    task: str
-    """Its lm-eval task or group."""
-    status: str = "ok"
-    """``ok`` or ``failed``."""
-    eval_time_s: float = 0.0
-    """Wall time of its ``simple_evaluate`` call."""
-    requests: int = 0
-    """Requests lm-eval sent to the engine."""
-    prompt_tokens: int = 0
-    """Tokens the model read."""
-    generated_tokens: int = 0
-    """Tokens the model generated."""
-    requests_per_s: float = 0.0
-    """Requests over eval_time_s."""
-    tokens_per_s: float = 0.0
-    """Prompt plus generated tokens over eval_time_s."""
-    metrics: dict[str, float] = field(default_factory=dict)
-    """Headline metrics as logged to MLflow (``acc``, ``exact_match/strict-match``)."""
-    result_file: str | None = None
-    """Its lm-eval result JSON in the run directory."""
-    samples_file: str | None = None
-    """lm-eval's per-sample records (``log_samples=true``): ``samples/<dataset>.jsonl.gz``."""
-    fingerprint: str = ""
-    """The fingerprint its result is stored under (harness/fingerprint.py)."""
-    error_type: str | None = None
-    """Exception class, when it failed."""
-    error_message: str | None = None
-    """First line of the exception, when it failed."""
-    resumed: bool = False
-    """Taken from the result store instead of evaluated in this run."""
-
-    def timing_metrics(self) -> dict[str, float]:
-        return {
-            "eval_time_s": self.eval_time_s,
-            "requests": float(self.requests),
-            "requests_per_s": self.requests_per_s,
-            "tokens_per_s": self.tokens_per_s,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def run_lm_eval(lm: Any, dataset: PreparedDataset, run: RunConfig) -> dict[str, Any]:
@@ -137,7 +86,7 @@ def work_list(
     run: RunConfig, plan: Plan, datasets: dict[str, PreparedDataset], store: ResultStore
 ) -> dict[str, Pending]:
     """Key every dataset and look for its stored result (unless ``rerun`` is set)."""
-    from harness.fingerprint import dataset_key, fingerprint
+    from harness.evaluation.fingerprint import dataset_key, fingerprint
 
     work = {}
     for name, dataset in datasets.items():
@@ -162,7 +111,7 @@ def evaluate_all(
     Datasets with a stored result are taken from the store (``engine`` may be None when all are).
     An exception in one dataset is recorded as that dataset's failure and the loop goes on.
     ``on_event(event, **fields)`` hears ``dataset_started``, ``dataset_done``, ``dataset_failed``
-    and ``dataset_resumed`` (harness/events.py).
+    and ``dataset_resumed`` (harness/record/events.py).
     """
     emit = on_event or (lambda event, **fields: None)
     meter = attach_meter(engine.lm, engine.count_tokens) if engine is not None else None
@@ -278,61 +227,4 @@ def write_result(
     path = str(run_dir.write_result(name, result))
     if not samples:
         return path, None
-    from harness.results import _default
-
-    lines = [
-        mask(json.dumps({"task": task, **record}, default=_default, ensure_ascii=False)) + "\n"
-        for task, records in samples.items()
-        for record in records
-    ]
-    out = run_dir.root / "samples" / f"{name}.jsonl.gz"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:  # atomic, as every file of the run directory
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-            f.write("".join(lines).encode())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path, str(out)
-
-
-def open_child(
-    tracker: Tracker, name: str, settings: dict[str, Any], fingerprint: str, resumed: bool
-) -> str | None:
-    """Open a dataset's child run with its params (its task, num_fewshot and limit in
-    ``settings``); the live run and replay both open children here."""
-    task = str(settings["task"])
-    return tracker.child(
-        name,
-        params={
-            "task": task,
-            "num_fewshot": str(settings["num_fewshot"]),
-            "limit": str(settings["limit"]),
-            "fingerprint": fingerprint,
-        },
-        tags={"dataset": name, "task": task, "resumed": str(resumed)},
-    )
-
-
-def track_outcome(tracker: Tracker, child: str | None, outcome: DatasetOutcome) -> None:
-    """Log a dataset's outcome: metrics, tags, result and samples on its child run, the same
-    prefixed ``<dataset>/...`` on the parent (the live run and replay both log here)."""
-    tags = {"status": outcome.status, "resumed": str(outcome.resumed)}
-    if outcome.error_type:
-        tags["error_type"] = outcome.error_type
-        tags["error_message"] = (outcome.error_message or "")[:5000]
-    timing = outcome.timing_metrics()
-    if child is not None:
-        tracker.log_metrics({**outcome.metrics, **timing}, run=child)
-        tracker.set_tags(tags, run=child)
-        if outcome.result_file:
-            tracker.log_artifact(Path(outcome.result_file), run=child)
-        if outcome.samples_file:
-            tracker.log_artifact(Path(outcome.samples_file), run=child, artifact_path="samples")
-        tracker.end(run=child, status="FINISHED" if outcome.status == "ok" else "FAILED")
-    prefixed = {f"{outcome.name}/{k}": v for k, v in {**outcome.metrics, **timing}.items()}
-    tracker.log_metrics(prefixed)
-    tracker.set_tags({f"{outcome.name}/{k}": v for k, v in tags.items()})
+    return path, str(run_dir.write_samples(name, samples))

@@ -1,0 +1,1 @@
+"""The resident loop: every dataset evaluated by lm-eval against one engine."""

@@ -1,0 +1,1 @@
+"""This node: its facts, its GPUs through NVML, and its SLURM allocation (the ground floor)."""

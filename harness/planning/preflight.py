@@ -1,0 +1,42 @@
+"""The checked plan a run and a sweep's job both start from: every rule, then the plan.
+
+One function for both, so a sweep refuses exactly what the run itself would refuse (less what
+belongs to the node that will run it: its GPUs and the engine installed there, which the run
+checks on arrival, ``harness.engines.engine_problems``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from harness.config.rules import engine_rules, model_fact_problems, plannable
+from harness.config.schema import RunConfig
+from harness.config.validate import config_problems
+from harness.errors import ConfigError
+from harness.planning.auto import plan_run
+from harness.planning.model_facts import resolve_model
+from harness.planning.plan import Plan
+
+
+def checked_plan(run: RunConfig) -> Plan:
+    """Validate ``run`` and plan it; the plan's ``problems`` hold every broken rule.
+
+    The model's facts are read first (from its checkpoint where it has one), so nothing is
+    planned from figures the checkpoint contradicts.
+
+    Raises:
+        ConfigError: the model's facts cannot be read, or are unusable (nothing can be planned
+            from them); every other problem found is listed with it.
+    """
+    try:
+        run.model, notes = resolve_model(run.model, run.offline)
+    except ConfigError as err:  # report what else is wrong too, none of it planned from figures
+        others = config_problems(run, will_run=False) + engine_rules(run.strategy)
+        raise ConfigError(err.problems + others) from None
+    problems = config_problems(run, will_run=not run.plan_only)
+    if model_fact_problems(run.model):
+        raise ConfigError(problems)  # nothing can be planned from such figures
+    plan = plan_run(replace(run, strategy=plannable(run.strategy)))
+    plan.problems = problems + plan.problems
+    plan.notes = notes + plan.notes
+    return plan

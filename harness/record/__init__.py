@@ -1,0 +1,1 @@
+"""What a run leaves on disk: the run directory, results, events, provenance."""

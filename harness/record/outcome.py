@@ -1,0 +1,55 @@
+"""What happened to one dataset of a run, as the summary, the store and MLflow record it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class DatasetOutcome:
+    """What happened to one dataset: its metrics and throughput, or its failure."""
+
+    name: str
+    """The dataset's key in the run config."""
+    task: str
+    """Its lm-eval task or group."""
+    status: str = "ok"
+    """``ok`` or ``failed``."""
+    eval_time_s: float = 0.0
+    """Wall time of its ``simple_evaluate`` call."""
+    requests: int = 0
+    """Requests lm-eval sent to the engine."""
+    prompt_tokens: int = 0
+    """Tokens the model read."""
+    generated_tokens: int = 0
+    """Tokens the model generated."""
+    requests_per_s: float = 0.0
+    """Requests over eval_time_s."""
+    tokens_per_s: float = 0.0
+    """Prompt plus generated tokens over eval_time_s."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Headline metrics as logged to MLflow (``acc``, ``exact_match/strict-match``)."""
+    result_file: str | None = None
+    """Its lm-eval result JSON in the run directory."""
+    samples_file: str | None = None
+    """lm-eval's per-sample records (``log_samples=true``): ``samples/<dataset>.jsonl.gz``."""
+    fingerprint: str = ""
+    """The fingerprint its result is stored under (harness/evaluation/fingerprint.py)."""
+    error_type: str | None = None
+    """Exception class, when it failed."""
+    error_message: str | None = None
+    """First line of the exception, when it failed."""
+    resumed: bool = False
+    """Taken from the result store instead of evaluated in this run."""
+
+    def timing_metrics(self) -> dict[str, float]:
+        return {
+            "eval_time_s": self.eval_time_s,
+            "requests": float(self.requests),
+            "requests_per_s": self.requests_per_s,
+            "tokens_per_s": self.tokens_per_s,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

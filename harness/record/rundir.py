@@ -1,0 +1,85 @@
+"""The run directory: what one run leaves on disk, every file named here.
+
+Per-dataset results in lm-eval's JSON shape, the config as typed, the plan, a summary; Hydra's own
+record of the job masked in place. Every write goes through ``harness.record.files``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.record.files import json_default, write_json_atomic, write_text_atomic
+from harness.secrets import mask
+
+
+class RunDirectory:
+    """Files of one run: ``results/<dataset>.json``, ``config.yaml``, ``summary.json``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.results_dir = root / "results"
+
+    def dataset_result(self, name: str) -> Path:
+        return self.results_dir / f"{name}.json"
+
+    def write_config(self, yaml_text: str) -> Path:
+        path = self.root / "config.yaml"
+        write_text_atomic(path, yaml_text)
+        return path
+
+    def write_result(self, name: str, result: dict[str, Any]) -> Path:
+        """Store one dataset's lm-eval result (samples go to a file of their own)."""
+        result = dict(result)
+        samples = result.pop("samples", None)
+        path = self.dataset_result(name)
+        write_json_atomic(path, result)
+        if samples is not None:
+            write_json_atomic(self.results_dir / f"{name}.samples.json", samples)
+        return path
+
+    def write_samples(self, name: str, samples: dict[str, list[dict[str, Any]]]) -> Path:
+        """lm-eval's logged samples as ``samples/<name>.jsonl.gz``: one record per line, each
+        with its ``task``."""
+        lines = [
+            json.dumps({"task": task, **record}, default=json_default, ensure_ascii=False) + "\n"
+            for task, records in samples.items()
+            for record in records
+        ]
+        path = self.root / "samples" / f"{name}.jsonl.gz"
+        write_text_atomic(path, "".join(lines), compress=True)
+        return path
+
+    def write_error(self, name: str, error: dict[str, Any]) -> Path:
+        """Record why a dataset failed (type, message, traceback) beside the results."""
+        path = self.results_dir / f"{name}.error.json"
+        write_json_atomic(path, error)
+        return path
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        path = self.root / "summary.json"
+        write_json_atomic(path, summary)
+        return path
+
+
+def mask_files(folder: Path, pattern: str = "*.yaml") -> None:
+    """Mask the files matching ``pattern`` in ``folder`` in place (Hydra's ``.hydra/``)."""
+    for path in sorted(folder.glob(pattern)):
+        text = path.read_text(encoding="utf-8")
+        if mask(text) != text:
+            write_text_atomic(path, text)  # it masks on the way out
+
+
+def mask_hydra_files() -> None:
+    """Mask Hydra's record of this job (``<run dir>/.hydra/*.yaml``: the overrides as typed) and,
+    in a sweep, of the sweep (``multirun.yaml``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    if hydra.output_subdir is not None:
+        mask_files(Path(hydra.runtime.output_dir) / str(hydra.output_subdir))
+    if hydra.sweep.dir:  # a sweep's multirun.yaml (absent for a single run)
+        mask_files(Path(str(hydra.sweep.dir)), "multirun.yaml")

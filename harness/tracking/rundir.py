@@ -1,0 +1,130 @@
+"""Log a run directory into MLflow: the one module the live run and replay both call.
+
+The record is files (``harness.record``); tracking reads them and logs: each dataset's child run
+(``open_child``, ``track_outcome``), the telemetry (``log_telemetry``), the reproducibility record
+(``log_record``) and the run's end (``log_run_end``). What the live run logs and what
+``python -m harness.replay`` logs later are therefore the same calls on the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from harness.record.metrics import headline
+from harness.record.outcome import DatasetOutcome
+from harness.record.provenance import tags as record_tags
+from harness.telemetry.export import csv_points
+from harness.tracking.names import LOGGED_TAG
+from harness.tracking.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+
+def open_child(
+    tracker: Tracker, name: str, settings: dict[str, Any], fingerprint: str, resumed: bool
+) -> str | None:
+    """Open a dataset's child run with its params (its task, num_fewshot and limit in
+    ``settings``); the live run and replay both open children here."""
+    task = str(settings["task"])
+    return tracker.child(
+        name,
+        params={
+            "task": task,
+            "num_fewshot": str(settings["num_fewshot"]),
+            "limit": str(settings["limit"]),
+            "fingerprint": fingerprint,
+        },
+        tags={"dataset": name, "task": task, "resumed": str(resumed)},
+    )
+
+
+def track_outcome(tracker: Tracker, child: str | None, outcome: DatasetOutcome) -> None:
+    """Log a dataset's outcome: metrics, tags, result and samples on its child run, the same
+    prefixed ``<dataset>/...`` on the parent (the live run and replay both log here)."""
+    tags = {"status": outcome.status, "resumed": str(outcome.resumed)}
+    if outcome.error_type:
+        tags["error_type"] = outcome.error_type
+        tags["error_message"] = (outcome.error_message or "")[:5000]
+    timing = outcome.timing_metrics()
+    if child is not None:
+        tracker.log_metrics({**outcome.metrics, **timing}, run=child)
+        tracker.set_tags(tags, run=child)
+        if outcome.result_file:
+            tracker.log_artifact(Path(outcome.result_file), run=child)
+        if outcome.samples_file:
+            tracker.log_artifact(Path(outcome.samples_file), run=child, artifact_path="samples")
+        tracker.end(run=child, status="FINISHED" if outcome.status == "ok" else "FAILED")
+    prefixed = {f"{outcome.name}/{k}": v for k, v in {**outcome.metrics, **timing}.items()}
+    tracker.log_metrics(prefixed)
+    tracker.set_tags({f"{outcome.name}/{k}": v for k, v in tags.items()})
+
+
+TELEMETRY_FILES = ("telemetry.json", "telemetry.csv", "telemetry.png")
+"""What a run directory holds of telemetry, logged under the ``telemetry/`` artifacts."""
+
+
+def log_telemetry(tracker: Tracker, root: Path) -> None:
+    """Log the telemetry of the run directory ``root`` from its files (the live run, after writing
+    them, and replay both log here): per-phase figures on the child runs (``load`` on the parent,
+    as ``load/...``) and each dataset's headline as ``<dataset>/...`` on the parent, the series
+    read from telemetry.csv, the tags and the files."""
+    if not ((root / "telemetry.json").is_file() and (root / "telemetry.csv").is_file()):
+        return  # nothing was sampled (no GPU, telemetry off)
+    try:
+        described = json.loads((root / "telemetry.json").read_text(encoding="utf-8"))
+        points = csv_points((root / "telemetry.csv").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # telemetry never ends a run, nor its logging
+        log.warning("telemetry of %s not logged (%s: %s)", root, type(err).__name__, err)
+        return
+    headline = ("telemetry/energy_j", "telemetry/peak_memory_gib", "tokens_per_joule")
+    for name, metrics in described["mlflow"]["metrics"].items():
+        if name == "load":
+            tracker.log_metrics({f"load/{k}": v for k, v in metrics.items()})
+            continue
+        if name in tracker.opened:
+            tracker.log_metrics(metrics, run=name)
+        tracker.log_metrics({f"{name}/{k}": metrics[k] for k in headline if k in metrics})
+    tracker.log_series(points)
+    tracker.set_tags(described["mlflow"]["tags"])
+    for file in TELEMETRY_FILES:
+        if (root / file).is_file():
+            tracker.log_artifact(root / file, artifact_path="telemetry")
+
+
+def log_record(tracker: Tracker, path: Path) -> None:
+    """Log reproducibility.json on the parent run: its headline as tags, the file as an artifact
+    (the live run and replay both log it here)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        log.warning("reproducibility record %s not logged (%s)", path, err)
+        return
+    tracker.set_tags(record_tags(record))
+    tracker.log_artifact(path)
+
+
+def log_run_end(
+    tracker: Tracker, root: Path, summary: dict[str, Any], end_time: float | None = None
+) -> None:
+    """What ends a run in MLflow, from its run directory: the run's totals, config.yaml,
+    summary.json and the reproducibility record on the parent, the experiment's runs-table view,
+    and last the ``harness.logged=complete`` mark (the live run and replay both end here)."""
+    failed = summary.get("failed") or []
+    tracker.log_metrics(
+        {"total_time_s": summary["total_time_s"], "datasets_failed": float(len(failed))}
+    )
+    for name in ("config.yaml", "summary.json"):
+        if (root / name).is_file():
+            tracker.log_artifact(root / name)
+    if (root / "reproducibility.json").is_file():
+        log_record(tracker, root / "reproducibility.json")
+    datasets = summary.get("datasets") or {}
+    headlines = [
+        f"{n}/{h}" for n, d in datasets.items() if (h := headline(set(d.get("metrics") or {})))
+    ]
+    tracker.set_view(headlines)
+    tracker.set_tags({"status": "failed" if failed else "ok", LOGGED_TAG: "complete"})
+    tracker.end(status="FAILED" if failed else "FINISHED", end_time=end_time)
