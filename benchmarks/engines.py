@@ -48,18 +48,18 @@ ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ["arith_mc", "reverse_gen"]
 CONFIGS: dict[str, list[str]] = {
     "hf-in-process": ["strategy=single"],
-    "hf-own-process": ["strategy=single", "strategy.executor_backend=mp"],
+    "hf-own-process": ["strategy=single", "strategy.replica_backend=process"],
     "vllm-tp1": ["strategy=vllm"],
     "vllm-tp2": ["strategy=tp2"],
     "ray-dp1-hf": [
         "strategy=dp", "strategy.engine=hf", "strategy.data_parallel_size=1",
-        "strategy.executor_backend=ray",
+        "strategy.replica_backend=ray",
     ],
     "ray-dp2-hf": ["strategy=dp", "strategy.engine=hf"],
     "ray-dp2-vllm": ["strategy=dp"],
 }  # fmt: skip
-"""Name -> the overrides that select it (``executor_backend`` places the HF engine: mp, a child
-process; ray, Ray replicas even for one)."""
+"""Name -> the overrides that select it (``replica_backend`` places the HF engine: process, a
+child process; ray, Ray replicas even for one)."""
 
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +149,7 @@ def hop(rounds: int, limit: int, work: Path) -> dict[str, Any]:
     os.environ.update(_env(work))
     from hydra import compose, initialize_config_dir
 
+    from harness.app import make_checked_plan
     from harness.config.schema import to_run_config
     from harness.config.store import register_configs
     from harness.engines.hf import HFEngine
@@ -164,9 +165,10 @@ def hop(rounds: int, limit: int, work: Path) -> dict[str, Any]:
     ]  # fmt: skip
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         run = to_run_config(compose(config_name="config", overrides=overrides))
+    plan = make_checked_plan(run)
     prepared = prepare_datasets(run)
-    engines: dict[str, Any] = {"in process": HFEngine(run)}
-    engines["own process"] = EngineProcess("harness.engines.hf:HFEngine", run)
+    engines: dict[str, Any] = {"in process": HFEngine(plan)}
+    engines["own process"] = EngineProcess("harness.engines.hf:HFEngine", plan)
     times: dict[str, dict[str, list[float]]] = {n: {d: [] for d in prepared} for n in engines}
     load = [loadavg()]
     try:

@@ -64,7 +64,7 @@ def main(datasets: list[str]) -> dict[str, Any]:
         figures[name] = {**figures.get(name, {}), "dataset_s": times, "metrics": scores}
 
     start = time.perf_counter()
-    engine: Any = HFEngine(run)
+    engine: Any = HFEngine(plan)
     figures["hf in process"] = {"build_s": round(time.perf_counter() - start, 2)}
     evaluate("hf in process", engine)
     engine.close()

@@ -6,8 +6,9 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +20,15 @@ from harness.console import say
 from harness.errors import ConfigError, HarnessError
 from harness.paths import CONF_DIR
 from harness.planning.plan import Plan
+
+if TYPE_CHECKING:
+    from harness.evaluation.loop import Pending
+    from harness.record.events import EventLog
+    from harness.record.outcome import DatasetOutcome
+    from harness.record.rundir import RunDirectory
+    from harness.record.store import ResultStore
+    from harness.telemetry.session import Telemetry
+    from harness.tracking import Tracker
 
 log = logging.getLogger("harness")
 
@@ -67,10 +77,9 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
     table = format_plan(plan)  # a run shows one line unless verbose; plan_only, the table
     say(table if run_cfg.plan_only or run_cfg.verbose else format_plan_line(plan), record=table)
     if run_cfg.plan_only:
-        from harness.record.files import write_json_atomic
+        from harness.record.rundir import RunDirectory
 
-        path = resolve_output_dir(run_cfg) / "plan.json"
-        write_json_atomic(path, plan.to_dict())
+        path = RunDirectory(resolve_output_dir(run_cfg)).write_plan(plan.to_dict())
         say(f"plan written to {path}")
         return plan
     problems = list(plan.problems)
@@ -83,6 +92,182 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
     if problems:
         raise ConfigError(problems)
     return plan
+
+
+@dataclass
+class OpenRun:
+    """A run that has started: its directory, event log, stored results, tracking, telemetry."""
+
+    run_dir: RunDirectory
+    events: EventLog
+    store: ResultStore
+    work: dict[str, Pending]
+    tracker: Tracker
+    telemetry: Telemetry
+
+
+def typed_config(cfg: DictConfig) -> RunConfig:
+    """The composed config as ``RunConfig``; a key the schema does not know is refused."""
+    from harness.config.keys import composed_key_problems
+
+    unknown = composed_key_problems(cfg)
+    if unknown:
+        raise ConfigError(unknown)
+    return to_run_config(cfg)
+
+
+def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan) -> OpenRun:
+    """Everything before the model loads: the run directory (config as typed, the plan), every
+    dataset's task and data, what is stored already, the MLflow parent run, telemetry."""
+    from harness.evaluation.loop import work_list
+    from harness.evaluation.tasks import prepare_datasets
+    from harness.record.events import EventLog
+    from harness.record.rundir import RunDirectory, mask_hydra_files
+    from harness.record.store import ResultStore
+    from harness.secrets import mask_tree
+    from harness.telemetry.session import Telemetry
+    from harness.tracking import Tracker, fresh_run_uid, parent_tags
+    from harness.tracking.rundir import parent_params
+
+    run_dir = RunDirectory(resolve_output_dir(run_cfg))
+    mask_hydra_files()  # Hydra's .hydra/*.yaml hold the overrides as typed
+    uid = fresh_run_uid(run_dir.root)  # names the run in MLflow wherever its directory goes
+    events = EventLog(run_dir.root / "events.jsonl")
+    events.emit("planned", model=plan.model, strategy=plan.strategy, fits=plan.fits, run_uid=uid)
+    typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    run_dir.write_config(OmegaConf.to_yaml(typed))  # the config as typed; the plan beside it
+    run_dir.write_plan(plan.to_dict())
+    console.route_library_logs("datasets", "huggingface_hub")
+    datasets = prepare_datasets(run_cfg)
+    store = ResultStore(Path(run_cfg.outputs_root).resolve() / "store" / plan.model)
+    work = work_list(run_cfg, plan, datasets, store)
+    tracker = Tracker(run_cfg.tracking, uid=uid, own_process=True)  # MLflow off this process
+    telemetry = Telemetry.start(run_cfg.telemetry, plan)  # before the load: phase `load`
+    events.listeners.append(telemetry.on_event)
+    tracker.start(
+        run_name=f"{plan.model}/{plan.strategy}",
+        params=parent_params(typed, plan.to_dict()),
+        tags=parent_tags(plan.model, plan.strategy, run_dir.root),
+    )
+    return OpenRun(run_dir, events, store, work, tracker, telemetry)
+
+
+def evaluate_resident(
+    opened: OpenRun, run_cfg: RunConfig, plan: Plan, chatty: bool
+) -> tuple[list[DatasetOutcome], float, dict[str, Any]]:
+    """Load the engine once (unless every result is stored) and evaluate every dataset on it.
+
+    Returns the outcomes, the load time and the engine's facts. The engine is closed, and
+    telemetry stopped, whatever happens; an interrupted run ends KILLED in MLflow and events.
+    """
+    from harness.evaluation.loop import evaluate_all
+
+    events, tracker, telemetry = opened.events, opened.tracker, opened.telemetry
+    engine, load_time, engine_facts = None, 0.0, {}
+    try:
+        if any(item.stored is None for item in opened.work.values()):
+            from harness.engines import build_engine
+
+            say(f"loading {plan.model} ({plan.strategy}) ...")
+            console.route_library_logs("transformers")
+            events.emit("load_started")
+            load_start = time.perf_counter()
+            engine = build_engine(run_cfg, plan, on_cluster=telemetry.follow_cluster)
+            load_time = time.perf_counter() - load_start
+            events.emit("loaded", load_time_s=round(load_time, 4))
+            say(f"loaded {plan.model} in {load_time:.1f}s", show=chatty)  # the summary has it
+            tracker.log_metrics({"load_time_s": round(load_time, 4)})  # as summary.json has it
+        else:
+            say("every dataset has a stored result: no model to load (rerun=true forces)")
+        outcomes = evaluate_all(
+            engine, opened.work, run_cfg, opened.run_dir, opened.store, tracker, events.emit
+        )
+        engine_facts = engine.describe() if engine is not None else {}
+    except BaseException as err:
+        tracker.end(status="KILLED")
+        tracker.close()
+        events.emit("run_done", status="KILLED", error=type(err).__name__)
+        raise
+    finally:
+        telemetry.stop()  # first: the other nodes' samplers live on the engine's Ray cluster
+        if engine is not None:
+            engine.close()
+    return outcomes, load_time, engine_facts
+
+
+def finish_run(
+    opened: OpenRun,
+    run_cfg: RunConfig,
+    plan: Plan,
+    outcomes: list[DatasetOutcome],
+    timings: tuple[float, float],
+    engine_facts: dict[str, Any],
+) -> dict[str, Any]:
+    """Write summary.json, telemetry and reproducibility.json, then log them (as replay does)."""
+    from harness.record.provenance import record_run
+    from harness.tracking.rundir import log_run_end, log_telemetry
+
+    run_dir, tracker = opened.run_dir, opened.tracker
+    load_time, total_time = timings
+    failed = [o for o in outcomes if o.status != "ok"]
+    summary: dict[str, Any] = {
+        "model": plan.model,
+        "strategy": plan.strategy,
+        "plan": plan.to_dict(),
+        "run_dir": str(run_dir.root),
+        "engine": engine_facts,
+        "load_time_s": round(load_time, 4),
+        "total_time_s": round(total_time, 4),
+        "datasets": {o.name: o.to_dict() for o in outcomes},
+        "failed": [o.name for o in failed],
+        "resumed": [o.name for o in outcomes if o.resumed],
+        "telemetry": opened.telemetry.record(run_dir.root, outcomes),
+        "tracking": tracker.describe(),
+    }
+    run_dir.write_summary(summary)
+    log_telemetry(tracker, run_dir.root)  # from the files just written, as replay does
+    fingerprints = {name: item.fingerprint for name, item in opened.work.items()}
+    record_run(run_dir.root, run_cfg, plan, engine_facts, fingerprints)  # reproducibility.json
+    log_run_end(tracker, run_dir.root, summary)  # totals, files, record: what replay logs too
+    tracker.close()
+    opened.events.emit(
+        "run_done", status="FAILED" if failed else "FINISHED", failed=summary["failed"]
+    )
+    opened.events.close()
+    return summary
+
+
+def report_run(
+    summary: dict[str, Any], tracker: Tracker, run_dir: RunDirectory, chatty: bool
+) -> int:
+    """Say where the run is in MLflow, print the summary table; the exit code."""
+    from harness.views import format_summary
+
+    if tracker.failed:
+        say(
+            f"warning: MLflow does not hold this run whole (the warning above says why); every "
+            f"result is in {run_dir.root}. Log it later: python -m harness.replay {run_dir.root}",
+            err=True,
+            level=logging.WARNING,
+        )
+    elif tracker.enabled:
+        remote = tracker.uri.startswith(("http://", "https://"))
+        serve = "" if remote else f" (after: mlflow ui --backend-store-uri {tracker.uri})"
+        # a server's link opens as it is; a local store's needs `mlflow ui` (the log keeps it)
+        say(f"runs table{serve}: {tracker.ui_url()}", show=remote or chatty)
+    say(format_summary(summary))
+    failed = [(name, summary["datasets"][name]) for name in summary["failed"]]
+    if failed:
+        say(
+            f"{len(failed)} of {len(summary['datasets'])} datasets failed: "
+            + ", ".join(f"{n} ({d['error_type']}: {d['error_message']})" for n, d in failed)
+            + f". Details: {run_dir.results_dir}/<dataset>.error.json; rerun the same command "
+            "to retry only those.",
+            err=True,
+            level=logging.ERROR,
+        )
+        return 1
+    return 0
 
 
 def run(cfg: DictConfig) -> int:
@@ -99,135 +284,17 @@ def run(cfg: DictConfig) -> int:
         HarnessError: bad input, explained; raised before any model is loaded.
     """
     started = time.perf_counter()
-    from harness.config.keys import composed_key_problems
-
-    unknown = composed_key_problems(cfg)
-    if unknown:
-        raise ConfigError(unknown)
-    run_cfg = to_run_config(cfg)
+    run_cfg = typed_config(cfg)
     chatty = console.configure(run_cfg.verbose)
     set_offline(run_cfg.offline)
-    plan = make_checked_plan(run_cfg)
+    plan = make_checked_plan(run_cfg)  # the only truth of the deployment from here on
     if run_cfg.plan_only:
         return 0 if plan.fits else 1
-    assert plan.resolved is not None
-    run_cfg.strategy = plan.resolved  # what strategy=auto chose
-
-    from harness.evaluation.tasks import prepare_datasets
-    from harness.record.events import EventLog
-    from harness.record.rundir import RunDirectory, mask_hydra_files
-    from harness.record.store import ResultStore
-    from harness.secrets import mask_tree
-    from harness.tracking import fresh_run_uid
-
-    run_dir = RunDirectory(resolve_output_dir(run_cfg))
-    mask_hydra_files()  # Hydra's .hydra/*.yaml hold the overrides as typed
-    uid = fresh_run_uid(run_dir.root)  # names the run in MLflow wherever its directory goes
-    events = EventLog(run_dir.root / "events.jsonl")
-    model, strategy = run_cfg.model, run_cfg.strategy
-    events.emit("planned", model=model.name, strategy=strategy.name, fits=plan.fits, run_uid=uid)
-    resolved = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    run_dir.write_config(OmegaConf.to_yaml(resolved))
-    console.route_library_logs("datasets", "huggingface_hub")
-    datasets = prepare_datasets(run_cfg)
-
-    from harness.evaluation.loop import evaluate_all, work_list
-    from harness.tracking import Tracker, flatten, parent_tags
-    from harness.tracking.rundir import log_run_end, log_telemetry
-
-    store = ResultStore(Path(run_cfg.outputs_root).resolve() / "store" / run_cfg.model.name)
-    work = work_list(run_cfg, plan, datasets, store)
-    tracker = Tracker(run_cfg.tracking, uid=uid, own_process=True)  # MLflow off this process
-    from harness.telemetry.session import Telemetry
-
-    telemetry = Telemetry.start(run_cfg.telemetry, plan)  # before the load: phase `load`
-    events.listeners.append(telemetry.on_event)
-    tracker.start(
-        run_name=f"{model.name}/{strategy.name}",
-        params=dict(flatten(resolved)),
-        tags=parent_tags(model.name, strategy.name, run_dir.root),
-    )
-    engine, load_time, engine_facts = None, 0.0, {}
-    try:
-        if any(item.stored is None for item in work.values()):
-            from harness.engines import build_engine
-
-            say(f"loading {model.name} ({strategy.name}) ...")
-            console.route_library_logs("transformers")
-            events.emit("load_started")
-            load_start = time.perf_counter()
-            engine = build_engine(run_cfg, plan, on_cluster=telemetry.follow_cluster)
-            load_time = time.perf_counter() - load_start
-            events.emit("loaded", load_time_s=round(load_time, 4))
-            say(f"loaded {model.name} in {load_time:.1f}s", show=chatty)  # the summary has it
-            tracker.log_metrics({"load_time_s": round(load_time, 4)})  # as summary.json has it
-        else:
-            say("every dataset has a stored result: no model to load (rerun=true forces)")
-        outcomes = evaluate_all(engine, work, run_cfg, run_dir, store, tracker, events.emit)
-        engine_facts = engine.describe() if engine is not None else {}
-    except BaseException as err:
-        tracker.end(status="KILLED")
-        tracker.close()
-        events.emit("run_done", status="KILLED", error=type(err).__name__)
-        raise
-    finally:
-        telemetry.stop()  # first: the other nodes' samplers live on the engine's Ray cluster
-        if engine is not None:
-            engine.close()
-
-    failed = [o for o in outcomes if o.status != "ok"]
-    total_time = time.perf_counter() - started
-    summary: dict[str, Any] = {
-        "model": model.name,
-        "strategy": strategy.name,
-        "plan": plan.to_dict(),
-        "run_dir": str(run_dir.root),
-        "engine": engine_facts,
-        "load_time_s": round(load_time, 4),
-        "total_time_s": round(total_time, 4),
-        "datasets": {o.name: o.to_dict() for o in outcomes},
-        "failed": [o.name for o in failed],
-        "resumed": [o.name for o in outcomes if o.resumed],
-        "telemetry": telemetry.record(run_dir.root, outcomes),
-        "tracking": tracker.describe(),
-    }
-    run_dir.write_summary(summary)
-    log_telemetry(tracker, run_dir.root)  # from the files just written, as replay does
-    from harness.record.provenance import record_run
-
-    fingerprints = {name: item.fingerprint for name, item in work.items()}
-    record_run(run_dir.root, run_cfg, plan, engine_facts, fingerprints)  # reproducibility.json
-    log_run_end(tracker, run_dir.root, summary)  # totals, files, record: what replay logs too
-    tracker.close()
-    if tracker.failed:
-        say(
-            f"warning: MLflow does not hold this run whole (the warning above says why); every "
-            f"result is in {run_dir.root}. Log it later: python -m harness.replay {run_dir.root}",
-            err=True,
-            level=logging.WARNING,
-        )
-    elif tracker.enabled:
-        remote = tracker.uri.startswith(("http://", "https://"))
-        serve = "" if remote else f" (after: mlflow ui --backend-store-uri {tracker.uri})"
-        # a server's link opens as it is; a local store's needs `mlflow ui` (the log keeps it)
-        say(f"runs table{serve}: {tracker.ui_url()}", show=remote or chatty)
-    events.emit("run_done", status="FAILED" if failed else "FINISHED", failed=summary["failed"])
-    events.close()
-
-    from harness.views import format_summary
-
-    say(format_summary(summary))
-    if failed:
-        say(
-            f"{len(failed)} of {len(outcomes)} datasets failed: "
-            + ", ".join(f"{o.name} ({o.error_type}: {o.error_message})" for o in failed)
-            + f". Details: {run_dir.results_dir}/<dataset>.error.json; rerun the same command "
-            "to retry only those.",
-            err=True,
-            level=logging.ERROR,
-        )
-        return 1
-    return 0
+    opened = open_run(cfg, run_cfg, plan)
+    outcomes, load_time, engine_facts = evaluate_resident(opened, run_cfg, plan, chatty)
+    timings = (load_time, time.perf_counter() - started)
+    summary = finish_run(opened, run_cfg, plan, outcomes, timings, engine_facts)
+    return report_run(summary, opened.tracker, opened.run_dir, chatty)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -153,15 +153,21 @@ def _outcome(root: Path, entry: dict[str, Any]) -> Any:
 
 def log_run_dir(root: Path, target: TrackingConfig, config: dict[str, Any], summary: dict) -> Any:
     """Log one run directory whole; returns its Tracker (``failed`` tells whether all went in)."""
-    from harness.tracking import Tracker, flatten, parent_tags, run_uid
-    from harness.tracking.rundir import log_run_end, log_telemetry, open_child, track_outcome
+    from harness.tracking import Tracker, parent_tags, run_uid
+    from harness.tracking.rundir import (
+        log_run_end,
+        log_telemetry,
+        open_child,
+        parent_params,
+        track_outcome,
+    )
 
     start, end = _times(root)
     tracker = Tracker(target, uid=run_uid(root))
     model, strategy = summary["model"], summary["strategy"]
     tracker.start(
         run_name=f"{model}/{strategy}",
-        params=dict(flatten(config)),
+        params=parent_params(config, summary.get("plan") or {}),
         tags=parent_tags(model, strategy, root),
         start_time=start,
     )

@@ -50,7 +50,8 @@ def format_plan(plan: Plan) -> str:
     )
     seqs = m.kv_capacity_tokens // plan.max_model_len if plan.max_model_len else 0
     rows = [
-        ("engine", f"{plan.engine} on {plan.device}{executor}"),
+        ("engine", f"{plan.engine} on {plan.device}{executor}, {plan.dtype}"),
+        ("replicas", _replicas(plan)),
         ("parallel", gpus),
         (
             "weights",
@@ -76,6 +77,15 @@ def format_plan(plan: Plan) -> str:
     if plan.explanation:
         lines.append(f"  {plan.explanation}")
     return "\n".join(lines + _plan_remarks(plan))
+
+
+def _replicas(plan: Plan) -> str:
+    where = {
+        "inline": "in this process",
+        "process": "each in a process of its own",
+        "ray": "each in a Ray actor",
+    }.get(plan.replica_backend, plan.replica_backend)
+    return f"{plan.data_parallel_size} {where} (replica_backend {plan.replica_backend})"
 
 
 def format_plan_line(plan: Plan) -> str:

@@ -235,14 +235,14 @@ def test_two_hf_replicas_equal_the_single_engine(tmp_path, single_run):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("backend", "process"),
-    [("mp", "own"), pytest.param("ray", "ray", marks=[needs_ray, pytest.mark.ray])],
+    [("process", "own"), pytest.param("ray", "ray", marks=[needs_ray, pytest.mark.ray])],
 )
 def test_the_hf_engine_in_a_process_or_a_ray_actor_of_its_own(
     tmp_path, single_run, backend, process
 ):
-    """``strategy.executor_backend`` places the HF engine: ``mp`` a child process, ``ray`` one
-    Ray replica (data_parallel_size 1); the metrics stay the in-process engine's."""
-    run = cli_run(["strategy=single", f"strategy.executor_backend={backend}"], tmp_path / backend)
+    """``strategy.replica_backend`` places the HF engine: ``process`` a child process, ``ray``
+    one Ray replica (data_parallel_size 1); the metrics stay the in-process engine's."""
+    run = cli_run(["strategy=single", f"strategy.replica_backend={backend}"], tmp_path / backend)
     engine = run["summary"]["engine"]
     assert engine["kind"] == "hf" and engine["builds"] == 1
     if process == "own":

@@ -65,8 +65,8 @@ def deployments() -> dict[str, dict[str, Any]]:
         run = replace(run, strategy=replace(run.strategy, **extra), seed=1234)
         run = replace(run, model=replace(run.model, revision="main"))
         plan = plan_run(run)
-        assert plan.resolved is not None
-        kwargs = engine_kwargs(run, plan)
+        assert plan.strategy_config is not None
+        kwargs = engine_kwargs(plan, run.seed)
         kwargs["model"] = kwargs.pop("pretrained")
         kwargs.pop("batch_size")  # lm-eval's own
         out[name] = kwargs

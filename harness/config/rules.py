@@ -12,8 +12,10 @@ from typing import Any
 from harness.config.schema import (
     COUNTED_FACTS,
     EngineKind,
+    ExecutorBackend,
     ModelConfig,
     Quantization,
+    ReplicaBackend,
     StrategyConfig,
     TierConfig,
 )
@@ -145,14 +147,46 @@ def engine_rules(strategy: StrategyConfig) -> list[str]:
         strategy.data_parallel_size,
     )
     # data parallel is replicas of the engine, any kind (harness.engines.ray_dp)
+    problems = []
     if strategy.engine == EngineKind.hf and any(v > 1 for v in sizes[:2]):
-        return [
+        problems = [
             f"strategy '{strategy.name}': engine hf runs on one device, but asks for "
             f"tp={sizes[0]} pp={sizes[1]}. Fix: use a vLLM strategy (tp2, tp4, ...) for "
             "tensor or pipeline parallel, or set both sizes to 1 (data_parallel_size may "
             "be more: one hf replica per device)."
         ]
-    return []
+    return problems + _placement_rules(strategy)
+
+
+def _placement_rules(strategy: StrategyConfig) -> list[str]:
+    """``executor_backend`` is vLLM's; ``replica_backend`` says where a replica lives."""
+    problems = []
+    name, executor = strategy.name, strategy.executor_backend
+    replica = strategy.replica_backend
+    if strategy.engine == EngineKind.hf and executor != ExecutorBackend.auto:
+        where = {"mp": "process", "ray": "ray"}[executor.value]
+        problems.append(
+            f"strategy '{name}': executor_backend={executor.value} is vLLM's launcher of its "
+            f"tp/pp workers; engine hf has none. Fix: strategy.executor_backend=auto, and "
+            f"strategy.replica_backend={where} to put the HF engine in "
+            + ("a process of its own." if where == "process" else "a Ray actor.")
+        )
+    if strategy.engine == EngineKind.vllm and replica == ReplicaBackend.inline:
+        problems.append(
+            f"strategy '{name}': replica_backend=inline, but vLLM always runs in a process of "
+            "its own (closing it must free its memory and leave no worker behind). Fix: "
+            "strategy.replica_backend=process (or auto), or ray for a Ray actor."
+        )
+    if strategy.data_parallel_size > 1 and replica in (
+        ReplicaBackend.inline,
+        ReplicaBackend.process,
+    ):
+        problems.append(
+            f"strategy '{name}': data_parallel_size={strategy.data_parallel_size} replicas live "
+            f"in Ray actors, one each, but replica_backend={replica.value}. Fix: "
+            "strategy.replica_backend=ray (or auto), or strategy.data_parallel_size=1."
+        )
+    return problems
 
 
 def _gpu_rules(strategy: StrategyConfig, tier: TierConfig, gpus: int, nodes: int) -> list[str]:

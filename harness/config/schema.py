@@ -50,10 +50,20 @@ class Quantization(StrEnum):
 
 
 class ExecutorBackend(StrEnum):
-    """How a multi-GPU engine starts its workers: ``mp`` on one node, ``ray`` across nodes."""
+    """How vLLM starts its tp/pp workers (vLLM's ``distributed_executor_backend``): ``mp`` on one
+    node, ``ray`` across nodes."""
 
     auto = "auto"
     mp = "mp"
+    ray = "ray"
+
+
+class ReplicaBackend(StrEnum):
+    """Where an engine replica lives: this process, a process of its own, or a Ray actor."""
+
+    auto = "auto"
+    inline = "inline"
+    process = "process"
     ray = "ray"
 
 
@@ -137,7 +147,10 @@ class StrategyConfig:
     gpu_memory_utilization: float = 0.9
     """Fraction of each GPU's memory the engine may use (weights, KV cache, activations)."""
     executor_backend: ExecutorBackend = ExecutorBackend.auto
-    """Worker launcher for multi-GPU engines; ``auto``: ``mp`` on one node, ``ray`` across nodes."""
+    """vLLM's launcher of its tp/pp workers; ``auto``: ``mp`` on one node, ``ray`` across nodes."""
+    replica_backend: ReplicaBackend = ReplicaBackend.auto
+    """Where each engine replica lives; ``auto``: ``inline`` (this process) for the HF engine,
+    ``process`` (its own) for vLLM, ``ray`` (one actor per replica) when data_parallel_size > 1."""
     batch_size: int = 32
     """Requests per forward pass for the ``hf`` engine."""
     max_model_len: int | None = None

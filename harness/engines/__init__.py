@@ -33,21 +33,20 @@ class EngineEntry:
 
 
 def on_ray(plan: Plan) -> bool:
-    """The engine runs as Ray replicas: ``data_parallel_size`` > 1 (any engine), or the Hugging
-    Face engine with ``executor_backend=ray`` (one replica or more)."""
-    hf_on_ray = plan.engine == EngineKind.hf.value and plan.executor_backend == "ray"
-    return plan.data_parallel_size > 1 or hf_on_ray
+    """The engine runs as Ray replicas (``replica_backend=ray``: the planner's choice for
+    ``data_parallel_size`` > 1, or the user's for one replica of either engine)."""
+    return plan.replica_backend == "ray"
 
 
 def _build_hf(run: RunConfig, plan: Plan, on_cluster: OnCluster) -> Engine:
-    # This process (the embedded default's fast path), or a child process with ``mp``.
-    if plan.executor_backend == "mp":
+    # This process (the embedded default's fast path), or a process of its own.
+    if plan.replica_backend == "process":
         from harness.engines.process import EngineProcess
 
-        return EngineProcess("harness.engines.hf:HFEngine", run)
+        return EngineProcess("harness.engines.hf:HFEngine", plan)
     from harness.engines.hf import HFEngine
 
-    return HFEngine(run)
+    return HFEngine(plan)
 
 
 def _hf_preflight(plan: Plan, run: RunConfig) -> list[str]:
@@ -61,7 +60,7 @@ def _build_vllm(run: RunConfig, plan: Plan, on_cluster: OnCluster) -> Engine:
     from harness.engines.process import EngineProcess
 
     def build() -> Engine:
-        return EngineProcess("harness.engines.vllm:VLLMEngine", run, plan)
+        return EngineProcess("harness.engines.vllm:VLLMEngine", plan, run.seed)
 
     if spans_nodes(plan):
         return ClusteredEngine(run, plan, build, on_cluster)
@@ -102,9 +101,9 @@ def engine_problems(plan: Plan, run: RunConfig) -> list[str]:
 def build_engine(run: RunConfig, plan: Plan, on_cluster: OnCluster = None) -> Engine:
     """Load the model as the plan says; called once per run.
 
-    Where the engine lives: the entry's own choice for one replica (``ENGINES``); with
-    ``data_parallel_size`` > 1 (or the HF engine with ``executor_backend=ray``), that many
-    replicas, each resident in a Ray actor (``harness.engines.ray_dp``).
+    Where the engine lives is the plan's ``replica_backend``: ``inline`` (HF only) this process,
+    ``process`` one of its own (vLLM always), ``ray`` one Ray actor per replica
+    (``harness.engines.ray_dp``), the planner's choice for ``data_parallel_size`` > 1.
 
     Args:
         run: the validated run configuration.

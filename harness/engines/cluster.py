@@ -346,7 +346,7 @@ def ray_dp_problems(plan: Plan, run: RunConfig) -> list[str]:
     dp = plan.data_parallel_size
     who = f"strategy '{plan.strategy}': data_parallel_size={dp}"
     if not ray_installed():
-        without = "strategy.data_parallel_size=1" if dp > 1 else "strategy.executor_backend=auto"
+        without = "strategy.data_parallel_size=1" if dp > 1 else "strategy.replica_backend=auto"
         return [
             f"{who} runs {dp} replica(s) as Ray actors, but Ray is not installed in this "
             f"environment. Fix: {INSTALL_RAY}; or {without} (no Ray)."

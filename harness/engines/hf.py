@@ -5,35 +5,29 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.config.schema import Device, RunConfig, load_dtype
 from harness.engines.base import count_with
 from harness.paths import resolve_project_path
 
+if TYPE_CHECKING:
+    from harness.planning.plan import Plan
+
 log = logging.getLogger(__name__)
-
-
-def pick_device(device: Device) -> str:
-    """``auto`` means CUDA when torch sees a GPU, else the CPU."""
-    if device != Device.auto:
-        return device.value
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class HFEngine:
     """``lm_eval.models.huggingface.HFLM`` built once; lm-eval calls it for every dataset."""
 
-    def __init__(self, run: RunConfig) -> None:
+    def __init__(self, plan: Plan) -> None:
+        """Build the model the plan says, on the plan's device (``auto`` was decided there)."""
         from lm_eval.models.huggingface import HFLM
 
-        model, strategy = run.model, run.strategy
+        model, strategy = plan.model_used, plan.strategy_used
         local = resolve_project_path(model.pretrained)
         self.pretrained = str(local) if local.is_dir() else model.pretrained
-        self.device = pick_device(strategy.device)
-        self.dtype = load_dtype(model, strategy).value
+        self.device = plan.device
+        self.dtype = plan.dtype
         kwargs: dict[str, Any] = {
             "pretrained": self.pretrained,
             "device": self.device,

@@ -155,8 +155,8 @@ def replica_factory(run: RunConfig, plan: Plan) -> tuple[str, tuple[Any, ...], b
     """What each replica builds: the plan's engine for one replica (dp 1)."""
     one = replace(plan, data_parallel_size=1)
     if plan.engine == EngineKind.vllm.value:
-        return "harness.engines.vllm:VLLMEngine", (run, one), True
-    return "harness.engines.hf:HFEngine", (run,), False
+        return "harness.engines.vllm:VLLMEngine", (one, run.seed), True
+    return "harness.engines.hf:HFEngine", (one,), False
 
 
 def _cpus_here() -> int:

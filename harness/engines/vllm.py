@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from harness.config.schema import EngineKind, Quantization, RunConfig, load_dtype
+from harness.config.schema import EngineKind, Quantization, RunConfig
 from harness.engines.base import count_with
 from harness.paths import resolve_project_path
 from harness.planning.plan import cpu_threads_per_rank
@@ -167,22 +167,20 @@ def cpu_kv_cache_bytes(plan: Plan) -> int:
     return max(planned, CPU_KV_CACHE_MIN_BYTES)
 
 
-def engine_kwargs(run: RunConfig, plan: Plan) -> dict[str, Any]:
+def engine_kwargs(plan: Plan, seed: int | None = None) -> dict[str, Any]:
     """Keyword arguments for lm-eval's ``VLLM``, decided by the plan alone.
 
     lm-eval passes every keyword but ``pretrained`` (vLLM's ``model``) and ``batch_size`` through
     to ``vllm.LLM``, hence to ``EngineArgs``; ``tests/test_vllm_contract.py`` checks each one
     against the supported releases.
     """
-    assert plan.resolved is not None, "the plan has no resolved strategy"
-    model, strategy = run.model, plan.resolved
+    model, strategy = plan.model_used, plan.strategy_used
     local = resolve_project_path(model.pretrained)
-    dtype = load_dtype(model, strategy)
     on_cpu = plan.device == "cpu"
     eager = strategy.enforce_eager if strategy.enforce_eager is not None else on_cpu
     kwargs: dict[str, Any] = {
         "pretrained": str(local) if local.is_dir() else model.pretrained,
-        "dtype": dtype.value,
+        "dtype": plan.dtype,
         "trust_remote_code": model.trust_remote_code,
         "tensor_parallel_size": plan.tensor_parallel_size,
         "pipeline_parallel_size": plan.pipeline_parallel_size,
@@ -192,8 +190,8 @@ def engine_kwargs(run: RunConfig, plan: Plan) -> dict[str, Any]:
     }
     if model.revision:
         kwargs["revision"] = model.revision
-    if run.seed is not None:
-        kwargs["seed"] = run.seed
+    if seed is not None:
+        kwargs["seed"] = seed
     quantization = QUANTIZATION[strategy.quantization]
     if quantization is not None:
         kwargs["quantization"] = quantization
@@ -297,10 +295,10 @@ def vllm_problems(plan: Plan, run: RunConfig) -> list[str]:
             f"(strategy=vllm{', strategy=tp2' if cpus >= 2 else ''})."
         )
     problems += _host_memory_problems(plan, who)
-    head_dim = run.model.head_dim
+    head_dim = plan.model_used.head_dim
     if head_dim is not None and head_dim not in CPU_HEAD_SIZES:
         problems.append(
-            f"model '{run.model.name}': head_dim {head_dim} is not among the head sizes of vLLM's "
+            f"model '{plan.model}': head_dim {head_dim} is not among the head sizes of vLLM's "
             f"CPU attention ({', '.join(map(str, CPU_HEAD_SIZES))}). Fix: strategy=single (the "
             "Hugging Face engine runs any head size on the CPU), or a GPU tier."
         )
@@ -336,11 +334,11 @@ class VLLMEngine:
     frees everything, and vLLM's EngineCore and workers cannot outlive the run.
     """
 
-    def __init__(self, run: RunConfig, plan: Plan) -> None:
+    def __init__(self, plan: Plan, seed: int | None = None) -> None:
         if installed_vllm() is None:
             raise RuntimeError(f"vLLM is not installed. Fix: {INSTALL[CPU_DIST]}")
         self.plan = plan
-        self.kwargs = engine_kwargs(run, plan)
+        self.kwargs = engine_kwargs(plan, seed)
         self.cpus = allowed_cpus()
         self.env: dict[str, str] = {}
         if plan.device == "cpu":

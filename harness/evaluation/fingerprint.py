@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.config.schema import RunConfig, load_dtype
+from harness.config.schema import RunConfig
 from harness.evaluation.tasks import PreparedDataset, leaf_tasks
 from harness.paths import resolve_project_path
 from harness.planning.plan import Plan
@@ -97,8 +97,7 @@ def hub_commit(pretrained: str, revision: str | None) -> str | None:
 
 def dataset_key(run: RunConfig, plan: Plan, dataset: PreparedDataset) -> dict[str, Any]:
     """Everything that decides a dataset's numbers, as plain data."""
-    model, strategy = run.model, run.strategy
-    dtype = load_dtype(model, strategy)
+    model, strategy = plan.model_used, plan.strategy_used  # what runs, not what was typed
     return {
         "harness": __version__,
         "lm_eval": version("lm_eval"),
@@ -108,7 +107,7 @@ def dataset_key(run: RunConfig, plan: Plan, dataset: PreparedDataset) -> dict[st
             "revision": model.revision,
             "commit": hub_commit(model.pretrained, model.revision),
             "weights": weights_digest(model.pretrained),
-            "dtype": dtype.value,
+            "dtype": plan.dtype,
             "trust_remote_code": model.trust_remote_code,
         },
         "deployment": {

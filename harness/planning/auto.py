@@ -178,9 +178,9 @@ def _plan_on_tier(run: RunConfig, tier: TierConfig, allow_quantized: bool = True
 
 
 def _override_of(plan: Plan) -> str:
-    if plan.device != "cuda" or plan.resolved is None:
+    if plan.device != "cuda" or plan.strategy_config is None:
         return "strategy=single"
-    return as_override(plan.resolved)
+    return as_override(plan.strategy_config)
 
 
 def _explain(plan: Plan, tried: list[Plan], tier: TierConfig) -> str:

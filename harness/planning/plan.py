@@ -18,6 +18,7 @@ from harness.config.schema import (
     ExecutorBackend,
     ModelConfig,
     Quantization,
+    ReplicaBackend,
     RunConfig,
     StrategyConfig,
     TierConfig,
@@ -76,7 +77,13 @@ class Plan:
     pipeline_parallel_size: int
     data_parallel_size: int
     quantization: str
+    dtype: str
+    """The dtype the weights are loaded in (the strategy's, else the model's native one)."""
     executor_backend: str
+    """vLLM's launcher of its tp/pp workers (``mp``, ``ray``); ``none`` for the HF engine."""
+    replica_backend: str
+    """Where each engine replica lives: ``inline`` (this process), ``process`` (its own),
+    ``ray`` (one Ray actor each)."""
     gpus_needed: int
     nodes_needed: int
     gpus_available: int
@@ -93,16 +100,32 @@ class Plan:
     """One line on how ``auto`` chose the strategy or tier."""
     notes: list[str] = field(default_factory=list)
     """Things worth knowing that are not problems (trust_remote_code on, ...)."""
-    resolved: StrategyConfig | None = field(default=None, repr=False)
+    strategy_config: StrategyConfig | None = field(default=None, repr=False)
     """The concrete strategy planned (what ``strategy=auto`` chose); the engine is built from it."""
+    model_config: ModelConfig | None = field(default=None, repr=False)
+    """The model as planned: its facts read from the checkpoint where it has one."""
 
     @property
     def fits(self) -> bool:
         return not self.problems
 
+    @property
+    def strategy_used(self) -> StrategyConfig:
+        """The concrete strategy (a plan made by ``make_plan`` always has it)."""
+        assert self.strategy_config is not None, "the plan has no resolved strategy"
+        return self.strategy_config
+
+    @property
+    def model_used(self) -> ModelConfig:
+        """The model as planned (a plan made by ``make_plan`` always has it)."""
+        assert self.model_config is not None, "the plan has no resolved model"
+        return self.model_config
+
     def to_dict(self) -> dict[str, Any]:
+        """The plan as plain data (``plan.json``, ``summary.json["plan"]``, MLflow's ``plan.*``)."""
         out = asdict(self)
-        out.pop("resolved")
+        out.pop("strategy_config")
+        out.pop("model_config")
         out["fits"] = self.fits
         out["memory"]["fits"] = self.memory.fits
         return out
@@ -209,11 +232,24 @@ def executor_of(strategy: StrategyConfig, device: str, nodes: int, gpus: int) ->
     """
     if strategy.executor_backend != ExecutorBackend.auto:
         return strategy.executor_backend.value
-    if strategy.engine == EngineKind.vllm and device != "cuda":
+    if strategy.engine == EngineKind.hf:
+        return "none"  # the rules refuse any other value for it
+    if device != "cuda":
         return "mp"
-    if strategy.engine == EngineKind.hf or gpus <= 1:
+    if gpus <= 1:
         return "none"
     return "mp" if nodes == 1 else "ray"
+
+
+def replica_backend_of(strategy: StrategyConfig) -> str:
+    """Where a replica lives: the strategy's choice, else ``ray`` for several replicas, else
+    ``inline`` for the HF engine (the embedded default's fast path) and ``process`` for vLLM
+    (always a process of its own)."""
+    if strategy.replica_backend != ReplicaBackend.auto:
+        return strategy.replica_backend.value
+    if strategy.data_parallel_size > 1:
+        return "ray"
+    return "inline" if strategy.engine == EngineKind.hf else "process"
 
 
 def cpu_threads_per_rank(engine: EngineKind, ranks: int, cpus: int) -> int:
@@ -252,7 +288,9 @@ def make_plan(
         pipeline_parallel_size=strategy.pipeline_parallel_size,
         data_parallel_size=strategy.data_parallel_size,
         quantization=strategy.quantization.value,
+        dtype=load_dtype(model, strategy).value,
         executor_backend=executor_of(strategy, device, nodes, gpus),
+        replica_backend=replica_backend_of(strategy),
         gpus_needed=gpus,
         nodes_needed=nodes,
         gpus_available=tier.gpus_per_node * tier.nodes,
@@ -270,7 +308,8 @@ def make_plan(
         problems=problems,
         explanation=explanation,
         notes=notes,
-        resolved=strategy,
+        strategy_config=strategy,
+        model_config=model,
     )
 
 

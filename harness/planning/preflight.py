@@ -22,21 +22,23 @@ def checked_plan(run: RunConfig) -> Plan:
     """Validate ``run`` and plan it; the plan's ``problems`` hold every broken rule.
 
     The model's facts are read first (from its checkpoint where it has one), so nothing is
-    planned from figures the checkpoint contradicts.
+    planned from figures the checkpoint contradicts. ``run`` is not changed: the plan carries
+    the model and the strategy it was made from (``model_used``, ``strategy_used``).
 
     Raises:
         ConfigError: the model's facts cannot be read, or are unusable (nothing can be planned
             from them); every other problem found is listed with it.
     """
     try:
-        run.model, notes = resolve_model(run.model, run.offline)
+        model, notes = resolve_model(run.model, run.offline)
     except ConfigError as err:  # report what else is wrong too, none of it planned from figures
         others = config_problems(run, will_run=False) + engine_rules(run.strategy)
         raise ConfigError(err.problems + others) from None
-    problems = config_problems(run, will_run=not run.plan_only)
-    if model_fact_problems(run.model):
+    as_read = replace(run, model=model)  # a copy: the run's config stays as typed
+    problems = config_problems(as_read, will_run=not run.plan_only)
+    if model_fact_problems(model):
         raise ConfigError(problems)  # nothing can be planned from such figures
-    plan = plan_run(replace(run, strategy=plannable(run.strategy)))
+    plan = plan_run(replace(as_read, strategy=plannable(run.strategy)))
     plan.problems = problems + plan.problems
     plan.notes = notes + plan.notes
     return plan

@@ -124,6 +124,7 @@ def build(
     run: RunConfig, plan: Plan, engine_facts: Mapping[str, Any], fingerprints: Mapping[str, str]
 ) -> dict[str, Any]:
     """The whole record for one run."""
+    model, strategy = plan.model_used, plan.strategy_used
     return {
         "harness": {"version": __version__, "git": git_state(), "root": str(PROJECT_ROOT)},
         "host": {
@@ -139,18 +140,18 @@ def build(
             "kind": plan.engine,
             "device": plan.device,
             "dtype": engine_facts.get("dtype"),
-            "batch_size": engine_facts.get("batch_size", run.strategy.batch_size),
+            "batch_size": engine_facts.get("batch_size", strategy.batch_size),
             "tensor_parallel_size": plan.tensor_parallel_size,
             "pipeline_parallel_size": plan.pipeline_parallel_size,
             "data_parallel_size": plan.data_parallel_size,
             "quantization": plan.quantization,
-            "max_model_len": run.strategy.max_model_len,
+            "max_model_len": strategy.max_model_len,
             "loaded": dict(engine_facts),
         },
         "model": {
-            "name": run.model.name,
-            "pretrained": run.model.pretrained,
-            "revision": run.model.revision,
+            "name": model.name,
+            "pretrained": model.pretrained,
+            "revision": model.revision,
         },
         "seeds": seeds(run),
         "datasets": {name: {"fingerprint": fp} for name, fp in fingerprints.items()},

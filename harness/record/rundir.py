@@ -29,6 +29,12 @@ class RunDirectory:
         write_text_atomic(path, yaml_text)
         return path
 
+    def write_plan(self, plan: dict[str, Any]) -> Path:
+        """``plan.json``: the deployment as planned (the only truth of what runs)."""
+        path = self.root / "plan.json"
+        write_json_atomic(path, plan)
+        return path
+
     def write_result(self, name: str, result: dict[str, Any]) -> Path:
         """Store one dataset's lm-eval result (samples go to a file of their own)."""
         result = dict(result)

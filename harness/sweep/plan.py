@@ -172,7 +172,7 @@ def plan_job(
         return job
     from harness.views import format_plan_line
 
-    job.strategy, job.tier = plan.strategy, plan.tier
+    job.model, job.strategy, job.tier = plan.model, plan.strategy, plan.tier
     job.plan = plan.to_dict()
     text = format_plan_line(plan).splitlines()
     cut = [i for i, line in enumerate(text) if line.endswith("problem(s):")]

@@ -17,10 +17,22 @@ from harness.record.metrics import headline
 from harness.record.outcome import DatasetOutcome
 from harness.record.provenance import tags as record_tags
 from harness.telemetry.export import csv_points
-from harness.tracking.names import LOGGED_TAG
+from harness.tracking.names import LOGGED_TAG, flatten
 from harness.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
+
+PLAN_PROSE = ("problems", "notes", "explanation")
+"""Plan entries that are sentences, not facts of the deployment: in plan.json, not in params."""
+
+
+def parent_params(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, str]:
+    """The parent run's params: the composed config as typed (``model.*``, ``strategy.*``, ...)
+    and the deployment as planned (``plan.*``: engine, device, tp/pp/dp, dtype, backends, memory,
+    ``plan.model_facts.*`` as used). Comparing runs by params then compares what really ran,
+    also where ``strategy=auto`` chose or a checkpoint's facts replaced the registry's."""
+    facts = {k: v for k, v in plan.items() if k not in PLAN_PROSE}
+    return dict(flatten(config)) | dict(flatten(facts, "plan."))
 
 
 def open_child(
@@ -116,7 +128,7 @@ def log_run_end(
     tracker.log_metrics(
         {"total_time_s": summary["total_time_s"], "datasets_failed": float(len(failed))}
     )
-    for name in ("config.yaml", "summary.json"):
+    for name in ("config.yaml", "plan.json", "summary.json"):
         if (root / name).is_file():
             tracker.log_artifact(root / name)
     if (root / "reproducibility.json").is_file():
