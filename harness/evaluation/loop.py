@@ -220,11 +220,6 @@ def _evaluate_one(
 def write_result(
     run_dir: RunDirectory, name: str, result: dict[str, Any]
 ) -> tuple[str, str | None]:
-    """Write a dataset's result JSON and, when lm-eval logged samples, ``samples/<name>.jsonl.gz``
-    (one record per line, each with its ``task``; secrets masked as in every file)."""
-    result = dict(result)
-    samples = result.pop("samples", None)
-    path = str(run_dir.write_result(name, result))
-    if not samples:
-        return path, None
-    return path, str(run_dir.write_samples(name, samples))
+    """``RunDirectory.write_result``'s two paths as the strings ``DatasetOutcome`` keeps."""
+    path, samples = run_dir.write_result(name, result)
+    return str(path), None if samples is None else str(samples)

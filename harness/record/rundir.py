@@ -15,7 +15,8 @@ from harness.secrets import mask
 
 
 class RunDirectory:
-    """Files of one run: ``results/<dataset>.json``, ``config.yaml``, ``summary.json``."""
+    """Files of one run: ``config.yaml``, ``plan.json``, ``results/<dataset>.json`` (and
+    ``.error.json``), ``samples/<dataset>.jsonl.gz``, ``summary.json``."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -35,27 +36,24 @@ class RunDirectory:
         write_json_atomic(path, plan)
         return path
 
-    def write_result(self, name: str, result: dict[str, Any]) -> Path:
-        """Store one dataset's lm-eval result (samples go to a file of their own)."""
+    def write_result(self, name: str, result: dict[str, Any]) -> tuple[Path, Path | None]:
+        """Store one dataset's lm-eval result as ``results/<name>.json`` and, when lm-eval logged
+        samples, those as ``samples/<name>.jsonl.gz`` (one record per line, each with its
+        ``task``); returns both paths (None for samples not logged)."""
         result = dict(result)
         samples = result.pop("samples", None)
         path = self.dataset_result(name)
         write_json_atomic(path, result)
-        if samples is not None:
-            write_json_atomic(self.results_dir / f"{name}.samples.json", samples)
-        return path
-
-    def write_samples(self, name: str, samples: dict[str, list[dict[str, Any]]]) -> Path:
-        """lm-eval's logged samples as ``samples/<name>.jsonl.gz``: one record per line, each
-        with its ``task``."""
+        if not samples:
+            return path, None
         lines = [
             json.dumps({"task": task, **record}, default=json_default, ensure_ascii=False) + "\n"
             for task, records in samples.items()
             for record in records
         ]
-        path = self.root / "samples" / f"{name}.jsonl.gz"
-        write_text_atomic(path, "".join(lines), compress=True)
-        return path
+        samples_path = self.root / "samples" / f"{name}.jsonl.gz"
+        write_text_atomic(samples_path, "".join(lines), compress=True)
+        return path, samples_path
 
     def write_error(self, name: str, error: dict[str, Any]) -> Path:
         """Record why a dataset failed (type, message, traceback) beside the results."""
