@@ -6,13 +6,11 @@ and fails instead when ``HARNESS_REQUIRE_BROWSER=1`` (CI installs chromium, so n
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
+from tests.real_parts import chromium, need
 
 # Root in a container has no user namespace sandbox and no D-Bus; neither matters for a page.
 _FLAGS = [
@@ -26,12 +24,9 @@ _FLAGS = [
 
 def require_chromium() -> str:
     """The chromium executable, or skip (fail under HARNESS_REQUIRE_BROWSER=1) without one."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        why = "chromium is not installed (Debian: apt-get install chromium)"
-        if os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
-            pytest.fail(why + "; HARNESS_REQUIRE_BROWSER=1 asks for it")
-        pytest.skip(why)
+    need("browser")
+    exe = chromium()
+    assert exe is not None
     return exe
 
 

@@ -19,6 +19,16 @@ from harness.paths import CONF_DIR, PROJECT_ROOT
 register_configs()
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked with a real part it needs skips, or fails where that part is required,
+    when the part is missing (tests/real_parts.py holds the one rule)."""
+    from tests.real_parts import PARTS, need
+
+    for part in PARTS:
+        if item.get_closest_marker(part) is not None:
+            need(part)
+
+
 @pytest.fixture
 def compose_cfg() -> Callable[..., DictConfig]:
     """Compose the run config from conf/ with overrides, as the CLI would."""
@@ -65,6 +75,12 @@ def run_harness(
     """Run ``python -m harness`` in a subprocess from a neutral cwd."""
     return run_module("harness", *args, cwd=tmp_path, timeout=timeout)
 
+
+TESTS_DIR = Path(__file__).parent
+FIXTURES = TESTS_DIR / "fixtures"
+"""Task folders, configs and checkpoints the tests read."""
+FAKE_NVML = TESTS_DIR / "fake_nvml"
+"""The small fake NVML module (``pynvml``) put on PYTHONPATH where a test needs GPUs."""
 
 BUNDLED_TASKS = ["arith_mc", "compare_mc", "reverse_gen", "successor_gen", "story_ppl"]
 TINY_MODEL = PROJECT_ROOT / "plugins" / "models" / "tiny_char"

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import assert_mlflow_matches_results, offline_env, run_harness, run_module
-from tests.test_telemetry_tracking import FAKE_NVML, gpu_script
-from tests.test_tracking_server import free_port, serve_mlflow
+from tests.tracking.test_telemetry_tracking import FAKE_NVML, gpu_script
+from tests.tracking.test_tracking_server import free_port, serve_mlflow
 
 pytestmark = pytest.mark.slow
 

@@ -171,8 +171,8 @@ def engine_kwargs(plan: Plan, seed: int | None = None) -> dict[str, Any]:
     """Keyword arguments for lm-eval's ``VLLM``, decided by the plan alone.
 
     lm-eval passes every keyword but ``pretrained`` (vLLM's ``model``) and ``batch_size`` through
-    to ``vllm.LLM``, hence to ``EngineArgs``; ``tests/test_vllm_contract.py`` checks each one
-    against the supported releases.
+    to ``vllm.LLM``, hence to ``EngineArgs``; ``tests/engines/test_vllm_contract.py`` checks each
+    one against the supported releases.
     """
     model, strategy = plan.model_used, plan.strategy_used
     local = resolve_project_path(model.pretrained)

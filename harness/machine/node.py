@@ -16,21 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.machine.nvml import Gpu, import_nvml, list_gpus, pcie_only_pairs, topology
+
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
 _GPU_FAMILY = re.compile(
     r"\b(GB200|GH200|B200|B100|H200|H100|H800|H20|A100|A800|A10G|A10|A30|A40|L40S|L40|L4|V100|T4)\b"
 )
-
-
-@dataclass
-class Gpu:
-    """One GPU as NVML reports it."""
-
-    index: int
-    name: str
-    memory_gib: float
 
 
 @dataclass
@@ -75,25 +68,14 @@ def gpu_type(name: str) -> str | None:
 
 def detect_gpus() -> list[Gpu]:
     """The node's NVIDIA GPUs; an empty list when NVML is missing or finds no driver."""
-    try:
-        import pynvml
-    except ImportError:
+    nvml, why = import_nvml()
+    if nvml is None:
+        log.debug("no GPUs: %s", why)
         return []
     try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as err:
-        log.debug("NVML unavailable: %s", err)
-        return []
-    try:
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(handle)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle).total
-            gpus.append(Gpu(i, name if isinstance(name, str) else name.decode(), memory / GIB))
-        return gpus
+        return list_gpus(nvml)
     finally:
-        pynvml.nvmlShutdown()
+        nvml.nvmlShutdown()
 
 
 def _visible(gpus: list[Gpu]) -> tuple[list[Gpu], str]:
@@ -178,8 +160,6 @@ def hardware_problems(device: str, gpus_on_this_node: int, detected: list[Gpu]) 
 def tensor_parallel_link_note(tp: int) -> str | None:
     """A warning when the first ``tp`` GPUs this job sees are not all joined by NVLink (their
     all-reduce then goes over PCIe); None when they are, or when NVML cannot say."""
-    from harness.machine.nvml import import_nvml, list_gpus, pcie_only_pairs, topology
-
     nvml, why = import_nvml()
     if nvml is None:
         log.debug("no NVLink check: %s", why)

@@ -23,8 +23,8 @@ _PCIE_PATHS = {0: "SAME", 10: "PIX", 20: "PXB", 30: "PHB", 40: "NODE", 50: "SYS"
 
 
 @dataclass
-class GpuInfo:
-    """One GPU of the node, as NVML lists it."""
+class Gpu:
+    """One GPU of the node, as NVML lists it (the node's facts and telemetry share this record)."""
 
     index: int
     """NVML's index (all GPUs of the node, whatever CUDA_VISIBLE_DEVICES says)."""
@@ -34,6 +34,10 @@ class GpuInfo:
     """NVML's UUID of the device."""
     memory_total_mib: float
     """Device memory."""
+
+    @property
+    def memory_gib(self) -> float:
+        return self.memory_total_mib / 1024
 
 
 @dataclass
@@ -92,13 +96,13 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def list_gpus(nvml: Any) -> list[GpuInfo]:
+def list_gpus(nvml: Any) -> list[Gpu]:
     """Every GPU of the node."""
     gpus = []
     for i in range(nvml.nvmlDeviceGetCount()):
         handle = nvml.nvmlDeviceGetHandleByIndex(i)
         gpus.append(
-            GpuInfo(
+            Gpu(
                 index=i,
                 name=_text(nvml.nvmlDeviceGetName(handle)),
                 uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
@@ -108,7 +112,7 @@ def list_gpus(nvml: Any) -> list[GpuInfo]:
     return gpus
 
 
-def topology(nvml: Any, gpus: list[GpuInfo]) -> list[Link]:
+def topology(nvml: Any, gpus: list[Gpu]) -> list[Link]:
     """Every pair of GPUs: NVLink when NVML's P2P status says so, else PCIe with its path."""
     handles = [nvml.nvmlDeviceGetHandleByIndex(g.index) for g in gpus]
     links = []
@@ -157,7 +161,7 @@ _OPTIONAL: dict[str, Callable[[Any, Any], float]] = {
 class Reader:
     """Reads every GPU once per call; remembers which quantities a device does not support."""
 
-    def __init__(self, nvml: Any, gpus: list[GpuInfo]) -> None:
+    def __init__(self, nvml: Any, gpus: list[Gpu]) -> None:
         self.nvml = nvml
         self.gpus = gpus
         self.handles = [nvml.nvmlDeviceGetHandleByIndex(g.index) for g in gpus]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.machine.nvml import GpuInfo, Link, Reader, Sample, import_nvml, list_gpus, topology
+from harness.machine.nvml import Gpu, Link, Reader, Sample, import_nvml, list_gpus, topology
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Recording:
     """Host name of the node."""
     interval_s: float
     """Time between readings."""
-    gpus: list[GpuInfo]
+    gpus: list[Gpu]
     """Every GPU of the node."""
     topology: list[Link]
     """How each pair of GPUs is joined (NVLink or PCIe)."""
@@ -69,7 +69,7 @@ class Recording:
     def from_dict(cls, data: dict[str, Any]) -> Recording:
         """The inverse of ``to_dict`` (a recording sent back by a node's sampler actor)."""
         data = dict(data)
-        data["gpus"] = [GpuInfo(**g) for g in data["gpus"]]
+        data["gpus"] = [Gpu(**g) for g in data["gpus"]]
         data["topology"] = [Link(**x) for x in data["topology"]]
         data["samples"] = [Sample(**s) for s in data["samples"]]
         data["phases"] = [Phase(**p) for p in data["phases"]]

@@ -1,6 +1,6 @@
 """vLLM data-parallel replicas on the CPU: each replica's thread binding, and the host memory all
 replicas need, checked before anything loads. (Two real vLLM replicas run in
-``tests/test_ray_dp.py::test_two_vllm_replicas_equal_the_single_engine``.)"""
+``tests/engines/test_ray_dp.py::test_two_vllm_replicas_equal_the_single_engine``.)"""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.engines.vllm import installed_vllm, replica_environment
+from harness.engines.vllm import replica_environment
 from tests.conftest import assert_clean_failure, run_harness
 
 
@@ -32,7 +32,6 @@ def test_each_replica_binds_its_threads_within_its_own_share(tp, share, bind):
 
 
 @pytest.mark.vllm
-@pytest.mark.skipif(installed_vllm() is None, reason="the check runs where vLLM is installed")
 def test_replicas_whose_kv_caches_do_not_fit_are_refused_before_loading(tmp_path):
     # Host budget 4 GiB x 0.8; one replica (KV cache of 2000 x 256 tokens, ~2 GiB) fits it, two do
     # not: every replica reserves its own KV cache.

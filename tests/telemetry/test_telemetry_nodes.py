@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
 from harness.telemetry.export import csv_points, to_csv
 from harness.telemetry.summary import summarize
-from tests.test_telemetry import NODE, fake_nvml  # noqa: F401 (a fixture)
+from tests.conftest import FAKE_NVML
+from tests.telemetry.test_telemetry import NODE, fake_nvml  # noqa: F401 (a fixture)
 
-pytestmark = pytest.mark.slow
-ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
-
-FAKE_NVML = Path(__file__).parent / "fake_nvml"
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
+    import ray
     from ray.cluster_utils import Cluster
 
     tmp_path = tmp_path_factory.mktemp("two_nodes")
@@ -44,6 +42,8 @@ def two_nodes(tmp_path_factory):
 
 
 def test_every_node_is_sampled_and_labelled(two_nodes):
+    import ray
+
     from harness.telemetry.nodes import NodeSamplers
 
     samplers = NodeSamplers.start(interval_s=0.05)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.real_parts import unavailable
+
 HERE = Path(__file__).parent
 PACKAGES = ["munge", "slurmctld", "slurmd", "slurm-client", "slurmdbd"]
 PACKAGES += ["slurm-wlm-mysql-plugin", "mariadb-server"]
@@ -31,10 +33,8 @@ def _missing() -> list[str]:
 
 
 def _skip(reason: str) -> None:
-    """Skip, saying why; where SLURM must be there (CI: HARNESS_REQUIRE_SLURM=1), fail."""
-    if os.environ.get("HARNESS_REQUIRE_SLURM") == "1":
-        pytest.fail(f"HARNESS_REQUIRE_SLURM=1 but {reason}")
-    pytest.skip(reason)
+    """Skip, saying why; where SLURM is required (CI), fail (tests/real_parts.py)."""
+    unavailable("slurm", reason)
 
 
 def _install_or_skip() -> None:
@@ -44,7 +44,7 @@ def _install_or_skip() -> None:
     if shutil.which("apt-get") is None:
         _skip(
             f"{why}, and this is not a Debian-like system; install SLURM with munge and "
-            "slurmdbd (with MariaDB), as tests/slurm/start_slurm.sh expects"
+            "slurmdbd (with MariaDB), as tests/sweep/start_slurm.sh expects"
         )
     if os.geteuid() != 0:
         _skip(f"{why}, and installing it needs root: sudo apt-get update && sudo {APT_LINE}")

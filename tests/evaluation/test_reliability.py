@@ -13,9 +13,7 @@ import pytest
 
 from harness.paths import PROJECT_ROOT
 from harness.record.store import ResultStore
-from tests.conftest import BUNDLED_TASKS, offline_env, run_harness
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from tests.conftest import BUNDLED_TASKS, FIXTURES, offline_env, run_harness
 
 
 def metrics_of(run_dir: Path, task: str) -> dict:

@@ -21,8 +21,9 @@ from harness.telemetry.export import csv_points, to_csv, tokens_per_joule
 from harness.telemetry.plot import plot
 from harness.telemetry.sampler import Recording, open_sampler
 from harness.telemetry.summary import summarize
+from tests.conftest import FAKE_NVML as FAKE_NVML_DIR
 
-FAKE_NVML = Path(__file__).parent / "fake_nvml" / "pynvml.py"
+FAKE_NVML = FAKE_NVML_DIR / "pynvml.py"
 
 # Readings 0..7: start, load begins, (tick), load ends, arith begins, (tick), arith ends, stop.
 NODE = {

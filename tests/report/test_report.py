@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import dump_dom, require_chromium
-from tests.conftest import TINY_MODEL, run_harness, run_module
-from tests.test_tracking_server import free_port, serve_mlflow
+from tests.browser import dump_dom
+from tests.conftest import FAKE_NVML, TINY_MODEL, run_harness, run_module
+from tests.tracking.test_tracking_server import free_port, serve_mlflow
 
-FAKE_NVML = Path(__file__).parent / "fake_nvml"
 DATASETS = ["arith_mc", "reverse_gen", "story_ppl"]
 HEADLINES = {"arith_mc": "acc", "reverse_gen": "exact_match", "story_ppl": "word_perplexity"}
 LIMITS = {"tiny_char": (20, 10, 10), "tiny_copy": (12, 6, 6)}
@@ -242,8 +241,8 @@ chart.decode().then(
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_html_page_renders_in_chromium(report, tmp_path):
-    require_chromium()
     _, out = report
     page = (out / "report.html").read_text()
     assert "http://" not in page and "https://" not in page and 'src="data:image/png' in page

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_harness
-from tests.test_plan import probe
+from tests.conftest import FAKE_NVML, run_harness
+from tests.planning.test_plan import probe
 
-FAKE_NVML = Path(__file__).parent / "fake_nvml"
 H100_NODE = "4xNVIDIA H100 80GB HBM3:81559"  # what NVML reports for an 80 GB H100: 81559 MiB
 
 

@@ -113,7 +113,7 @@ CASES = [
         ["model=llama2_70b", "strategy=single", "tier=small", "plan_only=true"],
         ["DOES NOT FIT", "Fix: strategy=int8"],
     ),
-    # (strategy=tp2 itself runs on this CPU with vLLM's CPU build: tests/test_vllm.py)
+    # (strategy=tp2 itself runs on this CPU with vLLM's CPU build: tests/engines/test_vllm.py)
     ("gpu-strategy-cpu-tier", ["strategy=tp2", "strategy.device=cuda"], ["no GPU", "Fix:"]),
     ("missing-weights", ["model.pretrained=plugins/models/nowhere"], ["does not exist", "Fix:"]),
     (

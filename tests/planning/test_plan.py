@@ -17,7 +17,7 @@ from harness.paths import CONF_DIR
 from harness.planning.auto import plan_run
 from harness.planning.model_facts import resolve_model
 from harness.planning.plan import GB, GIB, OVERHEAD_GIB_PER_GPU, kv_bytes_per_token, make_plan
-from tests.conftest import fake_hub_cache, offline_env
+from tests.conftest import FIXTURES, fake_hub_cache, offline_env
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "hf")
 """The registry: every model option with its figures in YAML (``hf`` reads a checkpoint's)."""
@@ -273,14 +273,14 @@ def usage_command(path) -> list[str]:
     raise AssertionError(f"{path} has no usage comment")
 
 
-# Launcher files show a sweep (`-m a,b`), which is not one run: tests/slurm plans and runs them.
+# Launcher files show a sweep (`-m a,b`), which is not one run: tests/sweep plans and runs them.
 SINGLE_RUN_FILES = sorted(p for p in CONF_DIR.rglob("*.yaml") if p.parent.name != "launcher")
 
 
 @pytest.mark.parametrize("path", SINGLE_RUN_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_usage_comment_plans_a_fitting_deployment(path, tmp_path, monkeypatch):
     # model=hf's example names Qwen/Qwen3-8B: a hub cache holding its real config.json stands in.
-    config = json.loads((Path(__file__).parent / "fixtures/hf_configs/qwen3_8b.json").read_text())
+    config = json.loads((FIXTURES / "hf_configs/qwen3_8b.json").read_text())
     fake_hub_cache(tmp_path, "Qwen/Qwen3-8B", config, num_params=8_190_735_360)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     overrides = usage_command(path)

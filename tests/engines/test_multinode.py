@@ -17,8 +17,7 @@ import pytest
 from harness.engines.multinode import multinode_problems, spans_nodes
 from harness.planning.auto import plan_run
 from tests.fake_engine import FakeLM
-from tests.test_plan import run_config
-from tests.test_ray_dp import needs_ray
+from tests.planning.test_plan import run_config
 
 
 class RayJoiningEngine:
@@ -79,7 +78,6 @@ def test_a_plan_over_two_nodes_needs_them_and_says_how(monkeypatch):
     assert not spans_nodes(one) and multinode_problems(one, run) == []
 
 
-@needs_ray
 @pytest.mark.ray
 def test_the_engine_joins_the_cluster_once_it_has_the_nodes_and_gpus():
     import ray
@@ -100,7 +98,7 @@ def test_the_engine_joins_the_cluster_once_it_has_the_nodes_and_gpus():
         engine = ClusteredEngine(
             run,
             plan,
-            build=lambda: EngineProcess("tests.test_multinode:RayJoiningEngine"),  # type: ignore[arg-type,return-value]
+            build=lambda: EngineProcess("tests.engines.test_multinode:RayJoiningEngine"),  # type: ignore[arg-type,return-value]
             on_cluster=lambda: called.append(os.environ["RAY_ADDRESS"]),
         )
         try:
@@ -119,7 +117,6 @@ def test_the_engine_joins_the_cluster_once_it_has_the_nodes_and_gpus():
         cluster.shutdown()
 
 
-@needs_ray
 @pytest.mark.ray
 def test_a_cluster_short_of_gpus_is_named_before_the_engine_is_built():
     import ray

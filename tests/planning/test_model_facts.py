@@ -20,10 +20,11 @@ from harness.errors import ConfigError
 from harness.paths import CONF_DIR
 from harness.planning.checkpoint import locate
 from harness.planning.model_facts import facts_from_config, read_facts, resolve_model
+from tests.conftest import FIXTURES as TEST_FIXTURES
 from tests.conftest import TINY_MODEL, assert_clean_failure, fake_hub_cache, run_harness
-from tests.test_plan import probe
+from tests.planning.test_plan import probe
 
-FIXTURES = Path(__file__).parent / "fixtures" / "hf_configs"
+FIXTURES = TEST_FIXTURES / "hf_configs"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # start_slurm.sh - start a throw-away single-node SLURM cluster on localhost, as root,
 # without systemd: munged + (MariaDB + slurmdbd) + slurmctld + slurmd, all state/logs under $DIR.
-# The cluster the `slurm` tests run on (tests/slurm/conftest.py starts it, .ci/run installs the
+# The cluster the `slurm` tests run on (tests/sweep/conftest.py starts it, .ci/run installs the
 # packages); also a way to try `hydra/launcher=slurm` on one machine (README, "Sweeps on SLURM").
 #
 # Needs (Debian 12, once):

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_harness
-from tests.test_tracking_server import serve_mlflow
+from harness.paths import PROJECT_ROOT
+from tests.conftest import FAKE_NVML, run_harness
+from tests.tracking.test_tracking_server import serve_mlflow
 
 pytestmark = pytest.mark.slow
 
-FAKE_NVML = Path(__file__).parent / "fake_nvml"
 TASKS = ["arith_mc", "reverse_gen"]
 
 
@@ -177,7 +177,7 @@ def test_reproducibility_record_on_the_parent_run(tracked):
     record = json.loads((tracked["run"] / "reproducibility.json").read_text())
     tags = parent.data.tags
     head = subprocess.run(
-        ["git", "-C", str(Path(__file__).parents[1]), "rev-parse", "HEAD"],
+        ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
         capture_output=True,
         text=True,
         check=True,

@@ -21,8 +21,8 @@ import pytest
 
 from harness.engines.cluster import ClusterError, Needs, RayCluster, needs_of
 from harness.machine.slurm import BASE_PORT, expand_nodelist, slurm_allocation
+from tests.engines.test_ray_dp import cli_run, describe_times, is_ray, metrics
 from tests.processes import descendants, wait_until
-from tests.test_ray_dp import cli_run, describe_times, is_ray, metrics, needs_ray
 
 
 def test_slurm_node_lists_expand_like_scontrol():
@@ -76,7 +76,6 @@ def single_run(tmp_path_factory) -> dict[str, Any]:
     return cli_run(["strategy=single"], tmp_path_factory.mktemp("single"))
 
 
-@needs_ray
 @pytest.mark.ray
 @pytest.mark.slow
 def test_replicas_span_two_simulated_nodes_with_the_single_node_result(tmp_path: Path, single_run):
@@ -112,7 +111,6 @@ def test_replicas_span_two_simulated_nodes_with_the_single_node_result(tmp_path:
     assert wait_until(lambda: not any(map(is_ray, descendants(os.getpid()).values())), 20), mine
 
 
-@needs_ray
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_slurm_allocation_of_two_nodes_starts_and_joins_its_own_cluster(

@@ -27,7 +27,7 @@ from harness.config.schema import Quantization
 from harness.engines.vllm import CPU_DIST, GPU_DIST, SUPPORTED, engine_kwargs, installed_vllm
 from harness.paths import PROJECT_ROOT
 from harness.planning.auto import plan_run
-from tests.test_plan import run_config
+from tests.planning.test_plan import run_config
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "harness" / "wheels"
 ARG_UTILS = "vllm/engine/arg_utils.py"

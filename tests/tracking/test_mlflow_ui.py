@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import _run, require_chromium, screenshot
+from tests.browser import _run, screenshot
 from tests.conftest import run_harness
-from tests.test_tracking_server import serve_mlflow
+from tests.tracking.test_tracking_server import serve_mlflow
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 TASKS = ["arith_mc", "reverse_gen"]
 
@@ -47,7 +47,6 @@ def page_text(dom: str) -> str:
 @pytest.fixture(scope="module")
 def ui_run(tmp_path_factory):
     """A run of the bundled model logged over HTTP to a real server; its URL and printed link."""
-    require_chromium()
     server = serve_mlflow(tmp_path_factory.mktemp("mlflow_ui_store"))
     url = next(server)
     tmp = tmp_path_factory.mktemp("ui_run")
