@@ -2,7 +2,9 @@
 
     python benchmarks/plan_latency.py [--repeat 5] [--json result.json]
 
-Each command runs `--repeat` times in a fresh process; the median and the fastest are reported.
+Each command runs `--repeat` times in a fresh process, in paired rounds (every command once per
+round); the median, the fastest and the median of the per-round ratios to `lm_eval --help`
+are reported.
 Everything a run writes goes to a temporary folder (its run dir and ``outputs_root``).
 `lm_eval --help` is the floor of anything the lm-eval CLI does: its imports and argument parser.
 """
@@ -80,19 +82,29 @@ def main(args: argparse.Namespace) -> dict:
         "repeat": args.repeat,
         "cases": {},
     }
+    floor = "lm_eval --help"
+    walls: dict[str, list[float]] = {name: [] for name in CASES}
     with tempfile.TemporaryDirectory() as tmp:
         hub_cache(Path(tmp) / "hub")
-        for name, cmd in CASES.items():
-            walls = [time_command(cmd, Path(tmp)) for _ in range(args.repeat)]
-            figures["cases"][name] = {
-                "median_s": round(statistics.median(walls), 3),
-                "min_s": round(min(walls), 3),
-                "runs_s": [round(w, 3) for w in walls],
-            }
-    print("| command | median s | fastest s |")
-    print("|---|---|---|")
+        # Paired: each round runs every command once, back to back, so that a ratio compares
+        # commands under the same load of the machine.
+        for _ in range(args.repeat):
+            for name, cmd in CASES.items():
+                walls[name].append(time_command(cmd, Path(tmp)))
+    for name, runs in walls.items():
+        ratios = [w / f for w, f in zip(runs, walls[floor], strict=True)]
+        figures["cases"][name] = {
+            "median_s": round(statistics.median(runs), 3),
+            "min_s": round(min(runs), 3),
+            "runs_s": [round(w, 3) for w in runs],
+            "ratio_to_lm_eval_help": round(statistics.median(ratios), 3),
+            "ratios": [round(r, 3) for r in ratios],
+        }
+    print(f"| command | median s | fastest s | x `{floor}` (median of paired rounds) |")
+    print("|---|---|---|---|")
     for name, c in figures["cases"].items():
-        print(f"| `{name}` | {c['median_s']:.3f} | {c['min_s']:.3f} |")
+        ratio = c["ratio_to_lm_eval_help"]
+        print(f"| `{name}` | {c['median_s']:.3f} | {c['min_s']:.3f} | {ratio:.2f} |")
     write_json(args.json, figures)
     return figures
 

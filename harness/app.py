@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import console
 from harness.config.schema import RunConfig, to_run_config
-from harness.config.store import register_configs
+from harness.config.store import compose_once, register_configs
 from harness.console import say
 from harness.errors import ConfigError, HarnessError
 from harness.paths import CONF_DIR
@@ -344,6 +344,7 @@ def main() -> None:
         print(f"error: {ConfigError(problems)}", file=sys.stderr)
         sys.exit(2)
     register_configs()
+    compose_once(argv)
     cli_help.register()  # ${harness_help:...} in --help's page; resolved only when printed
     from omegaconf.errors import OmegaConfBaseException
 

@@ -29,7 +29,7 @@ class Part:
 
 
 def _vllm() -> str | None:
-    from harness.engines.vllm import CPU_DIST, INSTALL, installed_vllm
+    from harness.engines.vllm_install import CPU_DIST, INSTALL, installed_vllm
 
     if installed_vllm() is not None:
         return None

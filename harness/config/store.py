@@ -39,4 +39,51 @@ def register_configs() -> None:
     register_resolvers()
 
 
+OUTSIDE_CONF = (
+    *("hydra.searchpath=", "+hydra.searchpath=", "++hydra.searchpath="),
+    *("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn"),
+)
+"""Command-line words that bring in config files other than harness's own ``conf/``."""
+
+
+def mode_from_argv(argv: list[str]) -> Any:
+    """Hydra's run mode as the command line decides it, or ``...`` where only Hydra can say.
+
+    Hydra composes the whole config once only to read ``hydra.mode`` (``Hydra.get_mode``: about
+    half of a plan-only call) and then again to run. No file of harness's own ``conf/`` sets
+    ``hydra.mode`` (tests/config/test_configs.py holds that), so with nothing but ``conf/`` the mode
+    is the command line's: ``hydra.mode=...`` if given, else None (Hydra then runs a single run,
+    or a sweep with ``-m``, and says so in ``hydra.mode``). A command that brings in other config
+    files (a search path, another config dir or name) may set it there: ``...``, ask Hydra.
+    """
+    from hydra.types import RunMode
+
+    if any(word.startswith(OUTSIDE_CONF) for word in argv):
+        return ...
+    for word in argv:
+        if word.startswith(("hydra.mode=", "++hydra.mode=")):
+            value = word.split("=", 1)[1]
+            return RunMode[value] if value in RunMode.__members__ else ...
+    return None
+
+
+def compose_once(argv: list[str]) -> None:
+    """Make Hydra compose the config once per command, not twice, where ``mode_from_argv`` can
+    tell the mode without composing (a private Hydra method is replaced for this process)."""
+    from hydra._internal.hydra import Hydra
+
+    mode = mode_from_argv(argv)
+    if mode is ...:
+        return
+    hydras_own = Hydra.get_mode
+
+    def get_mode(self: Any, config_name: Any, overrides: list[str]) -> Any:
+        # Only the call for this command's own overrides is answered without composing.
+        if list(overrides) == [w for w in argv if not w.startswith("-")]:
+            return mode
+        return hydras_own(self, config_name, overrides)
+
+    Hydra.get_mode = get_mode  # type: ignore[method-assign]
+
+
 register_resolvers()

@@ -68,7 +68,7 @@ def _build_vllm(run: RunConfig, plan: Plan, on_cluster: OnCluster) -> Engine:
 
 
 def _vllm_preflight(plan: Plan, run: RunConfig) -> list[str]:
-    from harness.engines.vllm import vllm_problems  # metadata only: vLLM is not imported
+    from harness.engines.vllm_preflight import vllm_problems  # metadata only: vLLM is not imported
 
     return vllm_problems(plan, run)
 

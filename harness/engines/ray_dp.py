@@ -219,7 +219,7 @@ class RayDPEngine:
                 shares = cpu_shares(sorted(os.sched_getaffinity(0)), self.size)
                 self.shares = list(shares)
                 if plan.engine == EngineKind.vllm.value:
-                    from harness.engines.vllm import replica_environment
+                    from harness.engines.vllm_cpu import replica_environment
 
                     self.envs = [replica_environment(plan, s) for s in shares]
             self.actors = [self._start_replica(i) for i in range(self.size)]

@@ -88,3 +88,36 @@ def test_every_config_file_says_how_to_use_it():
     for path in CONF_DIR.rglob("*.yaml"):
         text = path.read_text()
         assert "python -m harness" in text, f"{path} lacks a usage comment"
+
+
+def test_no_config_file_sets_hydras_mode():
+    """``mode_from_argv`` answers Hydra's run mode from the command line without composing; that
+    is right only while no file of conf/ sets ``hydra.mode``."""
+    import yaml
+
+    for path in CONF_DIR.rglob("*.yaml"):
+        data = yaml.safe_load(path.read_text()) or {}
+        hydra_node = data.get("hydra") if isinstance(data, dict) else None
+        assert not (isinstance(hydra_node, dict) and "mode" in hydra_node), path
+
+
+@pytest.mark.parametrize(
+    ("argv", "mode"),
+    [
+        (["model=falcon_40b", "plan_only=true"], None),
+        (["-m", "dataset.arith_mc.limit=10,20"], None),
+        (["hydra.mode=MULTIRUN", "x=1"], "MULTIRUN"),
+        (["hydra.mode=RUN"], "RUN"),
+        (["hydra.mode=BOGUS"], ...),  # Hydra's own compose says what is wrong
+        (["hydra.searchpath=[file://tests/fixtures/conf]", "model=tiny"], ...),
+        (["--config-dir", "/elsewhere"], ...),
+        (["-cn", "other"], ...),
+    ],
+)
+def test_the_run_mode_comes_from_the_command_line_or_from_hydra(argv, mode):
+    from hydra.types import RunMode
+
+    from harness.config.store import mode_from_argv
+
+    expected = RunMode[mode] if isinstance(mode, str) else mode
+    assert mode_from_argv(argv) == expected

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from harness.engines.vllm import CPU_DIST, installed_vllm, threads_bind
+from harness.engines.vllm_cpu import threads_bind
+from harness.engines.vllm_install import CPU_DIST, installed_vllm
 from tests.conftest import offline_env
 from tests.processes import Watcher, live, wait_until
 
@@ -183,7 +184,7 @@ try:  # lm-eval alone cannot import its vLLM wrapper under the CPU build's name
     sys.exit("lm-eval imported its vLLM wrapper without the fix")
 except md.PackageNotFoundError:
     pass
-from harness.engines.vllm import import_lm_eval_vllm, vllm_version
+from harness.engines.vllm_install import import_lm_eval_vllm, vllm_version
 cls = import_lm_eval_vllm()
 module = sys.modules["lm_eval.models.vllm_causallms"]
 assert cls is module.VLLM

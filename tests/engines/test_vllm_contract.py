@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from harness.config.schema import Quantization
-from harness.engines.vllm import CPU_DIST, GPU_DIST, SUPPORTED, engine_kwargs, installed_vllm
+from harness.engines.vllm import engine_kwargs
+from harness.engines.vllm_install import CPU_DIST, GPU_DIST, SUPPORTED, installed_vllm
 from harness.paths import PROJECT_ROOT
 from harness.planning.auto import plan_run
 from tests.planning.test_plan import run_config
