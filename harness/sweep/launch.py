@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.sweep import record_exit
-from harness.sweep.outcome import (
-    JobOutcome,
-    dataset_counts,
-    failed_datasets,
-    format_outcomes,
-    last_error_line,
-    write_outcomes,
-)
+from harness.sweep.outcome import format_outcomes, write_outcomes
 from harness.sweep.plan import (
     Group,
     SweepJob,
@@ -32,40 +22,18 @@ from harness.sweep.plan import (
     swept,
     write_plans,
 )
-from harness.sweep.slurm import (
-    GENERIC_KEYS,
-    OWN_KEYS,
-    PENDING_STATES,
-    job_states,
-    live_state,
-    scancel,
-    slurm_detail,
-    slurm_executor,
-    squeue_states,
-    test_only,
-    write_scripts,
+from harness.sweep.slurm import test_only, write_scripts
+from harness.sweep.submitted import (
+    Submitted,
+    cancel,
+    catch_sigterm,
+    outcome_of,
+    say,
+    settle,
+    start_local,
+    submit_group,
+    wait_all,
 )
-
-DONE_GRACE_S = 5.0
-"""How long a job SLURM reports ended may take to show its result file (shared file systems)."""
-
-
-@dataclass
-class Submitted:
-    """A job handed to submitit, and what is known of it so far."""
-
-    job: SweepJob
-    handle: Any
-    """submitit's Job (for a multi-task job, the handle of task 0 is used for results)."""
-    state: str = "PENDING"
-    ended_at: float | None = None
-    outcome: JobOutcome | None = None
-    result: Any = None
-    """The job's Hydra JobReturn, when it came back."""
-
-
-def say(text: str, err: bool = False) -> None:
-    print(text, file=sys.stderr if err else sys.stdout, flush=True)
 
 
 def launch(
@@ -73,15 +41,48 @@ def launch(
 ) -> list[Any]:
     """The sweep of ``job_overrides`` through ``launcher`` (a harness launcher plugin instance):
     plan, group, submit, wait, report. Returns one Hydra JobReturn per job, in order."""
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import JobReturn, JobStatus
-
     assert launcher.config is not None and launcher.hydra_context is not None
-    loader = launcher.hydra_context.config_loader
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    plan_only = bool(launcher.config.get("plan_only", False))
+    jobs = plan_jobs(launcher, job_overrides, initial_job_idx, kind, sweep_dir)
+    refused = [j for j in jobs if j.problems]
+    names = swept(jobs)
+    if bool(launcher.config.get("plan_only", False)):
+        groups = group_jobs([j for j in jobs if not j.problems])
+        if kind == "slurm":
+            write_scripts(groups, sweep_dir / "sbatch", dry_run=True)
+        write_plans(jobs)
+        say(format_groups(groups, kind, names, plan_only=True))
+        if refused:
+            say(format_refusal(jobs).replace("Nothing was submitted. ", ""), err=True)
+        say("plan_only=true: nothing submitted")
+        record_exit(1 if refused else 0)
+        return job_returns(jobs, lambda j: 1 if j.problems else 0)
+    if refused:
+        return refuse(jobs, format_refusal(jobs))
+    groups = group_jobs(jobs)
+    if kind == "slurm":
+        write_scripts(groups, sweep_dir / ".submitit" / "test-only", dry_run=False)
+        problems = test_only(groups)
+        if problems:
+            return refuse(jobs, format_refusal(jobs, problems))
+    say(format_groups(groups, kind, names))
+    prepare_tracking(jobs)
+    submitted, interrupted = submit_and_wait(launcher, groups, kind)
+    if submitted is None:
+        return job_returns(jobs, lambda j: 2)
+    return report(jobs, submitted, kind, interrupted, sweep_dir)
 
+
+def plan_jobs(
+    launcher: Any,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    kind: str,
+    sweep_dir: Path,
+) -> list[SweepJob]:
+    """Every job composed and planned on its own; one that does not compose is refused."""
+    loader = launcher.hydra_context.config_loader
     jobs = []
     for i, overrides in enumerate(job_overrides):
         index = initial_job_idx + i
@@ -93,81 +94,86 @@ def launch(
             jobs.append(job)
             continue
         jobs.append(plan_job(cfg, index, overrides, kind))
+    return jobs
 
-    def returns(code_of: Callable[[SweepJob], int]) -> list[Any]:
-        out = []
-        for job in jobs:
-            ret = JobReturn(overrides=job.overrides, working_dir=os.getcwd())
-            ret.status = JobStatus.COMPLETED
-            ret.return_value = code_of(job)
-            out.append(ret)
-        return out
 
-    refused = [j for j in jobs if j.problems]
-    names = swept(jobs)
-    if plan_only:
-        groups = group_jobs([j for j in jobs if not j.problems])
-        if kind == "slurm":
-            write_scripts(groups, sweep_dir / "sbatch", dry_run=True)
-        write_plans(jobs)
-        say(format_groups(groups, kind, names, plan_only=True))
-        if refused:
-            say(format_refusal(jobs).replace("Nothing was submitted. ", ""), err=True)
-        say("plan_only=true: nothing submitted")
-        record_exit(1 if refused else 0)
-        return returns(lambda j: 1 if j.problems else 0)
-    if refused:
-        say(f"error: the sweep was not submitted. {format_refusal(jobs)}", err=True)
-        record_exit(2)
-        return returns(lambda j: 2)
+def job_returns(jobs: Sequence[SweepJob], code_of: Callable[[SweepJob], int]) -> list[Any]:
+    """One Hydra JobReturn per job that never ran, with ``code_of(job)`` as its value."""
+    from hydra.core.utils import JobReturn, JobStatus
 
-    groups = group_jobs(jobs)
-    if kind == "slurm":
-        write_scripts(groups, sweep_dir / ".submitit" / "test-only", dry_run=False)
-        problems = test_only(groups)
-        if problems:
-            say(f"error: the sweep was not submitted. {format_refusal(jobs, problems)}", err=True)
-            record_exit(2)
-            return returns(lambda j: 2)
-    say(format_groups(groups, kind, names))
-    prepare_tracking(jobs)
+    out = []
+    for job in jobs:
+        ret = JobReturn(overrides=job.overrides, working_dir=os.getcwd())
+        ret.status = JobStatus.COMPLETED
+        ret.return_value = code_of(job)
+        out.append(ret)
+    return out
+
+
+def refuse(jobs: Sequence[SweepJob], why: str) -> list[Any]:
+    """Submit nothing: say why, exit 2."""
+    say(f"error: the sweep was not submitted. {why}", err=True)
+    record_exit(2)
+    return job_returns(jobs, lambda j: 2)
+
+
+def submit_and_wait(
+    launcher: Any, groups: Sequence[Group], kind: str
+) -> tuple[list[Submitted] | None, bool]:
+    """Submit every group and wait for every job; Ctrl-C or SIGTERM cancels them all. Returns
+    the submitted jobs (None when submitting failed: nothing of the sweep runs) and whether the
+    sweep was interrupted."""
+    from hydra.core.singleton import Singleton
 
     state = Singleton.get_state()
     submitted: list[Submitted] = []
     interrupted = False
-    previous = _catch_sigterm()
+    previous = catch_sigterm()
     try:
         try:
             if kind == "slurm":
                 for g in groups:
-                    submitted += _submit_group(launcher, g, state)
+                    submitted += submit_group(launcher, g, state)
             else:
                 submitted = [Submitted(job=j, handle=None) for g in groups for j in g.jobs]
-                _start_local(launcher, groups, submitted, state)
+                start_local(launcher, groups, submitted, state)
         except KeyboardInterrupt:
             raise
         except Exception as err:  # an sbatch that fails after others were submitted
-            _cancel(submitted, kind)
+            cancel(submitted, kind)
             say(
                 f"error: submitting the sweep failed ({type(err).__name__}: {err}); the jobs "
                 "already submitted were cancelled, so nothing of this sweep runs.",
                 err=True,
             )
             record_exit(2)
-            return returns(lambda j: 2)
-        _wait(launcher, submitted, groups, kind, state)
+            return None, False
+        wait_all(launcher, submitted, groups, kind, state)
     except KeyboardInterrupt:
         interrupted = True
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
         say("interrupted: cancelling the sweep's jobs ...", err=True)
-        _cancel(submitted, kind)
-        _settle(submitted, kind)
+        cancel(submitted, kind)
+        settle(submitted, kind)
     finally:
         signal.signal(signal.SIGTERM, previous)
         if interrupted:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+    return submitted, interrupted
 
-    outcomes = [_outcome(s, kind, interrupted) for s in submitted]
+
+def report(
+    jobs: Sequence[SweepJob],
+    submitted: Sequence[Submitted],
+    kind: str,
+    interrupted: bool,
+    sweep_dir: Path,
+) -> list[Any]:
+    """The outcome table (printed and written), the sweep's exit code, and each job's return:
+    its own where it came back completed, else 1."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    outcomes = [outcome_of(s, kind, interrupted) for s in submitted]
     order = {s.job.index: o for s, o in zip(submitted, outcomes, strict=True)}
     ordered = [order[j.index] for j in jobs]
     path = write_outcomes(ordered, sweep_dir)
@@ -187,251 +193,3 @@ def launch(
         ret.return_value = 1
         out.append(ret)
     return out
-
-
-def _catch_sigterm() -> Any:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        return signal.getsignal(signal.SIGTERM)
-
-
-def _job_args(job: SweepJob, state: Any) -> tuple[Any, ...]:
-    return (job.overrides, "hydra.sweep.dir", job.index, f"job_id_for_{job.index}", state)
-
-
-def _submit_group(launcher: Any, group: Group, state: Any) -> list[Submitted]:
-    ex = slurm_executor(group.params)
-    ex.update_parameters(array_parallelism=group.params["array_parallelism"])
-    args = [_job_args(j, state) for j in group.jobs]
-    handles = ex.map_array(launcher, *zip(*args, strict=True))
-    out = []
-    for job, handle in zip(group.jobs, handles, strict=True):
-        say(f"submitted job {job.index} as SLURM job {handle.job_id}")
-        out.append(Submitted(job=job, handle=handle))
-    return out
-
-
-def _local_executor(params: dict[str, Any]) -> Any:
-    import submitit
-
-    ex = submitit.AutoExecutor(
-        cluster="local",
-        folder=params["submitit_folder"],
-        local_max_num_timeout=params["max_num_timeout"],
-    )
-    kept = {k: v for k, v in params.items() if k not in OWN_KEYS and v is not None}
-    ex.update_parameters(**{k if k in GENERIC_KEYS else f"local_{k}": v for k, v in kept.items()})
-    return ex
-
-
-def _start_local(
-    launcher: Any, groups: Sequence[Group], submitted: Sequence[Submitted], state: Any
-) -> None:
-    """Start local jobs while each group has fewer than its ``array_parallelism`` running."""
-    by_index = {s.job.index: s for s in submitted}
-    for g in groups:
-        running = sum(
-            1
-            for j in g.jobs
-            if by_index[j.index].handle is not None and not _ended_local(by_index[j.index])
-        )
-        for job in g.jobs:
-            s = by_index[job.index]
-            if s.handle is not None or running >= g.params["array_parallelism"]:
-                continue
-            ex = _local_executor(g.params)
-            s.handle = ex.submit(launcher, *_job_args(job, state))
-            s.state = "RUNNING"
-            running += 1
-            say(f"started job {job.index} as local process {s.handle.job_id}")
-
-
-def _ended_local(s: Submitted) -> bool:
-    return s.handle is not None and bool(s.handle.done())
-
-
-def _task0(handle: Any) -> Any:
-    return handle.task(0) if handle.num_tasks > 1 else handle
-
-
-def _poll(live: Sequence[Submitted], started: float) -> None:
-    """Every live job's SLURM state: sacct's, else squeue's (which also knows jobs that ended
-    a few minutes ago); a job neither knows two minutes after submission has ended."""
-    states = job_states([s.handle.job_id for s in live if s.handle is not None])
-    for s in live:
-        info = states.get(s.handle.job_id)
-        if info is None:
-            if time.monotonic() - started > 120 and s.state in PENDING_STATES:
-                s.state = "ENDED"
-            continue
-        new = info["state"].split()[0]
-        if new == "RUNNING" and s.state != "RUNNING":
-            say(f"job {s.job.index} ({s.job.model}/{s.job.strategy}) running")
-        if new in PENDING_STATES and s.state == "RUNNING":
-            say(f"job {s.job.index} requeued ({new}): it resumes from its stored datasets")
-        s.state = new
-
-
-def _wait(
-    launcher: Any, submitted: Sequence[Submitted], groups: Sequence[Group], kind: str, state: Any
-) -> None:
-    """Wait until every job has ended, printing each job's start and end.
-
-    A job has ended when its result file is there, or when SLURM says it ended (its state seen
-    again, fresh, after DONE_GRACE_S, so that a requeue or a slow file system is not taken for
-    the end).
-    """
-    poll_s = float(groups[0].params.get("poll_s") or 10.0) if groups else 10.0
-    started = last_poll = time.monotonic()
-    if kind == "slurm":
-        _poll(submitted, started)
-    while True:
-        now = time.monotonic()
-        live = [s for s in submitted if s.outcome is None]
-        if not live:
-            return
-        if kind == "slurm" and now - last_poll >= poll_s:
-            last_poll = now
-            _poll(live, started)
-        for s in live:
-            if s.handle is None:
-                continue
-            if kind != "slurm":
-                if _ended_local(s):
-                    s.outcome = _outcome(s, kind, False)
-                    _announce(s)
-                continue
-            if _task0(s.handle).paths.result_pickle.exists():
-                s.outcome = _outcome(s, kind, False)
-                _announce(s)
-            elif live_state(s.state):
-                s.ended_at = None
-            elif s.ended_at is None:
-                s.ended_at = now
-            elif now - s.ended_at >= DONE_GRACE_S:
-                _poll([s], started)
-                if live_state(s.state):
-                    s.ended_at = None
-                    continue
-                s.outcome = _outcome(s, kind, False)
-                _announce(s)
-        if kind != "slurm":
-            _start_local(launcher, groups, submitted, state)
-        time.sleep(1.0)
-
-
-def _announce(s: Submitted) -> None:
-    o = s.outcome
-    assert o is not None
-    counts = (
-        "" if o.datasets_ok is None else f", datasets ok/failed {o.datasets_ok}/{o.datasets_failed}"
-    )
-    say(f"job {o.index} ({o.model}/{o.strategy}) {o.state}{counts}")
-
-
-def _cancel(submitted: Sequence[Submitted], kind: str) -> None:
-    if kind == "slurm":
-        scancel(sorted({s.handle.job_id.split("_")[0] for s in submitted if s.handle is not None}))
-        return
-    for s in submitted:
-        if s.handle is not None and not s.handle.done():
-            s.handle.cancel(check=False)
-
-
-def _settle(submitted: Sequence[Submitted], kind: str, limit_s: float = 60.0) -> None:
-    """Wait (at most ``limit_s``) for cancelled jobs to be gone: reported ended by sacct, and no
-    longer in squeue (a job being killed shows there as COMPLETING for SLURM's KillWait)."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if kind != "slurm":
-            if all(s.handle is None or s.handle.done() for s in submitted):
-                return
-        else:
-            ids = [s.handle.job_id for s in submitted if s.handle is not None]
-            states = job_states(ids)
-            for s in submitted:
-                if s.handle is not None and s.handle.job_id in states:
-                    s.state = states[s.handle.job_id]["state"].split()[0]
-            if all(s.handle is None or not live_state(s.state) for s in submitted) and not any(
-                live_state(v["state"]) for v in squeue_states(ids).values()
-            ):
-                return
-        time.sleep(1.0)
-
-
-def _outcome(s: Submitted, kind: str, interrupted: bool) -> JobOutcome:
-    """What became of one job: from its result when it came back, else from SLURM's state."""
-    if s.outcome is not None:
-        return s.outcome
-    job = s.job
-    out = JobOutcome(
-        index=job.index,
-        model=job.model,
-        strategy=job.strategy,
-        tier=job.tier,
-        state="CANCELLED" if interrupted else "UNKNOWN",
-        datasets_ok=None,
-        datasets_failed=None,
-        run_dir=str(job.run_dir),
-        job_id="-" if s.handle is None else str(s.handle.job_id),
-    )
-    out.datasets_ok, out.datasets_failed = dataset_counts(job.run_dir)
-    if s.handle is None:
-        out.detail = "never started"
-        return out
-    task = _task0(s.handle)
-    out.log = str(task.paths.stderr)
-    if task.paths.result_pickle.exists():
-        _from_result(s, task, out)
-        return out
-    if kind == "slurm":
-        info = job_states([s.handle.job_id]).get(s.handle.job_id, {})
-        state = (info.get("state") or s.state or "UNKNOWN").split()[0]
-        out.state = state
-        codes = (info.get("exit_code", ""), info.get("derived", ""))
-        out.detail = slurm_detail(state, codes, info.get("elapsed", ""))
-    elif interrupted:
-        out.detail = "cancelled by Ctrl-C"
-    else:
-        out.state = "FAILED"
-        out.detail = "ended without a result (killed?)"
-    return out
-
-
-def _from_result(s: Submitted, task: Any, out: JobOutcome) -> None:
-    from hydra.core.utils import JobStatus
-
-    try:
-        ret = task.result()
-    except Exception as err:  # the job raised outside Hydra's run_job, or submitit gave up
-        text = str(err)
-        out.state = "TIMEOUT" if "timed-out too many times" in text else "FAILED"
-        out.detail = last_error_line(text)
-        return
-    s.result = ret
-    if ret is None:  # a rank > 0 task, or nothing to report
-        out.state = "COMPLETED"
-        return
-    if ret.status != JobStatus.COMPLETED:  # the task raised: Hydra kept the exception
-        raised = ret._return_value
-        message = str(raised).strip().splitlines()
-        out.state = "FAILED"
-        out.detail = f"raised {type(raised).__name__}: {message[0] if message else ''}"
-        return
-    code = ret.return_value
-    if isinstance(code, int) and code != 0:
-        out.state = "FAILED"
-        out.log = str(s.job.run_dir / "harness.log")
-        failed = failed_datasets(s.job.run_dir)
-        if failed:
-            out.detail = f"{len(failed)} dataset(s) failed: {'; '.join(failed)}"
-        elif code == 2:
-            out.detail = "refused by the job itself (exit 2): its log says why"
-        else:
-            out.detail = f"exit {code}"
-        return
-    out.state = "COMPLETED"
