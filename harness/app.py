@@ -116,9 +116,10 @@ def typed_config(cfg: DictConfig) -> RunConfig:
     return to_run_config(cfg)
 
 
-def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan) -> OpenRun:
+def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float) -> OpenRun:
     """Everything before the model loads: the run directory (config as typed, the plan), every
-    dataset's task and data, what is stored already, the MLflow parent run, telemetry."""
+    dataset's task and data, what is stored already, the MLflow parent run (started at
+    ``started_at``, the run's own start), telemetry."""
     from harness.evaluation.loop import work_list
     from harness.evaluation.tasks import prepare_datasets
     from harness.record.events import EventLog
@@ -133,7 +134,17 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan) -> OpenRun:
     mask_hydra_files()  # Hydra's .hydra/*.yaml hold the overrides as typed
     uid = fresh_run_uid(run_dir.root)  # names the run in MLflow wherever its directory goes
     events = EventLog(run_dir.root / "events.jsonl")
-    events.emit("planned", model=plan.model, strategy=plan.strategy, fits=plan.fits, run_uid=uid)
+    import socket
+
+    events.emit(
+        "planned",
+        model=plan.model,
+        strategy=plan.strategy,
+        fits=plan.fits,
+        run_uid=uid,
+        pid=os.getpid(),  # replay tells a run still going from one that was killed
+        host=socket.gethostname(),
+    )
     typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     run_dir.write_config(OmegaConf.to_yaml(typed))  # the config as typed; the plan beside it
     run_dir.write_plan(plan.to_dict())
@@ -148,6 +159,7 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan) -> OpenRun:
         run_name=f"{plan.model}/{plan.strategy}",
         params=parent_params(typed, plan.to_dict()),
         tags=parent_tags(plan.model, plan.strategy, run_dir.root),
+        start_time=started_at,  # MLflow's start is the run's, however late the worker is
     )
     return OpenRun(run_dir, events, store, work, tracker, telemetry)
 
@@ -203,13 +215,21 @@ def finish_run(
     timings: tuple[float, float],
     engine_facts: dict[str, Any],
 ) -> dict[str, Any]:
-    """Write summary.json, telemetry and reproducibility.json, then log them (as replay does)."""
+    """Write telemetry, reproducibility.json and summary.json, then log them (as replay does).
+
+    ``timings`` are the load time and the run's start (``time.perf_counter()``); the total is
+    taken once everything is written, and MLflow's end time is that same instant.
+    """
     from harness.record.provenance import record_run
     from harness.tracking.rundir import log_run_end, log_telemetry
 
     run_dir, tracker = opened.run_dir, opened.tracker
-    load_time, total_time = timings
+    load_time, started = timings
     failed = [o for o in outcomes if o.status != "ok"]
+    telemetry = opened.telemetry.record(run_dir.root, outcomes)
+    fingerprints = {name: item.fingerprint for name, item in opened.work.items()}
+    record_run(run_dir.root, run_cfg, plan, engine_facts, fingerprints)  # reproducibility.json
+    total_time, ended_at = time.perf_counter() - started, time.time()
     summary: dict[str, Any] = {
         "model": plan.model,
         "strategy": plan.strategy,
@@ -218,21 +238,30 @@ def finish_run(
         "engine": engine_facts,
         "load_time_s": round(load_time, 4),
         "total_time_s": round(total_time, 4),
+        "ended_at": round(ended_at, 3),  # seconds since the epoch: MLflow's end time (replay)
         "datasets": {o.name: o.to_dict() for o in outcomes},
         "failed": [o.name for o in failed],
         "resumed": [o.name for o in outcomes if o.resumed],
-        "telemetry": opened.telemetry.record(run_dir.root, outcomes),
+        "telemetry": telemetry,
         "tracking": tracker.describe(),
     }
     run_dir.write_summary(summary)
     log_telemetry(tracker, run_dir.root)  # from the files just written, as replay does
-    fingerprints = {name: item.fingerprint for name, item in opened.work.items()}
-    record_run(run_dir.root, run_cfg, plan, engine_facts, fingerprints)  # reproducibility.json
-    log_run_end(tracker, run_dir.root, summary)  # totals, files, record: what replay logs too
+    # totals, files, record: what replay logs too; the end is the run's, not the worker's
+    log_run_end(tracker, run_dir.root, summary, end_time=ended_at)
+    # The idle-priority worker may still be writing: its catching up comes after the run's own
+    # end (MLflow's end time and total_time_s leave it out), so it is measured and said.
+    draining = time.perf_counter()
     tracker.close()
+    drain = round(time.perf_counter() - draining, 3)
     opened.events.emit(
-        "run_done", status="FAILED" if failed else "FINISHED", failed=summary["failed"]
+        "run_done",
+        status="FAILED" if failed else "FINISHED",
+        failed=summary["failed"],
+        tracking_drain_s=drain,
     )
+    if drain >= 1.0:
+        say(f"MLflow caught up {drain:.1f}s after the run ended (not in total_time_s)")
     opened.events.close()
     return summary
 
@@ -283,16 +312,16 @@ def run(cfg: DictConfig) -> int:
     Raises:
         HarnessError: bad input, explained; raised before any model is loaded.
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     run_cfg = typed_config(cfg)
     chatty = console.configure(run_cfg.verbose)
     set_offline(run_cfg.offline)
     plan = make_checked_plan(run_cfg)  # the only truth of the deployment from here on
     if run_cfg.plan_only:
         return 0 if plan.fits else 1
-    opened = open_run(cfg, run_cfg, plan)
+    opened = open_run(cfg, run_cfg, plan, started_at)
     outcomes, load_time, engine_facts = evaluate_resident(opened, run_cfg, plan, chatty)
-    timings = (load_time, time.perf_counter() - started)
+    timings = (load_time, started)
     summary = finish_run(opened, run_cfg, plan, outcomes, timings, engine_facts)
     return report_run(summary, opened.tracker, opened.run_dir, chatty)
 
@@ -348,11 +377,23 @@ def main() -> None:
     cli_help.register()  # ${harness_help:...} in --help's page; resolved only when printed
     from omegaconf.errors import OmegaConfBaseException
 
+    from harness.errors import Terminated, raise_terminated
+
+    signal.signal(signal.SIGTERM, raise_terminated)  # ended as Ctrl-C ends a run
     try:
         _hydra_entry()
     except OmegaConfBaseException as err:  # Hydra resolving its own run dir from a bad value
         print(f"error: the configuration does not resolve: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as err:  # the run already ended KILLED; one line, no traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # leaving: a second Ctrl-C changes nothing
+        terminated = isinstance(err, Terminated)
+        print(
+            f"interrupted ({'SIGTERM' if terminated else 'Ctrl-C'}): the run is marked KILLED; "
+            "the same command resumes it (datasets already stored are not evaluated again)",
+            file=sys.stderr,
+        )
+        sys.exit(Terminated.exit_code if terminated else 130)
     from harness.sweep import exit_code
 
     if exit_code():  # a sweep in which a job failed or was refused (harness/sweep)

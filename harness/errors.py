@@ -22,6 +22,19 @@ class ConfigError(HarnessError):
         super().__init__(f"{len(problems)} configuration {noun}:\n{lines}")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``scancel``, a SLURM time limit, ``docker stop``, Kubernetes), raised in the main
+    thread so that a run ends as it does on Ctrl-C: its MLflow runs KILLED, ``run_done`` written,
+    one line on the console."""
+
+    exit_code = 143
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """The SIGTERM handler of ``python -m harness``."""
+    raise Terminated
+
+
 class TaskError(HarnessError):
     """A dataset's lm-eval task cannot be found or its data cannot be loaded."""
 

@@ -58,15 +58,36 @@ def read_run_dir(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ReplayError(
             f"{root} is not a directory. Fix: give a run directory (outputs/runs/...)"
         )
-    missing = [n for n in ("config.yaml", "summary.json") if not (root / n).is_file()]
-    if missing:
+    from harness.record.events import killed_summary, read_events, still_running
+
+    events = read_events(root / "events.jsonl")
+    if not (root / "config.yaml").is_file():
+        if (root / "plan.json").is_file() and not events:
+            raise ReplayError(
+                f"{root} holds a plan only (plan_only=true): no model ran, nothing to log. "
+                "Fix: run without plan_only=true, then replay its run directory"
+            )
         raise ReplayError(
-            f"{root} has no {' or '.join(missing)}: the run did not finish. Fix: rerun its "
-            "command (datasets already stored are not evaluated again), then replay"
+            f"{root} has no config.yaml: it is not a run directory, or the run stopped before "
+            "it began. Fix: give a run directory (outputs/runs/...), or rerun its command"
         )
     config = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8")) or {}
-    summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
-    return config, summary
+    if (root / "summary.json").is_file():
+        return config, json.loads((root / "summary.json").read_text(encoding="utf-8"))
+    pid = still_running(events)
+    if pid is not None:
+        raise ReplayError(
+            f"{root} is still being written by process {pid} on this host: the run has not "
+            "ended. Fix: replay it once that process has ended"
+        )
+    plan_file = root / "plan.json"
+    plan = json.loads(plan_file.read_text(encoding="utf-8")) if plan_file.is_file() else {}
+    if not events or not (plan or any(e.get("event") == "planned" for e in events)):
+        raise ReplayError(
+            f"{root} has no summary.json and no events.jsonl to tell what ran. Fix: rerun its "
+            "command (datasets already stored are not evaluated again), then replay"
+        )
+    return config, killed_summary(events, plan)
 
 
 def tracking_target(
@@ -114,12 +135,13 @@ def tracking_target(
 
 def _times(root: Path) -> tuple[float | None, float | None]:
     """When the run started and ended, from events.jsonl (None where unknown)."""
-    path = root / "events.jsonl"
-    if not path.is_file():
-        return None, None
-    events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    from harness.record.events import read_events
+
+    events = read_events(root / "events.jsonl")
     start = next((e["t"] for e in events if e.get("event") == "planned"), None)
     end = next((e["t"] for e in events if e.get("event") == "run_done"), None)
+    if end is None and events:  # killed outright: the last thing it did
+        end = max(e["t"] for e in events)
     return start, end
 
 
@@ -128,9 +150,11 @@ def logged_runs(uri: str, experiment: str, uid: str) -> list[Any]:
     from mlflow.tracking import MlflowClient
 
     from harness.tracking import RUN_UID_TAG
+    from harness.tracking.names import store_lock
 
-    client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
+    with store_lock(uri):  # the store may be fresh, and a live run creating it
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
     query = f"tags.`{RUN_UID_TAG}` = '{uid}'"
@@ -153,6 +177,7 @@ def _outcome(root: Path, entry: dict[str, Any]) -> Any:
 
 def log_run_dir(root: Path, target: TrackingConfig, config: dict[str, Any], summary: dict) -> Any:
     """Log one run directory whole; returns its Tracker (``failed`` tells whether all went in)."""
+    from harness.record.events import dataset_times, read_events
     from harness.tracking import Tracker, parent_tags, run_uid
     from harness.tracking.rundir import (
         log_run_end,
@@ -163,6 +188,10 @@ def log_run_dir(root: Path, target: TrackingConfig, config: dict[str, Any], summ
     )
 
     start, end = _times(root)
+    if summary.get("ended_at"):  # the run's own span, as the live run logged it
+        end = summary["ended_at"]
+        start = end - summary["total_time_s"]
+    spans = dataset_times(read_events(root / "events.jsonl"))
     tracker = Tracker(target, uid=run_uid(root))
     model, strategy = summary["model"], summary["strategy"]
     tracker.start(
@@ -180,8 +209,9 @@ def log_run_dir(root: Path, target: TrackingConfig, config: dict[str, Any], summ
         settings = (config.get("dataset") or {}).get(name) or {}
         settings = {k: settings.get(k, "") for k in ("task", "num_fewshot", "limit")}
         fingerprint = outcome.fingerprint or (prints.get(name) or {}).get("fingerprint", "")
-        child = open_child(tracker, name, settings, fingerprint, outcome.resumed)
-        track_outcome(tracker, child, outcome)
+        began, ended = spans.get(name, (None, None))
+        child = open_child(tracker, name, settings, fingerprint, outcome.resumed, began)
+        track_outcome(tracker, child, outcome, end_time=ended)
     log_telemetry(tracker, root)
     log_run_end(tracker, root, summary, end_time=end)
     tracker.close()

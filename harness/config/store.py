@@ -7,14 +7,25 @@ resolvers, since jobs that Hydra launches elsewhere (submitit) resolve the confi
 
 from __future__ import annotations
 
+import functools
+import secrets
 from typing import Any
 
 from harness.config.schema import RunConfig, name_of
 
 
+@functools.cache
+def run_suffix() -> str:
+    """Six hex digits, drawn once per process: the end of a run directory's name, so that two
+    runs started in the same second (a shell loop with ``&``, two users, ``srun`` steps on
+    several nodes) never share a directory (1 in 16.7 million for two runs of one second)."""
+    return secrets.token_hex(3)
+
+
 def register_resolvers() -> None:
     """Resolvers the config files use: ``${model_name:<pretrained>}`` names a run after its
-    checkpoint (``model=hf``); ``${machine:<field>}`` is one figure of this node (``tier=local``).
+    checkpoint (``model=hf``); ``${machine:<field>}`` is one figure of this node (``tier=local``);
+    ``${run_suffix:}`` ends a run directory's name (``run_suffix``).
     """
     from omegaconf import OmegaConf
 
@@ -28,6 +39,7 @@ def register_resolvers() -> None:
 
     OmegaConf.register_new_resolver("model_name", model_name, replace=True)
     OmegaConf.register_new_resolver("machine", machine, replace=True)
+    OmegaConf.register_new_resolver("run_suffix", run_suffix, replace=True)
 
 
 def register_configs() -> None:

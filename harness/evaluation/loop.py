@@ -18,7 +18,7 @@ from harness.console import quiet_lm_eval_git_probe, say
 from harness.engines.base import Engine, RequestMeter, attach_meter
 from harness.evaluation.tasks import PreparedDataset
 from harness.planning.plan import Plan
-from harness.record.metrics import headline_entry, metric_items
+from harness.record.metrics import headline_entry, is_score, metric_items
 from harness.record.outcome import DatasetOutcome
 from harness.record.rundir import RunDirectory
 from harness.record.store import ResultStore
@@ -104,7 +104,7 @@ def evaluate_all(
     run_dir: RunDirectory,
     store: ResultStore,
     tracker: Tracker,
-    on_event: Callable[..., None] | None = None,
+    on_event: Callable[..., object] | None = None,
 ) -> list[DatasetOutcome]:
     """Evaluate every dataset with the resident engine, storing and tracking each as it ends.
 
@@ -129,7 +129,12 @@ def evaluate_all(
                 run_dir, name, item.stored["result"]
             )
             outcome.resumed = True
-            emit("dataset_resumed", dataset=name, fingerprint=item.fingerprint)
+            emit(
+                "dataset_resumed",
+                dataset=name,
+                fingerprint=item.fingerprint,
+                outcome=outcome.to_dict(),
+            )
         else:
             assert engine is not None and meter is not None
             emit("dataset_started", dataset=name, task=task)
@@ -139,10 +144,16 @@ def evaluate_all(
             outcome = _evaluate_checked(name, engine, evaluate)
             done = {k: getattr(outcome, k) for k in ("eval_time_s", "requests", "tokens_per_s")}
             if outcome.status == "ok":
-                emit("dataset_done", dataset=name, **done, metrics=outcome.metrics)
+                emit(
+                    "dataset_done",
+                    dataset=name,
+                    **done,
+                    metrics=outcome.metrics,
+                    outcome=outcome.to_dict(),
+                )
             else:
                 error = {"error": outcome.error_type, "message": outcome.error_message}
-                emit("dataset_failed", dataset=name, **done, **error)
+                emit("dataset_failed", dataset=name, **done, **error, outcome=outcome.to_dict())
         track_outcome(tracker, child, outcome)
         outcomes.append(outcome)
         verdict = {"ok": "ok", "failed": f"FAILED ({outcome.error_type})"}[outcome.status]
@@ -174,6 +185,10 @@ def _evaluate_checked(
     return outcome
 
 
+class NoMetricError(RuntimeError):
+    """A dataset's lm-eval result came back without a single metric."""
+
+
 def _evaluate_one(
     name: str,
     item: Pending,
@@ -194,6 +209,12 @@ def _evaluate_one(
         result = run_lm_eval(engine.lm, item.dataset, run)
         _measure(outcome, meter, time.perf_counter() - start)
         outcome.metrics = metric_items(headline_entry(result, outcome.task))
+        if not any(is_score(k) for k in outcome.metrics):  # never stored, never "ok"
+            raise NoMetricError(
+                f"lm-eval returned no metric for task {outcome.task!r}: its result holds none "
+                "(a metric_list whose metrics produced nothing, or a filter that drops every "
+                "answer). Nothing was stored. Fix: check the task's metric_list and filters"
+            )
         outcome.result_file, outcome.samples_file = write_result(run_dir, name, result)
         drop = ("result_file", "samples_file")
         stored = {k: v for k, v in outcome.to_dict().items() if k not in drop}

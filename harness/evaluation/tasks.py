@@ -115,6 +115,10 @@ def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
             continue
         entry = manager.task_index[ds.task]
         builtin = _is_builtin(entry.yaml_path)
+        unknown = unknown_metrics(entry.cfg)
+        if unknown:
+            problems.append(unknown_metric_problem(name, ds.task, entry.yaml_path, unknown))
+            continue
         try:
             loaded = manager.load([ds.task])
         except Exception as err:  # any loader failure becomes this dataset's explained error
@@ -138,6 +142,43 @@ def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
             + "\n".join(f"  - {p}" for p in problems)
         )
     return prepared
+
+
+def unknown_metrics(cfg: dict[str, Any] | None) -> list[str]:
+    """The metric names of a task's ``metric_list`` that lm-eval's metric registry lacks.
+
+    lm-eval looks such a name up in Hugging Face's ``evaluate`` (online: 12 s offline before it
+    gives up) and then runs the task with no metric at all. Names under ``hf_evaluate: true``,
+    functions, and tasks with their own ``process_results`` (which name their metrics freely)
+    are not checked.
+    """
+    from lm_eval.api import metrics as _registers_metrics  # noqa: F401 (fills the registry)
+    from lm_eval.api.registry import metric_registry
+
+    if not isinstance(cfg, dict) or cfg.get("process_results") is not None:
+        return []
+    unknown = []
+    for item in cfg.get("metric_list") or []:
+        if not isinstance(item, dict) or item.get("hf_evaluate") is True:
+            continue
+        metric = item.get("metric")
+        if isinstance(metric, str) and metric not in metric_registry:
+            unknown.append(metric)
+    return unknown
+
+
+def unknown_metric_problem(name: str, task: str, yaml_path: Any, unknown: list[str]) -> str:
+    from lm_eval.api.registry import metric_registry
+
+    known = sorted(metric_registry)
+    named = ", ".join(repr(m) for m in unknown)
+    hints = "".join(did_you_mean(m, known) for m in unknown)
+    return (
+        f"dataset '{name}': task {task!r} ({yaml_path}) names metric {named}, which lm-eval's "
+        f"metric registry does not know (it would run with no metric at all).{hints} Fix: "
+        f"correct metric_list in the task file (known: {', '.join(known[:12])}, ...), or mark "
+        "a Hugging Face evaluate metric with hf_evaluate: true."
+    )
 
 
 def _is_builtin(yaml_path: Path | None) -> bool:

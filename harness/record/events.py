@@ -4,7 +4,9 @@ Each line is flushed as it happens, so a user (or a dashboard) can follow a run 
 ``tail -f <run dir>/events.jsonl``. Events, in order: ``planned``, ``load_started``, ``loaded``,
 then per dataset ``dataset_started`` and ``dataset_done`` or ``dataset_failed`` (or
 ``dataset_resumed`` for a stored result), and ``run_done``. Every line has ``event``, ``time``
-(ISO 8601, UTC) and ``t`` (seconds since the epoch), then the event's own fields.
+(ISO 8601, UTC) and ``t`` (seconds since the epoch), then the event's own fields; each dataset's
+last event carries its whole ``outcome``, so that a run killed before its summary.json was written
+can still be told whole from this file (``killed_summary``).
 
 Listeners (GPU telemetry marking its phases) are called with each event. A file that cannot be
 written is a warning, never the end of the run.
@@ -53,8 +55,9 @@ class EventLog:
             except OSError as err:
                 log.warning("events.jsonl not written (%s); the run goes on", err)
 
-    def emit(self, event: str, **fields: Any) -> None:
-        """Record ``event`` with its fields (flushed at once) and tell every listener."""
+    def emit(self, event: str, **fields: Any) -> float:
+        """Record ``event`` with its fields (flushed at once) and tell every listener; returns
+        the event's time (seconds since the epoch, as its ``t``)."""
         assert event in EVENTS, event
         now = time.time()
         stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
@@ -69,8 +72,83 @@ class EventLog:
                 self._file = None
         for listener in self.listeners:
             listener(event, fields)
+        return round(now, 3)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Every whole line of ``events.jsonl`` (a line torn by a kill is left out)."""
+    out = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def still_running(events: Sequence[dict[str, Any]]) -> int | None:
+    """The pid of the process still writing these events on this host, or None: it ended (its
+    ``run_done`` is there) or is gone (killed outright, or another host's, which cannot be
+    asked: there a run without ``run_done`` is taken as ended)."""
+    import os
+    import socket
+
+    if not events or any(e.get("event") == "run_done" for e in events):
+        return None
+    planned = next((e for e in events if e.get("event") == "planned"), {})
+    pid, host = planned.get("pid"), planned.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname() or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        return pid
+    return pid
+
+
+def killed_summary(events: Sequence[dict[str, Any]], plan: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's fields for a run that ended before writing it (SIGTERM, Ctrl-C, SIGKILL):
+    what finished, from each dataset's last event; ``status`` KILLED; the times the events saw."""
+    planned = next((e for e in events if e.get("event") == "planned"), {})
+    loaded = next((e for e in events if e.get("event") == "loaded"), {})
+    datasets: dict[str, Any] = {}
+    for e in events:
+        last = e.get("event") in ("dataset_done", "dataset_failed", "dataset_resumed")
+        if last and isinstance(e.get("outcome"), dict):
+            datasets[e["dataset"]] = e["outcome"]
+    times = [e["t"] for e in events if isinstance(e.get("t"), int | float)]
+    return {
+        "model": planned.get("model") or plan.get("model"),
+        "strategy": planned.get("strategy") or plan.get("strategy"),
+        "plan": plan,
+        "status": "KILLED",
+        "load_time_s": loaded.get("load_time_s", 0.0),
+        "total_time_s": round(max(times) - min(times), 4) if times else 0.0,
+        "datasets": datasets,
+        "failed": [n for n, d in datasets.items() if d.get("status") != "ok"],
+        "resumed": [n for n, d in datasets.items() if d.get("resumed")],
+    }
+
+
+def dataset_times(events: Sequence[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Each dataset's (start, end), from its first and last event (a stored result's single
+    ``dataset_resumed`` is both)."""
+    spans: dict[str, tuple[float, float]] = {}
+    for e in events:
+        name, t = e.get("dataset"), e.get("t")
+        if not isinstance(name, str) or not isinstance(t, int | float):
+            continue
+        start = spans.get(name, (t, t))[0]
+        spans[name] = (start, t)
+    return spans

@@ -195,6 +195,7 @@ def prepare_tracking(jobs: Sequence[SweepJob]) -> None:
     ("duplicate column name") and run untracked."""
     from harness.config.schema import TrackingBackend
     from harness.tracking import local_uri
+    from harness.tracking.names import store_lock
 
     stores = {}
     for job in jobs:
@@ -215,10 +216,11 @@ def prepare_tracking(jobs: Sequence[SweepJob]) -> None:
     try:
         for (uri, experiment), location in stores.items():
             try:
-                client = MlflowClient(tracking_uri=uri)
-                if client.get_experiment_by_name(experiment) is None:
-                    where = Path(location).resolve().as_uri() if location else None
-                    client.create_experiment(experiment, artifact_location=where)
+                with store_lock(uri):  # a run started beside the sweep may be creating it too
+                    client = MlflowClient(tracking_uri=uri)
+                    if client.get_experiment_by_name(experiment) is None:
+                        where = Path(location).resolve().as_uri() if location else None
+                        client.create_experiment(experiment, artifact_location=where)
             except Exception as err:  # tracking never stops a sweep; each job reports its own
                 log.warning("could not prepare the MLflow store %s: %s", uri, err)
     finally:

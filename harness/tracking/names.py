@@ -5,6 +5,7 @@ Shared by the live run, the replay and the report; nothing here imports MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -61,6 +62,27 @@ def local_uri(uri: str) -> str:
     if "://" not in uri:
         return Path(uri).resolve().as_uri()
     return uri
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold a local SQLite store to this process while it opens the store and finds or makes the
+    experiment: two processes creating a fresh store's schema at once break it (``duplicate
+    column name: step``), and two creating one experiment collide. An exclusive ``flock`` on
+    ``<store>.lock`` beside the database; any other URI (a server, a folder) needs none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_uid(root: Path) -> str:

@@ -36,10 +36,16 @@ def parent_params(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, str
 
 
 def open_child(
-    tracker: Tracker, name: str, settings: dict[str, Any], fingerprint: str, resumed: bool
+    tracker: Tracker,
+    name: str,
+    settings: dict[str, Any],
+    fingerprint: str,
+    resumed: bool,
+    start_time: float | None = None,
 ) -> str | None:
     """Open a dataset's child run with its params (its task, num_fewshot and limit in
-    ``settings``); the live run and replay both open children here."""
+    ``settings``) at ``start_time`` (now by default); the live run and replay both open
+    children here."""
     task = str(settings["task"])
     return tracker.child(
         name,
@@ -50,12 +56,16 @@ def open_child(
             "fingerprint": fingerprint,
         },
         tags={"dataset": name, "task": task, "resumed": str(resumed)},
+        start_time=start_time,
     )
 
 
-def track_outcome(tracker: Tracker, child: str | None, outcome: DatasetOutcome) -> None:
-    """Log a dataset's outcome: metrics, tags, result and samples on its child run, the same
-    prefixed ``<dataset>/...`` on the parent (the live run and replay both log here)."""
+def track_outcome(
+    tracker: Tracker, child: str | None, outcome: DatasetOutcome, end_time: float | None = None
+) -> None:
+    """Log a dataset's outcome: metrics, tags, result and samples on its child run (ended at
+    ``end_time``, now by default), the same prefixed ``<dataset>/...`` on the parent (the live
+    run and replay both log here)."""
     tags = {"status": outcome.status, "resumed": str(outcome.resumed)}
     if outcome.error_type:
         tags["error_type"] = outcome.error_type
@@ -68,7 +78,8 @@ def track_outcome(tracker: Tracker, child: str | None, outcome: DatasetOutcome) 
             tracker.log_artifact(Path(outcome.result_file), run=child)
         if outcome.samples_file:
             tracker.log_artifact(Path(outcome.samples_file), run=child, artifact_path="samples")
-        tracker.end(run=child, status="FINISHED" if outcome.status == "ok" else "FAILED")
+        status = "FINISHED" if outcome.status == "ok" else "FAILED"
+        tracker.end(run=child, status=status, end_time=end_time)
     prefixed = {f"{outcome.name}/{k}": v for k, v in {**outcome.metrics, **timing}.items()}
     tracker.log_metrics(prefixed)
     tracker.set_tags({f"{outcome.name}/{k}": v for k, v in tags.items()})
@@ -138,5 +149,9 @@ def log_run_end(
         f"{n}/{h}" for n, d in datasets.items() if (h := headline(set(d.get("metrics") or {})))
     ]
     tracker.set_view(headlines)
+    if summary.get("status") == "KILLED":  # what finished before the run was killed
+        tracker.set_tags({"status": "killed", LOGGED_TAG: "complete"})
+        tracker.end(status="KILLED", end_time=end_time)
+        return
     tracker.set_tags({"status": "failed" if failed else "ok", LOGGED_TAG: "complete"})
     tracker.end(status="FAILED" if failed else "FINISHED", end_time=end_time)

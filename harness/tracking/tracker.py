@@ -69,13 +69,23 @@ class Tracker:
         mlflow_defaults()  # before the worker starts: it inherits the environment
         self._sender = threading.Thread(target=self._send, name="mlflow-tracking", daemon=True)
         self._sender.start()
-        self._put("start", None, run_name, mask_tree(params), mask_tree(tags), start_time)
+        # Times are taken here, not when the idle-priority worker gets to them (seconds later on
+        # a busy node): MLflow shows the run's own start, end and duration.
+        when = time.time() if start_time is None else start_time
+        self._put("start", None, run_name, mask_tree(params), mask_tree(tags), when)
 
-    def child(self, name: str, params: dict[str, str], tags: dict[str, str]) -> str | None:
+    def child(
+        self,
+        name: str,
+        params: dict[str, str],
+        tags: dict[str, str],
+        start_time: float | None = None,
+    ) -> str | None:
         """Open a child run under the parent; returns its handle (None when tracking is off)."""
         if not self.enabled:
             return None
-        self._put("child", name, mask_tree(params), mask_tree(tags))
+        when = time.time() if start_time is None else start_time
+        self._put("child", name, mask_tree(params), mask_tree(tags), when)
         self.opened.add(name)
         return name
 
@@ -98,8 +108,9 @@ class Tracker:
         self._put("artifact", run, str(path), artifact_path)
 
     def end(self, run: str | None = None, status: str = "FINISHED", end_time: float | None = None):
-        """Mark a run (the parent by default) FINISHED, FAILED or KILLED."""
-        self._put("end", run, status, end_time)
+        """Mark a run (the parent by default) FINISHED, FAILED or KILLED, at ``end_time``
+        (now by default)."""
+        self._put("end", run, status, time.time() if end_time is None else end_time)
 
     def set_view(self, headlines: list[str]) -> None:
         """Add these headline metrics to the experiment's shared runs-table view."""
@@ -185,7 +196,7 @@ class Tracker:
             if done:
                 break
         if self.own_process:
-            link.close()  # returns once the worker applied everything and ended
+            link.close()  # once the worker applied everything (or, starved, goes on alone)
         self._started.set()
 
     def _target(self) -> Any:

@@ -2,8 +2,10 @@
 
 Why a process and not a thread: importing MLflow (about 2 s of CPU) and its SQLite or HTTP work
 would hold the GIL and Python's import locks while the harness imports torch and runs lm-eval's
-loop, so a thread serialises with the evaluation instead of overlapping it. The worker runs on
-another core only when the evaluation leaves one idle, and the harness never imports MLflow.
+loop, so a thread serialises with the evaluation instead of overlapping it. Once the parent run
+is open the worker runs on a core only when the evaluation leaves one idle (``demote``), until
+the harness gives it its priority back to finish (``promote``); the harness never imports
+MLflow.
 
 The pipe carries pickles both ways (both ends are this module, one Python): down, the ``Target``
 and then lists of records (``None`` to close); up, the writer's reports, the worker's log records
@@ -34,6 +36,29 @@ log = logging.getLogger(__name__)
 
 NICENESS = 19
 """How much lower the worker's priority is: the evaluation gets the cores first."""
+CLOSE_PATIENCE_S = 60.0
+"""How long the harness waits at its end for a worker that cannot be given a core (an
+unprivileged user on a node kept busy by others); the worker then finishes on its own."""
+
+
+def demote() -> None:
+    """This process takes a core only when the evaluation leaves one idle (``SCHED_IDLE``)."""
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not Linux
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)  # where SCHED_IDLE is refused
+
+
+def promote(pid: int) -> bool:
+    """Give the worker ``pid`` a normal priority back, so that it catches up at the run's end
+    even on a node whose cores others keep busy (``SCHED_IDLE`` would starve it there). Allowed
+    to root, or where ``RLIMIT_NICE`` permits; False where refused."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, pid, 0)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 class WorkerProcess:
@@ -67,13 +92,26 @@ class WorkerProcess:
         except (BrokenPipeError, OSError, ValueError):
             pass
 
-    def close(self) -> None:
-        """Ask the worker to finish, and wait until it has."""
+    def close(self, patience_s: float = CLOSE_PATIENCE_S) -> bool:
+        """Ask the worker to finish, give it a normal priority, and wait until it has; False
+        when it is still writing after ``patience_s`` (it could not be given a core: it then
+        finishes on its own after the harness has ended)."""
         self.send(None)
         with contextlib.suppress(OSError):
             self._down.close()
-        self._reader.join()
+        promoted = promote(self.proc.pid)
+        self._reader.join(None if promoted else patience_s)
+        if self._reader.is_alive():
+            log.warning(
+                "the MLflow worker (pid %d, idle priority on a node whose cores are all busy) "
+                "has not caught up after %.0f s; it goes on writing after this run ends. If "
+                "MLflow does not show the run whole later: python -m harness.replay <run dir>",
+                self.proc.pid,
+                patience_s,
+            )
+            return False
         self.proc.wait()
+        return True
 
     def _read(self) -> None:
         while True:
@@ -120,16 +158,17 @@ def main() -> None:
     os.dup2(2, 1)  # ... so that whatever prints to stdout cannot corrupt them
     for sig in (signal.SIGINT, signal.SIGTERM):  # the harness decides how a run ends
         signal.signal(sig, signal.SIG_IGN)
-    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not Linux
-        # Tracking takes a core only when the evaluation leaves one idle (SCHED_IDLE): it
-        # overlaps the load's single-threaded imports, and catches up at the end if it must.
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)  # where SCHED_IDLE is refused
+    # At a normal priority until the parent run is open (MLflow imported, the store open, the
+    # run visible with its start time), overlapping the model load; then SCHED_IDLE (demote):
+    # tracking takes a core only when the evaluation leaves one idle, and the harness gives it
+    # its priority back at the end (promote) so that it catches up even on a busy node.
+    demoted = False
     lock = threading.Lock()
 
     def send(message: tuple[Any, ...]) -> None:
-        with lock:
+        # A harness killed (SIGKILL) or gone reads nothing any more: the worker still writes
+        # what it was sent and ends the open runs KILLED (its stdin then ends).
+        with lock, contextlib.suppress(BrokenPipeError, OSError, ValueError):
             pickle.dump(message, up, protocol=pickle.HIGHEST_PROTOCOL)
             up.flush()
 
@@ -139,12 +178,15 @@ def main() -> None:
     while True:
         try:
             ops = pickle.load(down)
-        except EOFError:  # the harness is gone
+        except (EOFError, pickle.UnpicklingError):  # the harness is gone (killed mid-write too)
             writer.abandon()
             break
         if ops is None:
             break
         writer.apply_all(ops)
+        if not demoted and (writer.parent_id is not None or not writer.enabled):
+            demote()
+            demoted = True
     send(("closed",))
     # Everything is written and committed; the interpreter's own teardown with MLflow loaded
     # (its atexit hooks, SQLAlchemy's pools) took about 1 s that the harness would wait for.

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.secrets import mask
-from harness.tracking.names import KIND, KIND_TAG, RUN_UID_TAG, VIEW_TAG, view_columns
+from harness.tracking.names import (
+    KIND,
+    KIND_TAG,
+    RUN_UID_TAG,
+    VIEW_TAG,
+    store_lock,
+    view_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,19 +145,20 @@ class MlflowWriter:
 
         route_library_logs("mlflow")  # its INFO lines to the log file, not the console
         target = self.target
-        self.client = MlflowClient(tracking_uri=target.uri)
-        experiment = self.client.get_experiment_by_name(target.experiment)
-        if experiment is None:
-            location = target.artifact_location
-            self.experiment_id = self.client.create_experiment(
-                target.experiment,
-                artifact_location=Path(location).resolve().as_uri() if location else None,
-                tags={KIND_TAG: KIND},
-            )
-        else:
-            self.experiment_id = experiment.experiment_id
-            if KIND_TAG not in experiment.tags:  # an experiment made before harness set it
-                self.client.set_experiment_tag(self.experiment_id, KIND_TAG, KIND)
+        with store_lock(target.uri):  # a fresh store's schema, one experiment: made once
+            self.client = MlflowClient(tracking_uri=target.uri)
+            experiment = self.client.get_experiment_by_name(target.experiment)
+            if experiment is None:
+                location = target.artifact_location
+                self.experiment_id = self.client.create_experiment(
+                    target.experiment,
+                    artifact_location=Path(location).resolve().as_uri() if location else None,
+                    tags={KIND_TAG: KIND},
+                )
+            else:
+                self.experiment_id = experiment.experiment_id
+                if KIND_TAG not in experiment.tags:  # an experiment made before harness set it
+                    self.client.set_experiment_tag(self.experiment_id, KIND_TAG, KIND)
         if target.uid:
             tags = {**tags, RUN_UID_TAG: target.uid}
         stamp = None if start_time is None else int(start_time * 1000)
@@ -159,11 +167,14 @@ class MlflowWriter:
         self.running.add(None)
         self._pending.setdefault(None, _Pending()).params.update(params)
 
-    def _child(self, name: str, params: dict[str, str], tags: dict[str, str]) -> None:
+    def _child(
+        self, name: str, params: dict[str, str], tags: dict[str, str], start_time: float | None
+    ) -> None:
         tags = {"mlflow.parentRunId": self._id(None), **tags}
         if self.target.uid:
             tags[RUN_UID_TAG] = self.target.uid
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        stamp = None if start_time is None else int(start_time * 1000)
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags, start_time=stamp)
         self.children[name] = str(run.info.run_id)
         self.running.add(name)
         self._pending.setdefault(name, _Pending()).params.update(params)
@@ -191,6 +202,10 @@ class MlflowWriter:
 
     def _end(self, run: str | None, status: str, end_time: float | None) -> None:
         stamp = None if end_time is None else int(end_time * 1000)
+        if run is None:  # a child still open when its parent ends was cut short with it
+            for child in [r for r in self.running if r is not None]:
+                self.client.set_terminated(self._id(child), status="KILLED", end_time=stamp)
+                self.running.discard(child)
         self.client.set_terminated(self._id(run), status=status, end_time=stamp)
         self.running.discard(run)
 
