@@ -44,7 +44,7 @@ QWEN3_8B_CONFIG = ROOT / "tests" / "fixtures" / "hf_configs" / "qwen3_8b.json"
 
 
 def hub_cache(root: Path) -> Path:
-    """A hub cache holding Qwen3-8B's config.json and an index, as `huggingface-cli download
+    """A hub cache holding Qwen3-8B's config.json and an index, as `hf download
     Qwen/Qwen3-8B config.json model.safetensors.index.json` leaves it (no weights)."""
     snapshot = root / "models--Qwen--Qwen3-8B" / "snapshots" / ("0" * 40)
     snapshot.mkdir(parents=True)

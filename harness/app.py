@@ -266,9 +266,7 @@ def finish_run(
     return summary
 
 
-def report_run(
-    summary: dict[str, Any], tracker: Tracker, run_dir: RunDirectory, chatty: bool
-) -> int:
+def report_run(summary: dict[str, Any], tracker: Tracker, run_dir: RunDirectory) -> int:
     """Say where the run is in MLflow, print the summary table; the exit code."""
     from harness.views import format_summary
 
@@ -281,9 +279,10 @@ def report_run(
         )
     elif tracker.enabled:
         remote = tracker.uri.startswith(("http://", "https://"))
-        serve = "" if remote else f" (after: mlflow ui --backend-store-uri {tracker.uri})"
-        # a server's link opens as it is; a local store's needs `mlflow ui` (the log keeps it)
-        say(f"runs table{serve}: {tracker.ui_url()}", show=remote or chatty)
+        if not remote:  # a local store's links open once `mlflow ui` serves it
+            say(f"to see it in MLflow: mlflow ui --backend-store-uri {tracker.uri}")
+        say(f"runs table: {tracker.ui_url()}")
+        say(f"this run: {tracker.run_url()}")
     say(format_summary(summary))
     failed = [(name, summary["datasets"][name]) for name in summary["failed"]]
     if failed:
@@ -323,7 +322,7 @@ def run(cfg: DictConfig) -> int:
     outcomes, load_time, engine_facts = evaluate_resident(opened, run_cfg, plan, chatty)
     timings = (load_time, started)
     summary = finish_run(opened, run_cfg, plan, outcomes, timings, engine_facts)
-    return report_run(summary, opened.tracker, opened.run_dir, chatty)
+    return report_run(summary, opened.tracker, opened.run_dir)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -143,7 +143,7 @@ def assert_clean_failure(proc: subprocess.CompletedProcess[str], *needles: str) 
 def fake_hub_cache(
     cache: Path, repo_id: str, config: dict, num_params: int, commit: str = "c0ffee" * 6 + "abcd"
 ) -> Path:
-    """A Hugging Face hub cache holding what `huggingface-cli download <id> config.json
+    """A Hugging Face hub cache holding what `hf download <id> config.json
     model.safetensors.index.json` leaves: refs/main, blobs, and snapshot links to them."""
     import hashlib
     import json

@@ -288,9 +288,19 @@ class RunConfig:
     """Show the full plan, lm-eval's INFO lines and progress bars (the last two on any terminal)."""
 
 
+_STEP_FOLDER = re.compile(r"^(checkpoint|ckpt|step|global_step|iter|epoch)[-_]?\d+$", re.I)
+"""A training step's folder name (``checkpoint-500``, ``global_step1000``, ``iter_0004000``):
+every training run has one of the same name, so it names nothing on its own."""
+
+
 def name_of(pretrained: str) -> str:
-    """A run name for a checkpoint: its last path part, lower case, ``[a-z0-9_]`` only."""
-    last = pretrained.rstrip("/").rsplit("/", 1)[-1] or "model"
+    """A run name for a checkpoint: its last path part, lower case, ``[a-z0-9_]`` only; a step
+    folder (``runA/checkpoint-500``) is named with its parent (``runa_checkpoint_500``), so that
+    two training runs' checkpoints of one step never share a run name."""
+    parts = [p for p in pretrained.rstrip("/").split("/") if p]
+    last = parts[-1] if parts else "model"
+    if _STEP_FOLDER.match(last) and len(parts) > 1:
+        last = f"{parts[-2]}_{last}"
     return re.sub(r"[^a-z0-9]+", "_", last.lower()).strip("_") or "model"
 
 

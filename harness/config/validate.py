@@ -121,7 +121,7 @@ def _check_model_source(run: RunConfig) -> list[str]:
         return [
             f"model '{m.name}': weights {m.pretrained!r} are not in the local Hugging Face cache "
             "and offline=true forbids downloading them. Fix: run once with offline=false where "
-            f"the hub is reachable, or `huggingface-cli download {m.pretrained}` beforehand, "
+            f"the hub is reachable, or `hf download {m.pretrained}` beforehand, "
             "or set model.pretrained to a local folder."
         ]
     return []

@@ -22,6 +22,9 @@ from harness.errors import ConfigError
 from harness.paths import resolve_project_path
 
 CONFIG = "config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+"""A local checkpoint holds a tokenizer when it has one of these (fast, SentencePiece, BPE,
+WordPiece); a training checkpoint saved without its tokenizer fails only at load otherwise."""
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -108,7 +111,29 @@ def cached_snapshot(repo_id: str, revision: str | None) -> Checkpoint | None:
 def fetch_command(repo_id: str, revision: str | None) -> str:
     """The one command that puts a hub model's plannable files in the local cache."""
     rev = f" --revision {revision}" if revision else ""
-    return f"huggingface-cli download {repo_id} {CONFIG} {SAFETENSORS_INDEX}{rev}"
+    return f"hf download {repo_id} {CONFIG} {SAFETENSORS_INDEX}{rev}"
+
+
+def check_tokenizer(ckpt: Checkpoint) -> None:
+    """A local checkpoint folder must hold a tokenizer (a training checkpoint is often saved
+    without one); a hub snapshot cached for planning holds only its config, and is not checked.
+
+    Raises:
+        ConfigError: no tokenizer file, naming the files to copy.
+    """
+    if ckpt.commit is not None:
+        return
+    folder, pretrained = ckpt.folder, ckpt.pretrained
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ConfigError(
+            [
+                f"model.pretrained={pretrained!r}: {folder} has a config.json but no "
+                f"tokenizer ({', '.join(TOKENIZER_FILES)}), so the model would fail at load. "
+                "Fix: copy the tokenizer files of the model it was trained from into it "
+                "(tokenizer.save_pretrained(folder) writes tokenizer.json and "
+                "tokenizer_config.json), or point model.pretrained at a folder that has them."
+            ]
+        )
 
 
 def locate(pretrained: str, revision: str | None, offline: bool) -> Checkpoint:

@@ -21,6 +21,7 @@ from harness.planning.checkpoint import (
     Checkpoint,
     CheckpointFacts,
     cached_snapshot,
+    check_tokenizer,
     indexed_params,
     is_local,
     locate,
@@ -231,6 +232,7 @@ def resolve_model(model: ModelConfig, offline: bool) -> tuple[ModelConfig, list[
     if ckpt is None:
         return model, []
     read = read_facts(ckpt, need_params=needs_facts)
+    check_tokenizer(ckpt)  # after the config: its problems are said first
     where = f"{model.pretrained}" + (f" @ {ckpt.commit[:12]}" if ckpt.commit else "")
     if overridden:
         name = name_of(model.pretrained)

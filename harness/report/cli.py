@@ -35,7 +35,7 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="RUN_ID",
         help="exactly these parent runs, one row each (default: the latest FINISHED or FAILED "
-        "run of each model and strategy)",
+        "run of each evaluation: model, strategy, checkpoint and datasets' fingerprints)",
     )
     parser.add_argument(
         "--out",
@@ -58,10 +58,12 @@ def report(args: argparse.Namespace) -> int:
     table = build_table(collection)
     out = args.out or Path("outputs") / "reports" / time.strftime("%Y-%m-%d_%H-%M-%S")
     written = write(collection, table, out.resolve())
+    for note in collection.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(written.table_markdown)
     older = sum(len(r.older) for r in collection.runs)
     if older:
-        print(f"(the latest ended run of each model/strategy; {older} older run(s) not shown)")
+        print(f"(the latest ended run of each evaluation; {older} older run(s) of it not shown)")
     for path in (written.markdown, written.csv, written.html, written.chart):
         if path is not None:
             print(f"wrote {path}")

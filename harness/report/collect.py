@@ -66,7 +66,20 @@ class ParentRun:
     datasets: dict[str, DatasetRun] = field(default_factory=dict)
     """Its child runs by dataset name, in the order they started."""
     older: list[str] = field(default_factory=list)
-    """Ids of earlier ended runs of the same model and strategy that this one supersedes."""
+    """Ids of earlier ended runs of the same evaluation that this one supersedes."""
+    params: dict[str, str] = field(default_factory=dict)
+    """The parent's params: the config as typed, flattened (``dataset.arith_mc.limit``, ...)."""
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    """Each dataset's result fingerprint (its child run's ``fingerprint`` param)."""
+    variant: str = ""
+    """What tells this row apart from the other rows of its model and strategy: the settings
+    whose values differ between them (``arith_mc.limit=10``, ``model.pretrained=runA/...``)."""
+
+    @property
+    def label(self) -> str:
+        """``model/strategy``, with the variant where there is one."""
+        base = f"{self.model}/{self.strategy}"
+        return f"{base} [{self.variant}]" if self.variant else base
 
 
 @dataclass
@@ -81,6 +94,8 @@ class Collection:
     """The experiment's id."""
     runs: list[ParentRun]
     """The parent runs shown, one row each."""
+    notes: list[str] = field(default_factory=list)
+    """What the report was asked for and could not show (``--model b`` with no runs)."""
 
 
 def default_target() -> tuple[str, str]:
@@ -182,6 +197,7 @@ def _parent(run: Any) -> ParentRun:
         start_time=int(run.info.start_time or 0),
         run_dir=tags.get("run_dir", ""),
         metrics=dict(run.data.metrics),
+        params=dict(run.data.params),
     )
 
 
@@ -220,10 +236,15 @@ def collect(
             "tracked there first (python -m harness tracking=local, or tracking=server "
             "tracking.uri=...), or pick another --experiment / --tracking-uri"
         )
-    picked = _pick(parents, where, models, strategies, run_ids)
     by_parent: dict[str, list[Any]] = {}
     for child in reversed(children):  # oldest first: the datasets in the order they ran
         by_parent.setdefault(child.data.tags["mlflow.parentRunId"], []).append(child)
+    prints = {
+        pid: {c.data.tags.get("dataset", c.info.run_name): c.data.params.get("fingerprint", "")
+              for c in kids}
+        for pid, kids in by_parent.items()
+    }  # fmt: skip
+    picked, notes = _pick(parents, where, models, strategies, run_ids, prints)
     for parent in picked:
         for child in by_parent.get(parent.run_id, []):
             name = child.data.tags.get("dataset", child.info.run_name)
@@ -234,9 +255,38 @@ def collect(
                 metrics=dict(child.data.metrics),
                 tags=dict(child.data.tags),
             )
+    name_variants(picked)
     return Collection(
-        uri=mask(uri), experiment=experiment, experiment_id=exp.experiment_id, runs=picked
+        uri=mask(uri),
+        experiment=experiment,
+        experiment_id=exp.experiment_id,
+        runs=picked,
+        notes=notes,
     )
+
+
+IGNORED_PARAMS = (
+    *("tracking.", "telemetry.", "plan.", "hydra."),
+    *("outputs_root", "output_dir", "verbose", "rerun", "offline", "plan_only"),
+)
+"""Params that never tell two evaluations apart (where they are logged, how chatty)."""
+
+
+def name_variants(runs: list[ParentRun]) -> None:
+    """Give each run sharing its model and strategy with another shown run the settings whose
+    values differ between them (what the fingerprints saw: limit, few-shot, the checkpoint's
+    path, seed, batch size, ...), so that no two rows read the same."""
+    groups: dict[tuple[str, str], list[ParentRun]] = {}
+    for run in runs:
+        groups.setdefault((run.model, run.strategy), []).append(run)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        keys = sorted({k for r in group for k in r.params if not k.startswith(IGNORED_PARAMS)})
+        differ = [k for k in keys if len({r.params.get(k, "") for r in group}) > 1]
+        for run in group:
+            parts = [f"{k.removeprefix('dataset.')}={run.params.get(k, '-')}" for k in differ]
+            run.variant = ", ".join(parts) or f"run {run.run_id[:8]}"
 
 
 def _pick(
@@ -245,8 +295,12 @@ def _pick(
     models: list[str] | None,
     strategies: list[str] | None,
     run_ids: list[str] | None,
-) -> list[ParentRun]:
-    """Filter the parents (newest first) and keep the latest ended one per (model, strategy)."""
+    prints: dict[str, dict[str, str]],
+) -> tuple[list[ParentRun], list[str]]:
+    """Filter the parents (newest first) and keep the latest ended one of each evaluation: a
+    model, a strategy, a checkpoint path and its datasets' fingerprints (which change with
+    limit, few-shot, weights, seed, ...). Returns the runs and notes on what was asked for but
+    has no run."""
     if run_ids:
         known = {r.info.run_id: r for r in parents}
         missing = [i for i in run_ids if i not in known]
@@ -256,7 +310,10 @@ def _pick(
                 "the ids of harness's parent runs (one per model and strategy). Fix: copy them "
                 "from the MLflow UI's runs table or from a report's run column"
             )
-        return [_parent(known[i]) for i in dict.fromkeys(run_ids)]
+        chosen = [_parent(known[i]) for i in dict.fromkeys(run_ids)]
+        for run in chosen:
+            run.fingerprints = prints.get(run.run_id, {})
+        return chosen, []
     shown = [
         _parent(r)
         for r in parents
@@ -273,11 +330,20 @@ def _pick(
             f"Fix: drop or change the filter (runs there: {', '.join(seen)}), or name runs with "
             "--runs ID..."
         )
-    latest: dict[tuple[str, str], ParentRun] = {}
-    for run in shown:  # newest first: the first of each pair is the latest
-        key = (run.model, run.strategy)
+    notes = []
+    for wanted, tag in ((models, "model"), (strategies, "strategy")):
+        found = {getattr(r, tag) for r in shown}
+        for name in wanted or []:
+            if name not in found:
+                notes.append(f"--{tag} {name}: no FINISHED or FAILED run in {where}")
+    latest: dict[tuple[Any, ...], ParentRun] = {}
+    for run in shown:  # newest first: the first of each evaluation is the latest
+        run.fingerprints = prints.get(run.run_id, {})
+        pretrained = run.params.get("model.pretrained", "")
+        key = (run.model, run.strategy, pretrained, tuple(sorted(run.fingerprints.items())))
         if key in latest:
             latest[key].older.append(run.run_id)
         else:
             latest[key] = run
-    return sorted(latest.values(), key=lambda r: (r.model, r.strategy))
+    ordered = sorted(latest.values(), key=lambda r: (r.model, r.strategy, -r.start_time))
+    return ordered, notes

@@ -56,7 +56,9 @@ def cell_text(cell: Cell) -> str:
 def headers(table: Table) -> list[str]:
     """The Markdown/HTML column headers."""
     datasets = [f"{ds} {table.metrics.get(ds, '-')}" for ds in table.datasets]
-    return ["model", "strategy", "status", *datasets, *(FIGURES[k] for k in table.figures)]
+    variant = ["variant"] if any(r.run.variant for r in table.rows) else []
+    head = ["model", "strategy", *variant, "status", *datasets]
+    return [*head, *(FIGURES[k] for k in table.figures)]
 
 
 def rows(table: Table) -> list[list[str]]:
@@ -65,6 +67,7 @@ def rows(table: Table) -> list[list[str]]:
         [
             row.run.model,
             row.run.strategy,
+            *([row.run.variant or "-"] if any(r.run.variant for r in table.rows) else []),
             row.run.status,
             *(cell_text(row.cells[ds]) for ds in table.datasets),
             *(number(row.figures[k]) for k in table.figures),
@@ -80,7 +83,8 @@ def to_markdown_table(table: Table) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     head = headers(table)
-    align = ["---"] * 3 + ["---:"] * (len(head) - 3)
+    texts = 4 if "variant" in head else 3
+    align = ["---"] * texts + ["---:"] * (len(head) - texts)
     return "\n".join([line(head), line(align), *(line(r) for r in rows(table))])
 
 
@@ -97,6 +101,7 @@ def to_csv(table: Table) -> str:
         [
             "model",
             "strategy",
+            "variant",
             "status",
             "run_id",
             "older_runs",
@@ -113,7 +118,16 @@ def to_csv(table: Table) -> str:
         figures = ["" if row.figures[k] is None else repr(row.figures[k]) for k in table.figures]
         run = row.run
         writer.writerow(
-            [run.model, run.strategy, run.status, run.run_id, len(run.older), *values, *figures]
+            [
+                run.model,
+                run.strategy,
+                run.variant,
+                run.status,
+                run.run_id,
+                len(run.older),
+                *values,
+                *figures,
+            ]
         )
     return out.getvalue()
 
@@ -124,13 +138,15 @@ def notes(collection: Collection, table: Table) -> list[str]:
     for row in table.rows:
         run = row.run
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(run.start_time / 1000))
-        line = f"{run.model}/{run.strategy}: run {run.run_id} ({run.status}, started {started})"
+        line = f"{run.label}: run {run.run_id} ({run.status}, started {started})"
         if run.older:
             line += (
-                f"; the latest ended run of {len(run.older) + 1} of this model and strategy, "
-                f"older not shown: {', '.join(run.older)}"
+                f"; the latest ended run of {len(run.older) + 1} of this same evaluation (model, "
+                f"strategy, checkpoint, datasets' fingerprints), older not shown: "
+                f"{', '.join(run.older)}"
             )
         lines.append(line)
+    lines += collection.notes
     lower = [ds for ds, m in table.metrics.items() if lower_is_better(m)]
     lines.append(
         "Each dataset's cell is its headline metric (acc, exact_match, ... as lm-eval names it) "
@@ -229,7 +245,7 @@ def draw_chart(table: Table, path: Path) -> Path | None:
         fig = Figure(figsize=(3.2 * cols + 1, 3.0 * nrows + 0.8), layout="constrained")
         axes = fig.subplots(nrows, cols, squeeze=False).flatten()
         colors = [f"C{i % 10}" for i in range(len(table.rows))]
-        labels = [f"{r.run.model}/{r.run.strategy}" for r in table.rows]
+        labels = [r.run.label for r in table.rows]
         for ax, ds in zip(axes, plotted, strict=False):
             cells = [row.cells[ds] for row in table.rows]
             xs = list(range(len(cells)))

@@ -151,6 +151,14 @@ class Tracker:
         base = self.uri if self.uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
         return runs_table_url(base, self.experiment_id)
 
+    def run_url(self) -> str | None:
+        """This run's own page in MLflow's UI (a server's address, or ``mlflow ui``'s)."""
+        table = self.ui_url()
+        if table is None or self.parent_id is None:
+            return None
+        base = table.split("/#/", 1)[0]
+        return f"{base}/#/experiments/{self.experiment_id}/runs/{self.parent_id}"
+
     # ---- delivery ----------------------------------------------------------------------------
 
     def _put(self, *op: Any) -> None:

@@ -50,7 +50,7 @@ CASES = [
     (
         "generic-model-not-cached",
         ["model=hf", "model.pretrained=acme/nowhere", NO_TRACKING],
-        ["huggingface-cli download acme/nowhere config.json", "offline=false"],
+        ["hf download acme/nowhere config.json", "offline=false"],
     ),
     (
         "unknown-task",
@@ -162,6 +162,17 @@ CASES = [
     ("output-not-writable", ["output_dir=/etc/hostname/run"], ["not a writable folder", "Fix:"]),
     ("outputs-root-not-writable", ["outputs_root=/proc/harness"], ["not a writable folder"]),
     ("bad-interpolation", ["model.name=${nothing}"], ["does not resolve", "nothing"]),
+    # what a new user's day broke (issue 20)
+    (
+        "checkpoint-without-tokenizer",
+        ["model=hf", "model.pretrained={tasks}/../ckpt", NO_TRACKING],
+        ["has a config.json but no tokenizer", "tokenizer.json", "Fix:"],
+    ),
+    (
+        "misspelt-metric",
+        ["task_paths=[{tasks}]", "dataset=[arith_mc]", "dataset.arith_mc.task=arith_typo"],
+        ["metric 'acuracy'", "Did you mean 'acc'", "Fix:"],
+    ),
 ]
 
 
@@ -178,6 +189,13 @@ def broken_suite(tmp: Path, case: str) -> Path:
         data.write_text("")
     elif case == "data-not-json":
         data.write_text("{not json\n")
+    elif case == "checkpoint-without-tokenizer":  # a training checkpoint saved without one
+        shutil.copytree(PLUGINS_DIR / "models" / "tiny_char", tmp / "ckpt")
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (tmp / "ckpt" / name).unlink()
+    elif case == "misspelt-metric":
+        text = (tasks / "arith_mc.yaml").read_text().replace("task: arith_mc", "task: arith_typo")
+        (tasks / "arith_typo.yaml").write_text(text.replace("metric: acc\n", "metric: acuracy\n"))
     elif case == "data-missing-field":
         data.write_text('{"query": "max(1,2)=", "choices": ["1", "2"]}\n')
     return tasks

@@ -186,7 +186,7 @@ def test_missing_checkpoint_names_the_files_and_the_command(tmp_path):
     assert_clean_failure(
         proc,
         "model.pretrained='acme/absent'",
-        "`huggingface-cli download acme/absent config.json model.safetensors.index.json`",
+        "`hf download acme/absent config.json model.safetensors.index.json`",
         "offline=false",
     )
 
@@ -281,3 +281,21 @@ def test_other_families_outside_the_registry(config, facts):
     keys = ("num_layers", "hidden_size", "num_attention_heads", "num_kv_heads", "head_dim",
             "context_window")  # fmt: skip
     assert tuple(read[k] for k in keys) == facts
+
+
+def test_the_download_command_we_suggest_exists_with_its_flags():
+    """The fix in "no config.json here" messages is a command the installed huggingface_hub
+    ships (2.x has ``hf download``; ``huggingface-cli download`` is gone)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.planning.checkpoint import fetch_command
+
+    command = fetch_command("acme/model", "v2").split()
+    exe = Path(sys.executable).parent / command[0]
+    assert exe.is_file(), f"{command[0]} is not installed beside {sys.executable}"
+    help_text = subprocess.run(
+        [str(exe), command[1], "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert all(flag in help_text for flag in command if flag.startswith("--")), help_text

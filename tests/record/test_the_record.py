@@ -210,6 +210,10 @@ def test_mlflow_times_are_the_runs_own_on_a_busy_machine(tmp_path):
     (parent,) = [
         r for r in runs_of(outputs / "mlflow.db") if "mlflow.parentRunId" not in r.data.tags
     ]
+    # How to look at it, for a local store too: the command, the table, the run's own page.
+    assert f"to see it in MLflow: mlflow ui --backend-store-uri sqlite:///{outputs}" in proc.stdout
+    run_page = f"/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+    assert f"this run: http://127.0.0.1:5000{run_page}" in proc.stdout, proc.stdout[-2000:]
     start, end = parent.info.start_time / 1000, parent.info.end_time / 1000
     assert abs(start - planned) <= 1.0, (start, planned)
     duration, total = end - start, summary["total_time_s"]
