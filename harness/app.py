@@ -325,9 +325,15 @@ def run(cfg: DictConfig) -> int:
     return report_run(summary, opened.tracker, opened.run_dir)
 
 
+_ENTERED: list[bool] = []
+"""Set once Hydra has composed the config and called the task (``_hydra_entry``)."""
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_entry(cfg: DictConfig) -> int:
     from omegaconf.errors import OmegaConfBaseException
+
+    _ENTERED.append(True)
 
     logging.captureWarnings(True)  # Python warnings go to the console and the log file too
     try:
@@ -384,6 +390,18 @@ def main() -> None:
     except OmegaConfBaseException as err:  # Hydra resolving its own run dir from a bad value
         print(f"error: the configuration does not resolve: {err}", file=sys.stderr)
         sys.exit(2)
+    except SystemExit as done:
+        # Hydra exits 1 on a value of the wrong type or an override it cannot parse, before any
+        # task ran (its message is printed above); bad input is exit code 2 everywhere.
+        if done.code == 1 and not _ENTERED:
+            print(
+                "error: the command line does not compose (above: the override and why). Fix: "
+                "the value's type or the override's syntax (`python -m harness --help` lists "
+                "every key with its type)",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        raise
     except KeyboardInterrupt as err:  # the run already ended KILLED; one line, no traceback
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # leaving: a second Ctrl-C changes nothing
         terminated = isinstance(err, Terminated)

@@ -211,3 +211,17 @@ def test_bad_input_gives_a_clean_message(tmp_path, case, overrides, needles):
 
 def test_the_matrix_is_at_least_thirty_cases():
     assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["strategy.batch_size=abc", "dataset=[arith_mc", "dataset.arith_mc.limit=[1,2]"],
+    ids=["wrong-type", "list-syntax", "list-for-a-number"],
+)
+def test_what_hydra_refuses_exits_2_like_every_bad_input(tmp_path, override):
+    """Hydra's own refusals (a value of the wrong type, an override it cannot parse) exit 2, as
+    every other bad input does; 1 stays "does not fit" and "a dataset failed"."""
+    proc = run_harness([override, "plan_only=true", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "error: the command line does not compose" in proc.stderr
