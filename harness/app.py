@@ -116,6 +116,26 @@ def typed_config(cfg: DictConfig) -> RunConfig:
     return to_run_config(cfg)
 
 
+def check_space(run_cfg: RunConfig, datasets: dict[str, Any], folders: list[Path]) -> None:
+    """Refuse, before loading, a run whose files the disk cannot hold (harness/record/space.py).
+
+    Raises:
+        ConfigError: a folder's file system has less room than the run writes.
+    """
+    from harness.config.schema import TrackingBackend
+    from harness.evaluation.tasks import doc_count
+    from harness.record.space import needed_bytes, space_problems
+
+    tracking = run_cfg.tracking
+    here = tracking.backend == TrackingBackend.mlflow and tracking.uri.startswith("sqlite:")
+    if here:
+        folders = [*folders, Path(tracking.uri.removeprefix("sqlite:///")).resolve().parent]
+    docs = {name: doc_count(d) for name, d in datasets.items()}
+    problems = space_problems(folders, needed_bytes(docs, run_cfg.log_samples, here))
+    if problems:
+        raise ConfigError(problems)
+
+
 def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float) -> OpenRun:
     """Everything before the model loads: the run directory (config as typed, the plan), every
     dataset's task and data, what is stored already, the MLflow parent run (started at
@@ -132,6 +152,10 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
 
     run_dir = RunDirectory(resolve_output_dir(run_cfg))
     mask_hydra_files()  # Hydra's .hydra/*.yaml hold the overrides as typed
+    console.route_library_logs("datasets", "huggingface_hub")
+    datasets = prepare_datasets(run_cfg)  # a task or its data missing: said before any write
+    store = ResultStore(Path(run_cfg.outputs_root).resolve() / "store" / plan.model)
+    check_space(run_cfg, datasets, [run_dir.root, store.root])
     uid = fresh_run_uid(run_dir.root)  # names the run in MLflow wherever its directory goes
     events = EventLog(run_dir.root / "events.jsonl")
     import socket
@@ -148,9 +172,6 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     run_dir.write_config(OmegaConf.to_yaml(typed))  # the config as typed; the plan beside it
     run_dir.write_plan(plan.to_dict())
-    console.route_library_logs("datasets", "huggingface_hub")
-    datasets = prepare_datasets(run_cfg)
-    store = ResultStore(Path(run_cfg.outputs_root).resolve() / "store" / plan.model)
     work = work_list(run_cfg, plan, datasets, store)
     tracker = Tracker(run_cfg.tracking, uid=uid, own_process=True)  # MLflow off this process
     telemetry = Telemetry.start(run_cfg.telemetry, plan)  # before the load: phase `load`
@@ -220,15 +241,25 @@ def finish_run(
     ``timings`` are the load time and the run's start (``time.perf_counter()``); the total is
     taken once everything is written, and MLflow's end time is that same instant.
     """
+    from harness.record.files import DiskFull
     from harness.record.provenance import record_run
     from harness.tracking.rundir import log_run_end, log_telemetry
 
     run_dir, tracker = opened.run_dir, opened.tracker
     load_time, started = timings
     failed = [o for o in outcomes if o.status != "ok"]
-    telemetry = opened.telemetry.record(run_dir.root, outcomes)
+    unwritten: list[str] = []  # a full disk: what could not be written, said at the end
+
+    def keep(write: Any, *args: Any) -> Any:
+        try:
+            return write(*args)
+        except DiskFull as err:
+            unwritten.append(str(err))
+            return None
+
+    telemetry = keep(opened.telemetry.record, run_dir.root, outcomes) or {}
     fingerprints = {name: item.fingerprint for name, item in opened.work.items()}
-    record_run(run_dir.root, run_cfg, plan, engine_facts, fingerprints)  # reproducibility.json
+    keep(record_run, run_dir.root, run_cfg, plan, engine_facts, fingerprints)
     total_time, ended_at = time.perf_counter() - started, time.time()
     summary: dict[str, Any] = {
         "model": plan.model,
@@ -245,7 +276,8 @@ def finish_run(
         "telemetry": telemetry,
         "tracking": tracker.describe(),
     }
-    run_dir.write_summary(summary)
+    keep(run_dir.write_summary, summary)
+    summary["unwritten"] = unwritten  # for the console: the file above could not hold it
     log_telemetry(tracker, run_dir.root)  # from the files just written, as replay does
     # totals, files, record: what replay logs too; the end is the run's, not the worker's
     log_run_end(tracker, run_dir.root, summary, end_time=ended_at)
@@ -269,6 +301,8 @@ def finish_run(
 def report_run(summary: dict[str, Any], tracker: Tracker, run_dir: RunDirectory) -> int:
     """Say where the run is in MLflow, print the summary table; the exit code."""
     from harness.views import format_summary
+
+    unwritten = summary.pop("unwritten", [])
 
     if tracker.failed:
         say(
@@ -294,8 +328,9 @@ def report_run(summary: dict[str, Any], tracker: Tracker, run_dir: RunDirectory)
             err=True,
             level=logging.ERROR,
         )
-        return 1
-    return 0
+    for problem in unwritten:
+        say(f"error: {problem}", err=True, level=logging.ERROR)
+    return 1 if failed or unwritten else 0
 
 
 def run(cfg: DictConfig) -> int:

@@ -59,6 +59,24 @@ class ConsoleFilter(logging.Filter):
         return record.levelno >= logging.WARNING or self.show_info
 
 
+class LogFile(logging.FileHandler):
+    """``harness.log``: a FileHandler that, when a record cannot be written (its disk is full),
+    says so once on stderr and writes no more, instead of printing Python's "Logging error"
+    traceback for every record after."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if getattr(self, "_gave_up", False):
+            return
+        self._gave_up = True
+        error = sys.exc_info()[1]
+        print(
+            f"warning: {self.baseFilename}: could not write the log file ({error}); it stops "
+            "here, the run goes on (its console and results are unaffected)",
+            file=sys.stderr,
+        )
+        self.setLevel(logging.CRITICAL + 1)
+
+
 def _is_console(handler: logging.Handler) -> bool:
     streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
     return (

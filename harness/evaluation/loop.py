@@ -18,6 +18,7 @@ from harness.console import quiet_lm_eval_git_probe, say
 from harness.engines.base import Engine, RequestMeter, attach_meter
 from harness.evaluation.tasks import PreparedDataset
 from harness.planning.plan import Plan
+from harness.record.files import DiskFull
 from harness.record.metrics import headline_entry, is_score, metric_items
 from harness.record.outcome import DatasetOutcome
 from harness.record.rundir import RunDirectory
@@ -225,16 +226,17 @@ def _evaluate_one(
         outcome.error_type = type(err).__name__
         outcome.error_message = str(err).strip().splitlines()[0] if str(err).strip() else ""
         log.error("dataset %s failed: %s: %s", name, outcome.error_type, outcome.error_message)
-        run_dir.write_error(
-            name,
-            {
-                "dataset": name,
-                "task": outcome.task,
-                "error_type": outcome.error_type,
-                "error_message": str(err),
-                "traceback": traceback.format_exc(),
-            },
-        )
+        error = {
+            "dataset": name,
+            "task": outcome.task,
+            "error_type": outcome.error_type,
+            "error_message": str(err),
+            "traceback": traceback.format_exc(),
+        }
+        try:
+            run_dir.write_error(name, error)
+        except DiskFull as full:  # the disk is full: the summary and the console still say why
+            log.error("%s", full)
     return outcome
 
 

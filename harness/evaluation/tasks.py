@@ -217,6 +217,22 @@ def _explain_load_failure(
     )
 
 
+def doc_count(dataset: PreparedDataset) -> int:
+    """How many documents the dataset evaluates: its tasks' evaluation splits, cut to ``limit``
+    (a count, or a fraction of each split, as lm-eval reads it)."""
+    total = 0
+    limit = dataset.config.limit
+    for leaf in leaf_tasks(dataset.task):
+        try:
+            n = len(leaf.eval_docs)
+        except Exception:  # a task without a countable split: count it as one result
+            n = 1
+        if limit is not None:
+            n = min(n, int(limit) if limit >= 1 else max(1, int(n * limit)))
+        total += n
+    return total
+
+
 def leaf_tasks(task: Any) -> list[Any]:
     """The single tasks of a task, a group, or a list of them."""
     if isinstance(task, list):

@@ -6,13 +6,16 @@ it, and masked first (harness/secrets.py), so no secret reaches a file.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.secrets import mask
 
 _UMASK = os.umask(0)
@@ -28,7 +31,34 @@ def json_default(obj: Any) -> Any:
     return str(obj)
 
 
+class DiskFull(HarnessError):
+    """A file of the run could not be written: its file system is full (or over quota)."""
+
+    exit_code = 1  # the run went on; what it computed is in the summary and on the console
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path, self.size = path, size
+        try:
+            free = shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free
+        except (OSError, StopIteration):
+            free = -1
+        room = f"{free / 1024:.0f} kB free there" if free >= 0 else "no room left there"
+        super().__init__(
+            f"could not write {path} ({max(size, 1) / 1024:.0f} kB): no space left on its "
+            f"device ({room}). Fix: free space there, or outputs_root=<a folder with room>"
+        )
+
+
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    try:
+        _write_bytes(path, data)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(path, len(data)) from None
+        raise
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

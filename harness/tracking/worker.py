@@ -147,7 +147,12 @@ class _Forward(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.send(("log", record.name, record.levelno, mask(self.format(record))))
+            if record.name.startswith("harness"):
+                text = self.format(record)
+            else:  # MLflow's and SQLAlchemy's own: one line (the writer's warning says the rest)
+                lines = record.getMessage().strip().splitlines()
+                text = f"{record.name}: {lines[0] if lines else ''}"
+            self.send(("log", record.name, record.levelno, mask(text)))
         except Exception:
             self.handleError(record)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -256,3 +257,64 @@ def test_a_misspelt_metric_is_refused_before_loading(tmp_path):
     )
     assert took < 30, took  # no 12 s online lookup of the metric
     assert not (tmp_path / "outputs" / "store").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of its own (root mounts one; elsewhere the test cannot run), unmounted after."""
+    from tests.real_parts import unavailable
+
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            unavailable("tmpfs", f"cannot mount a tmpfs here ({done.stderr.strip()})")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_is_said_before_loading_and_cleanly_mid_run(tmp_path, small_disk):
+    full = small_disk("80k")
+    proc = run_harness([f"outputs_root={full / 'outputs'}", "tracking=none"], tmp_path)
+    assert_clean_failure(
+        proc, "kB free on its device, and this run writes", "Fix: free space there"
+    )
+    assert proc.returncode == 2
+
+    disk = small_disk("8m")  # room for the check; filled once the first dataset is done
+    outputs = disk / "outputs"
+    run_dir = disk / "run"
+    proc = start_harness([*QUICK, f"outputs_root={outputs}", f"hydra.run.dir={run_dir}"], tmp_path)
+
+    def first_done() -> bool:
+        return any(e["event"] == "dataset_done" for e in events_of(run_dir))
+
+    assert wait_until(first_done, timeout=240, interval=0.05)
+    with (disk / "filler").open("wb") as filler:  # the disk fills up, as another job may do it
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError:
+            pass
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, (out + err)[-3000:]
+    assert "Traceback" not in err, err[-5000:]
+    assert len(err.splitlines()) < 30, err[-5000:]
+    assert re.search(r"^arith_mc +ok ", out, re.M), out[-3000:]
+    assert re.search(r"^compare_mc +FAILED: DiskFull +acc=1", out, re.M), out[-3000:]
+    assert "acc=1" in out  # what was computed is kept and shown
+    assert f"could not write {run_dir / 'summary.json'}" in err
+    assert "no space left on its device" in err
