@@ -397,13 +397,18 @@ def main() -> None:
     import signal
 
     from harness.config import help as cli_help
-    from harness.config.argv import check_group_choices, output_problems, required_value_problems
+    from harness.config.argv import (
+        check_group_choices,
+        output_problems,
+        required_value_problems,
+        searchpath_problems,
+    )
     from harness.config.keys import argv_key_problems
 
     # `harness ... | head` should end quietly, as other command-line tools do.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     argv = sys.argv[1:]
-    problems = check_group_choices(argv)
+    problems = searchpath_problems(argv) + check_group_choices(argv)
     if not cli_help.only_prints(argv):  # --help and tab completion (-sc install=bash) run nothing
         problems += argv_key_problems(argv) + required_value_problems(argv) + output_problems(argv)
     from harness.sweep import argv_problems as sweep_argv_problems

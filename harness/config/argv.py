@@ -31,6 +31,30 @@ def search_dirs(argv: Sequence[str]) -> list[Path]:
     return dirs
 
 
+def searchpath_problems(argv: Sequence[str]) -> list[str]:
+    """``hydra.searchpath`` entries Hydra would ignore without a word: a path with no scheme
+    (Hydra wants ``file://`` or ``pkg://``), or a ``file://`` folder that does not exist."""
+    problems = []
+    for arg in argv:
+        if not arg.lstrip("+").startswith("hydra.searchpath="):
+            continue
+        for entry in (e.strip() for e in re.split(r"[\[\],]", arg.split("=", 1)[1])):
+            if not entry or entry.startswith("pkg://"):
+                continue
+            if not entry.startswith("file://"):
+                problems.append(
+                    f"hydra.searchpath entry {entry!r} has no scheme, and Hydra ignores such an "
+                    f"entry without a word. Fix: hydra.searchpath=[file://{entry}]"
+                )
+            elif not Path(entry.removeprefix("file://")).is_dir():
+                problems.append(
+                    f"hydra.searchpath entry {entry!r}: no such folder "
+                    f"({Path(entry.removeprefix('file://')).resolve()}). Fix: the folder that "
+                    "holds your config groups (model/, dataset/, ...), relative to here or absolute"
+                )
+    return problems
+
+
 def group_options(group: str, dirs: Sequence[Path] = (CONF_DIR,)) -> list[str]:
     """The option names of a config group: the YAML files in ``<dir>/<group>/``."""
     return sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})

@@ -164,6 +164,16 @@ CASES = [
     ("bad-interpolation", ["model.name=${nothing}"], ["does not resolve", "nothing"]),
     # what a new user's day broke (issue 20)
     (
+        "searchpath-without-scheme",
+        ["hydra.searchpath=[tests/fixtures/conf]", "dataset=[arith_mc]"],
+        ["has no scheme", "hydra.searchpath=[file://tests/fixtures/conf]"],
+    ),
+    (
+        "searchpath-missing-folder",
+        ["hydra.searchpath=[file:///nowhere/conf]"],
+        ["hydra.searchpath entry 'file:///nowhere/conf': no such folder", "Fix:"],
+    ),
+    (
         "checkpoint-without-tokenizer",
         ["model=hf", "model.pretrained={tasks}/../ckpt", NO_TRACKING],
         ["has a config.json but no tokenizer", "tokenizer.json", "Fix:"],
