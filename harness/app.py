@@ -392,6 +392,17 @@ def _hydra_entry(cfg: DictConfig) -> int:
     return code
 
 
+def one_run_directory(argv: list[str]) -> None:
+    """``output_dir=X`` makes X Hydra's run directory too, so that harness.log and ``.hydra/``
+    are written beside the results, not in a second folder under outputs/runs (one run, one
+    directory). A sweep (``-m``), or a run that sets ``hydra.run.dir`` itself, is left alone."""
+    if "-m" in argv or "--multirun" in argv or any(a.startswith("hydra.run.dir=") for a in argv):
+        return
+    given = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("output_dir=")]
+    if given and given[-1] not in ("", "null"):
+        sys.argv.append(f"hydra.run.dir={given[-1]}")
+
+
 def main() -> None:
     """Console entry point (``harness`` and ``python -m harness``)."""
     import signal
@@ -418,7 +429,8 @@ def main() -> None:
         print(f"error: {ConfigError(problems)}", file=sys.stderr)
         sys.exit(2)
     register_configs()
-    compose_once(argv)
+    one_run_directory(argv)
+    compose_once(sys.argv[1:])
     cli_help.register()  # ${harness_help:...} in --help's page; resolved only when printed
     from omegaconf.errors import OmegaConfBaseException
 

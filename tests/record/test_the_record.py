@@ -318,3 +318,14 @@ def test_a_full_disk_is_said_before_loading_and_cleanly_mid_run(tmp_path, small_
     assert "acc=1" in out  # what was computed is kept and shown
     assert f"could not write {run_dir / 'summary.json'}" in err
     assert "no space left on its device" in err
+
+
+def test_output_dir_is_the_one_directory_of_the_run(tmp_path):
+    """harness.log and Hydra's .hydra/ go where output_dir says, beside the plan; nothing is
+    written under outputs/runs (plan-only writes its plan where the user asked)."""
+    proc = run_harness(["output_dir=mine", "plan_only=true", "outputs_root=outputs"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    mine = tmp_path / "mine"
+    assert (mine / "plan.json").is_file() and (mine / "harness.log").is_file()
+    assert (mine / ".hydra" / "config.yaml").is_file()
+    assert not (tmp_path / "outputs" / "runs").exists()
