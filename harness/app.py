@@ -430,6 +430,8 @@ def main() -> None:
         sys.exit(2)
     register_configs()
     one_run_directory(argv)
+    if any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in argv):
+        sys.stdout = console.MaskedStream(sys.stdout)
     compose_once(sys.argv[1:])
     cli_help.register()  # ${harness_help:...} in --help's page; resolved only when printed
     from omegaconf.errors import OmegaConfBaseException

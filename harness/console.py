@@ -59,6 +59,22 @@ class ConsoleFilter(logging.Filter):
         return record.levelno >= logging.WARNING or self.show_info
 
 
+class MaskedStream:
+    """A text stream that masks what it is given before writing it on (``--cfg job`` prints the
+    composed config, where a URI may hold a password)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        from harness.secrets import mask
+
+        return int(self.stream.write(mask(text)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 class LogFile(logging.FileHandler):
     """``harness.log``: a FileHandler that, when a record cannot be written (its disk is full),
     says so once on stderr and writes no more, instead of printing Python's "Logging error"

@@ -44,6 +44,9 @@ def launch(
     assert launcher.config is not None and launcher.hydra_context is not None
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    from harness.record.rundir import mask_files
+
+    mask_files(sweep_dir, "multirun.yaml")  # Hydra wrote the sweep's overrides as typed
     jobs = plan_jobs(launcher, job_overrides, initial_job_idx, kind, sweep_dir)
     refused = [j for j in jobs if j.problems]
     names = swept(jobs)

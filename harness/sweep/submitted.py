@@ -43,7 +43,10 @@ class Submitted:
 
 
 def say(text: str, err: bool = False) -> None:
-    print(text, file=sys.stderr if err else sys.stdout, flush=True)
+    """A line of the sweep's console, masked (a swept URI may hold a password)."""
+    from harness.secrets import mask
+
+    print(mask(text), file=sys.stderr if err else sys.stdout, flush=True)
 
 
 def catch_sigterm() -> Any:

@@ -24,3 +24,30 @@ def test_a_job_that_does_not_compose_is_listed_with_the_others(tmp_path):
     assert "the configuration does not compose" in text
     assert "job 1: strategy.batch_size=8" in text, text[-3000:]
     assert proc.returncode != 0
+
+
+def test_a_password_in_a_swept_uri_is_masked_on_the_console_and_in_the_sweep_dir(tmp_path):
+    secret = "hunter2pw"
+    uris = f"http://u:{secret}@h1:5000,http://u:{secret}@h2:5000"
+    sweep = tmp_path / "sweep"
+    proc = run_harness(
+        [
+            "-m",
+            "tracking=server",
+            f"tracking.uri={uris}",
+            "dataset=[arith_mc]",
+            "hydra/launcher=submitit_local",
+            "plan_only=true",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert secret not in proc.stdout + proc.stderr
+    assert "***@h1" in proc.stdout.replace("\\", "")
+    leaked = [p for p in sweep.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert not leaked, leaked
+    shown = run_harness(
+        ["tracking=server", f"tracking.uri=http://u:{secret}@h:5000", "--cfg", "job"], tmp_path
+    )
+    assert shown.returncode == 0 and secret not in shown.stdout and "***@h:5000" in shown.stdout
