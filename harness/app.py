@@ -447,7 +447,8 @@ def main() -> None:
     except SystemExit as done:
         # Hydra exits 1 on a value of the wrong type or an override it cannot parse, before any
         # task ran (its message is printed above); bad input is exit code 2 everywhere.
-        if done.code == 1 and not _ENTERED:
+        sweep = "-m" in argv or "--multirun" in argv  # a launcher's failure is not bad input
+        if done.code == 1 and not _ENTERED and not sweep:
             print(
                 "error: the command line does not compose (above: the override and why). Fix: "
                 "the value's type or the override's syntax (`python -m harness --help` lists "
