@@ -152,10 +152,6 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
 
     run_dir = RunDirectory(resolve_output_dir(run_cfg))
     mask_hydra_files()  # Hydra's .hydra/*.yaml hold the overrides as typed
-    console.route_library_logs("datasets", "huggingface_hub")
-    datasets = prepare_datasets(run_cfg)  # a task or its data missing: said before any write
-    store = ResultStore(Path(run_cfg.outputs_root).resolve() / "store" / plan.model)
-    check_space(run_cfg, datasets, [run_dir.root, store.root])
     uid = fresh_run_uid(run_dir.root)  # names the run in MLflow wherever its directory goes
     events = EventLog(run_dir.root / "events.jsonl")
     import socket
@@ -169,6 +165,10 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
         pid=os.getpid(),  # replay tells a run still going from one that was killed
         host=socket.gethostname(),
     )
+    console.route_library_logs("datasets", "huggingface_hub")
+    datasets = prepare_datasets(run_cfg)  # a task or its data missing: said before config.yaml
+    store = ResultStore(Path(run_cfg.outputs_root).resolve() / "store" / plan.model)
+    check_space(run_cfg, datasets, [run_dir.root, store.root])
     typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     run_dir.write_config(OmegaConf.to_yaml(typed))  # the config as typed; the plan beside it
     run_dir.write_plan(plan.to_dict())
@@ -313,10 +313,12 @@ def report_run(summary: dict[str, Any], tracker: Tracker, run_dir: RunDirectory)
         )
     elif tracker.enabled:
         remote = tracker.uri.startswith(("http://", "https://"))
-        if not remote:  # a local store's links open once `mlflow ui` serves it
-            say(f"to see it in MLflow: mlflow ui --backend-store-uri {tracker.uri}")
-        say(f"runs table: {tracker.ui_url()}")
-        say(f"this run: {tracker.run_url()}")
+        if remote:
+            say(f"runs table: {tracker.ui_url()}")
+            say(f"this run: {tracker.run_url()}")
+        else:  # a local store's link opens once `mlflow ui` serves it
+            serve = f"mlflow ui --backend-store-uri {tracker.uri}"
+            say(f"this run in MLflow: {tracker.run_url()} (after: {serve})")
     say(format_summary(summary))
     failed = [(name, summary["datasets"][name]) for name in summary["failed"]]
     if failed:

@@ -256,11 +256,11 @@ def test_failed_killed_and_timed_out_jobs_are_reported_and_never_hang(slurm_clus
 
 @pytest.mark.slurm
 def test_a_job_that_raises_is_reported_with_its_error(slurm_cluster, tmp_path):
-    # The weights are there when the sweep is planned, but the model cannot load in the job.
-    broken = tmp_path / "tiny_char_without_tokenizer"
-    broken.mkdir()
-    for name in ("config.json", "model.safetensors", "generation_config.json"):
-        shutil.copy(TINY_MODEL / name, broken / name)
+    # Every file is there when the sweep is planned, but the model cannot load in the job: its
+    # tokenizer file is garbage (a missing one is refused while planning).
+    broken = tmp_path / "tiny_char_broken_tokenizer"
+    shutil.copytree(TINY_MODEL, broken)
+    (broken / "tokenizer.json").write_text("{not a tokenizer")
     proc, sweep = run_sweep(
         tmp_path, "tier=slurm_1cpu", f"model.pretrained={broken}", "dataset=[arith_mc]",
         "dataset.arith_mc.limit=5", "tracking=none",
