@@ -105,7 +105,7 @@ def evaluate_all(
     run_dir: RunDirectory,
     store: ResultStore,
     tracker: Tracker,
-    on_event: Callable[..., object] | None = None,
+    on_event: Callable[..., None] | None = None,
 ) -> list[DatasetOutcome]:
     """Evaluate every dataset with the resident engine, storing and tracking each as it ends.
 

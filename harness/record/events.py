@@ -55,9 +55,8 @@ class EventLog:
             except OSError as err:
                 log.warning("events.jsonl not written (%s); the run goes on", err)
 
-    def emit(self, event: str, **fields: Any) -> float:
-        """Record ``event`` with its fields (flushed at once) and tell every listener; returns
-        the event's time (seconds since the epoch, as its ``t``)."""
+    def emit(self, event: str, **fields: Any) -> None:
+        """Record ``event`` with its fields (flushed at once) and tell every listener."""
         assert event in EVENTS, event
         now = time.time()
         stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
@@ -72,7 +71,6 @@ class EventLog:
                 self._file = None
         for listener in self.listeners:
             listener(event, fields)
-        return round(now, 3)
 
     def close(self) -> None:
         if self._file is not None:
@@ -109,11 +107,11 @@ def still_running(events: Sequence[dict[str, Any]]) -> int | None:
     if not isinstance(pid, int) or host != socket.gethostname() or pid == os.getpid():
         return None
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # PermissionError: alive, another user's (falls through)
     except ProcessLookupError:
         return None
-    except PermissionError:  # alive, another user's
-        return pid
+    except PermissionError:
+        pass
     return pid
 
 
