@@ -149,7 +149,6 @@ def hop(rounds: int, limit: int, work: Path) -> dict[str, Any]:
     os.environ.update(_env(work))
     from hydra import compose, initialize_config_dir
 
-    from harness.app import make_checked_plan
     from harness.config.schema import to_run_config
     from harness.config.store import register_configs
     from harness.engines.hf import HFEngine
@@ -157,6 +156,7 @@ def hop(rounds: int, limit: int, work: Path) -> dict[str, Any]:
     from harness.evaluation.loop import run_lm_eval
     from harness.evaluation.tasks import prepare_datasets
     from harness.paths import CONF_DIR
+    from harness.runner import make_checked_plan
 
     register_configs()
     overrides = [

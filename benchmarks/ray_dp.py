@@ -26,7 +26,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def main(datasets: list[str]) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
 
-    from harness.app import make_checked_plan
     from harness.config.schema import to_run_config
     from harness.config.store import register_configs
     from harness.engines.cluster import connect
@@ -36,6 +35,7 @@ def main(datasets: list[str]) -> dict[str, Any]:
     from harness.evaluation.tasks import prepare_datasets
     from harness.paths import CONF_DIR
     from harness.record.metrics import headline_entry, metric_items
+    from harness.runner import make_checked_plan
 
     register_configs()
     out = tempfile.mkdtemp(prefix="ray_dp_bench_")

@@ -1,386 +1,47 @@
-"""Entry point: Hydra composes the config, ``run`` does the work; tests call ``run`` directly."""
+"""Entry point: Hydra composes the config, ``harness.runner.run`` does the work (tests call it
+directly). Plan-only takes a quicker way through Hydra where it can (``quick_plan``)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from harness import console
-from harness.config.schema import RunConfig, to_run_config
 from harness.config.store import compose_once, register_configs
 from harness.console import say
 from harness.errors import ConfigError, HarnessError
 from harness.paths import CONF_DIR
-from harness.planning.plan import Plan
+from harness.runner import run
 
-if TYPE_CHECKING:
-    from harness.evaluation.loop import Pending
-    from harness.record.events import EventLog
-    from harness.record.outcome import DatasetOutcome
-    from harness.record.rundir import RunDirectory
-    from harness.record.store import ResultStore
-    from harness.telemetry.session import Telemetry
-    from harness.tracking import Tracker
-
-log = logging.getLogger("harness")
-
-
-def set_offline(offline: bool) -> None:
-    """Keep every hub client off the network; must happen before they are imported."""
-    if offline:
-        for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-            os.environ[key] = "1"
-
-
-def resolve_output_dir(run: RunConfig) -> Path:
-    """This run's directory: ``output_dir`` when set, else Hydra's run directory."""
-    if run.output_dir:
-        return Path(run.output_dir).resolve()
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir).resolve()
-    raise HarnessError("output_dir is not set and no Hydra run directory exists: set output_dir.")
-
-
-def make_checked_plan(run_cfg: RunConfig) -> Plan:
-    """Validate the run and plan its deployment; print the plan.
-
-    In plan-only mode the plan is also written to ``plan.json`` and its problems printed; in a
-    real run every problem (config, deployment, memory fit, this node's GPUs) is raised at once.
-    """
-    from harness.engines import engine_problems
-    from harness.planning.preflight import checked_plan
-    from harness.views import format_plan, format_plan_line
-
-    plan = checked_plan(run_cfg)
-    if run_cfg.tier.detected:
-        from harness.machine.node import this_node
-
-        plan.notes.append(this_node().describe())
-    here = run_cfg.tier.detected or not run_cfg.plan_only  # the group's GPUs are this node's
-    if plan.device == "cuda" and plan.tensor_parallel_size > 1 and here:
-        from harness.machine.node import tensor_parallel_link_note
-
-        link = tensor_parallel_link_note(plan.tensor_parallel_size)
-        if link:
-            plan.notes.append(link)
-            log.warning(link)
-    table = format_plan(plan)  # a run shows one line unless verbose; plan_only, the table
-    say(table if run_cfg.plan_only or run_cfg.verbose else format_plan_line(plan), record=table)
-    if run_cfg.plan_only:
-        from harness.record.rundir import RunDirectory
-
-        path = RunDirectory(resolve_output_dir(run_cfg)).write_plan(plan.to_dict())
-        say(f"plan written to {path}")
-        return plan
-    problems = list(plan.problems)
-    problems += engine_problems(plan, run_cfg)
-    if plan.device == "cuda":
-        from harness.machine.node import detect_gpus, hardware_problems
-
-        on_node = -(-plan.gpus_needed // max(plan.nodes_needed, 1))  # GPUs on each node
-        problems += hardware_problems(plan.device, on_node, detect_gpus())
-    if problems:
-        raise ConfigError(problems)
-    return plan
-
-
-@dataclass
-class OpenRun:
-    """A run that has started: its directory, event log, stored results, tracking, telemetry."""
-
-    run_dir: RunDirectory
-    events: EventLog
-    store: ResultStore
-    work: dict[str, Pending]
-    tracker: Tracker
-    telemetry: Telemetry
-
-
-def typed_config(cfg: DictConfig) -> RunConfig:
-    """The composed config as ``RunConfig``; a key the schema does not know is refused."""
-    from harness.config.keys import composed_key_problems
-
-    unknown = composed_key_problems(cfg)
-    if unknown:
-        raise ConfigError(unknown)
-    return to_run_config(cfg)
-
-
-def check_space(run_cfg: RunConfig, datasets: dict[str, Any], folders: list[Path]) -> None:
-    """Refuse, before loading, a run whose files the disk cannot hold (harness/record/space.py).
-
-    Raises:
-        ConfigError: a folder's file system has less room than the run writes.
-    """
-    from harness.config.schema import TrackingBackend
-    from harness.evaluation.tasks import doc_count
-    from harness.record.space import needed_bytes, space_problems
-
-    tracking = run_cfg.tracking
-    here = tracking.backend == TrackingBackend.mlflow and tracking.uri.startswith("sqlite:")
-    if here:
-        folders = [*folders, Path(tracking.uri.removeprefix("sqlite:///")).resolve().parent]
-    docs = {name: doc_count(d) for name, d in datasets.items()}
-    problems = space_problems(folders, needed_bytes(docs, run_cfg.log_samples, here))
-    if problems:
-        raise ConfigError(problems)
-
-
-def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float) -> OpenRun:
-    """Everything before the model loads: the run directory (config as typed, the plan), every
-    dataset's task and data, what is stored already, the MLflow parent run (started at
-    ``started_at``, the run's own start), telemetry."""
-    from harness.evaluation.loop import work_list
-    from harness.evaluation.tasks import prepare_datasets
-    from harness.record.events import EventLog
-    from harness.record.rundir import RunDirectory, mask_hydra_files
-    from harness.record.store import ResultStore
-    from harness.secrets import mask_tree
-    from harness.telemetry.session import Telemetry
-    from harness.tracking import Tracker, fresh_run_uid, parent_tags
-    from harness.tracking.rundir import parent_params
-
-    run_dir = RunDirectory(resolve_output_dir(run_cfg))
-    mask_hydra_files()  # Hydra's .hydra/*.yaml hold the overrides as typed
-    uid = fresh_run_uid(run_dir.root)  # names the run in MLflow wherever its directory goes
-    events = EventLog(run_dir.root / "events.jsonl")
-    import socket
-
-    events.emit(
-        "planned",
-        model=plan.model,
-        strategy=plan.strategy,
-        fits=plan.fits,
-        run_uid=uid,
-        pid=os.getpid(),  # replay tells a run still going from one that was killed
-        host=socket.gethostname(),
-    )
-    console.route_library_logs("datasets", "huggingface_hub")
-    datasets = prepare_datasets(run_cfg)  # a task or its data missing: said before config.yaml
-    store = ResultStore(Path(run_cfg.outputs_root).resolve() / "store" / plan.model)
-    check_space(run_cfg, datasets, [run_dir.root, store.root])
-    typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    run_dir.write_config(OmegaConf.to_yaml(typed))  # the config as typed; the plan beside it
-    run_dir.write_plan(plan.to_dict())
-    work = work_list(run_cfg, plan, datasets, store)
-    tracker = Tracker(run_cfg.tracking, uid=uid, own_process=True)  # MLflow off this process
-    telemetry = Telemetry.start(run_cfg.telemetry, plan)  # before the load: phase `load`
-    events.listeners.append(telemetry.on_event)
-    tracker.start(
-        run_name=f"{plan.model}/{plan.strategy}",
-        params=parent_params(typed, plan.to_dict()),
-        tags=parent_tags(plan.model, plan.strategy, run_dir.root),
-        start_time=started_at,  # MLflow's start is the run's, however late the worker is
-    )
-    return OpenRun(run_dir, events, store, work, tracker, telemetry)
-
-
-def evaluate_resident(
-    opened: OpenRun, run_cfg: RunConfig, plan: Plan, chatty: bool
-) -> tuple[list[DatasetOutcome], float, dict[str, Any]]:
-    """Load the engine once (unless every result is stored) and evaluate every dataset on it.
-
-    Returns the outcomes, the load time and the engine's facts. The engine is closed, and
-    telemetry stopped, whatever happens; an interrupted run ends KILLED in MLflow and events.
-    """
-    from harness.evaluation.loop import evaluate_all
-
-    events, tracker, telemetry = opened.events, opened.tracker, opened.telemetry
-    engine, load_time, engine_facts = None, 0.0, {}
-    try:
-        if any(item.stored is None for item in opened.work.values()):
-            from harness.engines import build_engine
-
-            say(f"loading {plan.model} ({plan.strategy}) ...")
-            console.route_library_logs("transformers")
-            events.emit("load_started")
-            load_start = time.perf_counter()
-            engine = build_engine(run_cfg, plan, on_cluster=telemetry.follow_cluster)
-            load_time = time.perf_counter() - load_start
-            events.emit("loaded", load_time_s=round(load_time, 4))
-            say(f"loaded {plan.model} in {load_time:.1f}s", show=chatty)  # the summary has it
-            tracker.log_metrics({"load_time_s": round(load_time, 4)})  # as summary.json has it
-        else:
-            say("every dataset has a stored result: no model to load (rerun=true forces)")
-        outcomes = evaluate_all(
-            engine, opened.work, run_cfg, opened.run_dir, opened.store, tracker, events.emit
-        )
-        engine_facts = engine.describe() if engine is not None else {}
-    except BaseException as err:
-        tracker.end(status="KILLED")
-        tracker.close()
-        events.emit("run_done", status="KILLED", error=type(err).__name__)
-        raise
-    finally:
-        telemetry.stop()  # first: the other nodes' samplers live on the engine's Ray cluster
-        if engine is not None:
-            engine.close()
-    return outcomes, load_time, engine_facts
-
-
-def finish_run(
-    opened: OpenRun,
-    run_cfg: RunConfig,
-    plan: Plan,
-    outcomes: list[DatasetOutcome],
-    timings: tuple[float, float],
-    engine_facts: dict[str, Any],
-) -> dict[str, Any]:
-    """Write telemetry, reproducibility.json and summary.json, then log them (as replay does).
-
-    ``timings`` are the load time and the run's start (``time.perf_counter()``); the total is
-    taken once everything is written, and MLflow's end time is that same instant.
-    """
-    from harness.record.files import DiskFull
-    from harness.record.provenance import record_run
-    from harness.tracking.rundir import log_run_end, log_telemetry
-
-    run_dir, tracker = opened.run_dir, opened.tracker
-    load_time, started = timings
-    failed = [o for o in outcomes if o.status != "ok"]
-    unwritten: list[str] = []  # a full disk: what could not be written, said at the end
-
-    def keep(write: Any, *args: Any) -> Any:
-        try:
-            return write(*args)
-        except DiskFull as err:
-            unwritten.append(str(err))
-            return None
-
-    telemetry = keep(opened.telemetry.record, run_dir.root, outcomes) or {}
-    fingerprints = {name: item.fingerprint for name, item in opened.work.items()}
-    keep(record_run, run_dir.root, run_cfg, plan, engine_facts, fingerprints)
-    total_time, ended_at = time.perf_counter() - started, time.time()
-    summary: dict[str, Any] = {
-        "model": plan.model,
-        "strategy": plan.strategy,
-        "plan": plan.to_dict(),
-        "run_dir": str(run_dir.root),
-        "engine": engine_facts,
-        "load_time_s": round(load_time, 4),
-        "total_time_s": round(total_time, 4),
-        "ended_at": round(ended_at, 3),  # seconds since the epoch: MLflow's end time (replay)
-        "datasets": {o.name: o.to_dict() for o in outcomes},
-        "failed": [o.name for o in failed],
-        "resumed": [o.name for o in outcomes if o.resumed],
-        "telemetry": telemetry,
-        "tracking": tracker.describe(),
-    }
-    keep(run_dir.write_summary, summary)
-    summary["unwritten"] = unwritten  # for the console: the file above could not hold it
-    log_telemetry(tracker, run_dir.root)  # from the files just written, as replay does
-    # totals, files, record: what replay logs too; the end is the run's, not the worker's
-    log_run_end(tracker, run_dir.root, summary, end_time=ended_at)
-    # The idle-priority worker may still be writing: its catching up comes after the run's own
-    # end (MLflow's end time and total_time_s leave it out), so it is measured and said.
-    draining = time.perf_counter()
-    tracker.close()
-    drain = round(time.perf_counter() - draining, 3)
-    opened.events.emit(
-        "run_done",
-        status="FAILED" if failed else "FINISHED",
-        failed=summary["failed"],
-        tracking_drain_s=drain,
-    )
-    if drain >= 1.0:
-        say(f"MLflow caught up {drain:.1f}s after the run ended (not in total_time_s)")
-    opened.events.close()
-    return summary
-
-
-def report_run(summary: dict[str, Any], tracker: Tracker, run_dir: RunDirectory) -> int:
-    """Say where the run is in MLflow, print the summary table; the exit code."""
-    from harness.views import format_summary
-
-    unwritten = summary.pop("unwritten", [])
-
-    if tracker.failed:
-        say(
-            f"warning: MLflow does not hold this run whole (the warning above says why); every "
-            f"result is in {run_dir.root}. Log it later: python -m harness.replay {run_dir.root}",
-            err=True,
-            level=logging.WARNING,
-        )
-    elif tracker.enabled:
-        remote = tracker.uri.startswith(("http://", "https://"))
-        if remote:
-            say(f"runs table: {tracker.ui_url()}")
-            say(f"this run: {tracker.run_url()}")
-        else:  # a local store's link opens once `mlflow ui` serves it
-            serve = f"mlflow ui --backend-store-uri {tracker.uri}"
-            say(f"this run in MLflow: {tracker.run_url()} (after: {serve})")
-    say(format_summary(summary))
-    failed = [(name, summary["datasets"][name]) for name in summary["failed"]]
-    if failed:
-        say(
-            f"{len(failed)} of {len(summary['datasets'])} datasets failed: "
-            + ", ".join(f"{n} ({d['error_type']}: {d['error_message']})" for n, d in failed)
-            + f". Details: {run_dir.results_dir}/<dataset>.error.json; rerun the same command "
-            "to retry only those.",
-            err=True,
-            level=logging.ERROR,
-        )
-    for problem in unwritten:
-        say(f"error: {problem}", err=True, level=logging.ERROR)
-    return 1 if failed or unwritten else 0
-
-
-def run(cfg: DictConfig) -> int:
-    """Plan, load the engine once, evaluate every dataset, record everything.
-
-    Args:
-        cfg: the composed Hydra config (schema ``RunConfig``).
-
-    Returns:
-        The process exit code: 0 when every dataset succeeded, 1 when any failed; in plan-only
-        mode 0 when the plan fits and 1 when it does not.
-
-    Raises:
-        HarnessError: bad input, explained; raised before any model is loaded.
-    """
-    started, started_at = time.perf_counter(), time.time()
-    run_cfg = typed_config(cfg)
-    chatty = console.configure(run_cfg.verbose)
-    set_offline(run_cfg.offline)
-    plan = make_checked_plan(run_cfg)  # the only truth of the deployment from here on
-    if run_cfg.plan_only:
-        return 0 if plan.fits else 1
-    opened = open_run(cfg, run_cfg, plan, started_at)
-    outcomes, load_time, engine_facts = evaluate_resident(opened, run_cfg, plan, chatty)
-    timings = (load_time, started)
-    summary = finish_run(opened, run_cfg, plan, outcomes, timings, engine_facts)
-    return report_run(summary, opened.tracker, opened.run_dir)
-
+__all__ = ["main", "run"]  # run: where older callers import it
 
 _ENTERED: list[bool] = []
 """Set once Hydra has composed the config and called the task (``_hydra_entry``)."""
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def _hydra_entry(cfg: DictConfig) -> int:
+def run_said(cfg: DictConfig) -> int:
+    """``run``, with bad input said in one line: the exit code (2 for bad input)."""
     from omegaconf.errors import OmegaConfBaseException
 
+    try:
+        return run(cfg)
+    except HarnessError as err:
+        say(f"error: {err}", err=True, level=logging.ERROR)
+        return err.exit_code
+    except OmegaConfBaseException as err:  # e.g. an interpolation that resolves to nothing
+        say(f"error: the configuration does not resolve: {err}", err=True, level=logging.ERROR)
+        return 2
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_entry(cfg: DictConfig) -> int:
     _ENTERED.append(True)
 
     logging.captureWarnings(True)  # Python warnings go to the console and the log file too
-    try:
-        code = run(cfg)
-    except HarnessError as err:
-        say(f"error: {err}", err=True, level=logging.ERROR)
-        code = err.exit_code
-    except OmegaConfBaseException as err:  # e.g. an interpolation that resolves to nothing
-        say(f"error: the configuration does not resolve: {err}", err=True, level=logging.ERROR)
-        code = 2
+    code = run_said(cfg)
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -392,6 +53,55 @@ def _hydra_entry(cfg: DictConfig) -> int:
 
         record_exit(1)
     return code
+
+
+def asks_quick_plan(argv: list[str]) -> bool:
+    """Whether the command line is a plan-only run that ``quick_plan`` can serve: the last
+    ``plan_only=`` word says true, and every word is an override of harness's own keys (no
+    flag such as ``-m``, ``--cfg`` or ``--help``, no ``hydra.*`` key but the run directory)."""
+    said = [w.split("=", 1)[1] for w in argv if w.lstrip("+").startswith("plan_only=")]
+    if not said or said[-1].strip().lower() not in ("true", "yes", "on", "1"):
+        return False
+    for word in argv:
+        if word.startswith("-"):
+            return False
+        key = word.lstrip("+~").split("=", 1)[0]
+        if key.startswith("hydra") and key != "hydra.run.dir":
+            return False
+    return True
+
+
+def quick_plan(argv: list[str]) -> int | None:
+    """Plan-only without a Hydra job: the config composed with Hydra's compose API (the same
+    files, overrides and schema as ``hydra.main``), then ``run``, which plans, prints the plan and
+    writes ``plan.json`` in the run directory. Hydra's job around the task (logging set-up,
+    ``.hydra/*.yaml``, ``harness.log``) is what plan-only does not need: about a quarter of
+    its time (benchmarks/RESULTS.md, "Plan-only latency").
+
+    Returns:
+        The exit code, or None where this way cannot serve: the config does not compose (Hydra's
+        own way then says why, as it always has) or it is not plan-only after all.
+    """
+    import os
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="harness"):
+            cfg = compose("config", overrides=argv, return_hydra_config=True)
+        if not cfg.get("plan_only"):
+            return None
+        with open_dict(cfg):  # what Hydra's run_job does before it calls the task
+            cfg.hydra.runtime.output_dir = os.path.abspath(cfg.hydra.run.dir)
+    except Exception:  # not said here: hydra.main composes it again and says why
+        return None
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    _ENTERED.append(True)
+    return run_said(cfg)
 
 
 def one_run_directory(argv: list[str]) -> None:
@@ -434,6 +144,10 @@ def main() -> None:
     one_run_directory(argv)
     if any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in argv):
         sys.stdout = console.MaskedStream(sys.stdout)
+    if asks_quick_plan(sys.argv[1:]):
+        code = quick_plan(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
     compose_once(sys.argv[1:])
     cli_help.register()  # ${harness_help:...} in --help's page; resolved only when printed
     from omegaconf.errors import OmegaConfBaseException

@@ -61,12 +61,12 @@ def read_run_dir(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     from harness.record.events import killed_summary, read_events, still_running
 
     events = read_events(root / "events.jsonl")
+    if (root / "plan.json").is_file() and not events:  # a run's first event precedes its plan
+        raise ReplayError(
+            f"{root} holds a plan only (plan_only=true): no model ran, nothing to log. "
+            "Fix: run without plan_only=true, then replay its run directory"
+        )
     if not (root / "config.yaml").is_file():
-        if (root / "plan.json").is_file() and not events:
-            raise ReplayError(
-                f"{root} holds a plan only (plan_only=true): no model ran, nothing to log. "
-                "Fix: run without plan_only=true, then replay its run directory"
-            )
         raise ReplayError(
             f"{root} has no config.yaml: it is not a run directory, or the run stopped before "
             "it began. Fix: give a run directory (outputs/runs/...), or rerun its command"

@@ -35,11 +35,18 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join([*lines, foot])
 
 
+def verdict_of(plan: Plan) -> str:
+    """FITS, DOES NOT FIT, or REFUSED where the config itself breaks a rule (bad input)."""
+    if plan.bad_input:
+        return "REFUSED (bad input)"
+    return "FITS" if plan.fits else "DOES NOT FIT"
+
+
 def format_plan(plan: Plan) -> str:
     """The plan as a small table, then its explanation, notes and problems."""
     m = plan.memory
     unit = "per GPU" if plan.device == "cuda" else "of host memory"
-    verdict = "FITS" if plan.fits else "DOES NOT FIT"
+    verdict = verdict_of(plan)
     executor = "" if plan.executor_backend == "none" else f", executor {plan.executor_backend}"
     gpus = (
         f"tp {plan.tensor_parallel_size} x pp {plan.pipeline_parallel_size} x dp "
@@ -92,7 +99,7 @@ def format_plan_line(plan: Plan) -> str:
     """The plan in one line (engine, parallel sizes, memory needed/budget, verdict), then its
     explanation, notes and problems: what a run shows before it starts."""
     m = plan.memory
-    verdict = "FITS" if plan.fits else "DOES NOT FIT"
+    verdict = verdict_of(plan)
     executor = "" if plan.executor_backend == "none" else f", executor {plan.executor_backend}"
     if plan.device == "cuda":
         parallel = (

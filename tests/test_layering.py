@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.evaluation",),
     ("harness.report",),
     ("harness.sweep",),
+    ("harness.runner",),
     ("harness.replay", "harness.app"),
     ("harness.__main__",),
 )

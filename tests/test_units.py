@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from harness.app import make_checked_plan
 from harness.config.schema import to_run_config
 from harness.config.validate import config_problems
 from harness.errors import ConfigError, did_you_mean
 from harness.record.files import write_json_atomic
 from harness.record.metrics import headline_entry, metric_items
+from harness.runner import make_checked_plan
 from harness.tracking import flatten, local_uri
 
 

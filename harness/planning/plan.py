@@ -96,6 +96,9 @@ class Plan:
     """The model figures planned from (pretrained, layers, heads, parameters, dtype, ...)."""
     problems: list[str] = field(default_factory=list)
     """Broken rules and the reason it does not fit, each with its fix; empty when it fits."""
+    bad_input: list[str] = field(default_factory=list)
+    """The problems that are bad input (the config's own rules, outside the deployment), also in
+    ``problems``: such a plan is refused (plan-only exits 2, as a run does), not "does not fit"."""
     explanation: str = ""
     """One line on how ``auto`` chose the strategy or tier."""
     notes: list[str] = field(default_factory=list)

@@ -40,5 +40,6 @@ def checked_plan(run: RunConfig) -> Plan:
         raise ConfigError(problems)  # nothing can be planned from such figures
     plan = plan_run(replace(as_read, strategy=plannable(run.strategy)))
     plan.problems = problems + plan.problems
+    plan.bad_input = list(problems)
     plan.notes = notes + plan.notes
     return plan

@@ -13,7 +13,7 @@ def test_engine_built_once_for_three_datasets(compose_cfg, tmp_path, monkeypatch
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM
 
-    from harness.app import run
+    from harness.runner import run
 
     inits: list[str] = []
     loads: list[str] = []

@@ -258,7 +258,7 @@ def test_real_run_refuses_a_plan_that_cannot_fit(tmp_path):
 
     proc = run_harness(["model=llama2_70b", "strategy=tp2", "tier=small"], tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert "DOES NOT FIT" in proc.stdout
+    assert "REFUSED (bad input)" in proc.stdout  # its weights are not here either: bad input
     assert "tensor parallel size (2) exceeds the 1 GPUs" in proc.stderr
     assert "NVML sees 0" in proc.stderr
     assert "Traceback" not in proc.stderr and "loading llama2_70b" not in proc.stdout

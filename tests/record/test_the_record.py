@@ -326,10 +326,16 @@ def test_a_full_disk_is_said_before_loading_and_cleanly_mid_run(tmp_path, small_
 
 def test_output_dir_is_the_one_directory_of_the_run(tmp_path):
     """harness.log and Hydra's .hydra/ go where output_dir says, beside the plan; nothing is
-    written under outputs/runs (plan-only writes its plan where the user asked)."""
-    proc = run_harness(["output_dir=mine", "plan_only=true", "outputs_root=outputs"], tmp_path)
+    written under outputs/runs (plan-only writes its plan where the user asked). Plan-only's
+    quick way (no Hydra job) writes the plan and the config as typed there, and nothing else."""
+    common = ["output_dir=mine", "plan_only=true", "outputs_root=outputs"]
+    proc = run_harness([*common, "hydra.job.chdir=false"], tmp_path)  # a Hydra job, as a run
     assert proc.returncode == 0, proc.stderr[-2000:]
     mine = tmp_path / "mine"
     assert (mine / "plan.json").is_file() and (mine / "harness.log").is_file()
-    assert (mine / ".hydra" / "config.yaml").is_file()
+    assert (mine / ".hydra" / "config.yaml").is_file() and (mine / "config.yaml").is_file()
+    assert not (tmp_path / "outputs" / "runs").exists()
+    quick = run_harness([*common, "output_dir=quick"], tmp_path)
+    assert quick.returncode == 0, quick.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "quick").iterdir()) == ["config.yaml", "plan.json"]
     assert not (tmp_path / "outputs" / "runs").exists()

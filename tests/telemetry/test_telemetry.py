@@ -208,8 +208,8 @@ def test_tensor_parallel_group_without_nvlink_is_named(fake_nvml, monkeypatch):
 
 def test_this_machine_has_no_gpu_and_the_run_goes_on(compose_cfg, capsys, caplog):
     """The real NVML of this GPU-less machine: one line in the log, none on the console."""
-    from harness.app import make_checked_plan
     from harness.config.schema import to_run_config
+    from harness.runner import make_checked_plan
     from harness.telemetry.session import Telemetry
 
     run = to_run_config(compose_cfg("dataset=[arith_mc]"))
@@ -226,9 +226,9 @@ def test_this_machine_has_no_gpu_and_the_run_goes_on(compose_cfg, capsys, caplog
 
 
 def test_interval_must_be_positive_and_is_refused_with_the_other_rules(compose_cfg, tmp_path):
-    from harness.app import make_checked_plan
     from harness.config.schema import to_run_config
     from harness.errors import ConfigError
+    from harness.runner import make_checked_plan
 
     run = to_run_config(
         compose_cfg("dataset=[arith_mc]", "telemetry.interval_s=0", "strategy.batch_size=0")
@@ -252,9 +252,9 @@ def test_the_plan_warns_when_a_tensor_parallel_group_spans_pcie(
     fake_nvml, monkeypatch, compose_cfg, caplog, tmp_path
 ):
     """Planned on this node (tier=local) with the scripted GPUs: 0-1 NVLink, 2 on PCIe."""
-    from harness.app import make_checked_plan
     from harness.config.schema import to_run_config
     from harness.machine import node as machine
+    from harness.runner import make_checked_plan
 
     fake_nvml(NODE)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
