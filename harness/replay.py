@@ -208,6 +208,7 @@ def log_run_dir(root: Path, target: TrackingConfig, config: dict[str, Any], summ
         outcome = _outcome(root, entry)
         settings = (config.get("dataset") or {}).get(name) or {}
         settings = {k: settings.get(k, "") for k in ("task", "num_fewshot", "limit")}
+        settings |= outcome.evaluation  # lm-eval's settings it changed, as the live run logs
         fingerprint = outcome.fingerprint or (prints.get(name) or {}).get("fingerprint", "")
         began, ended = spans.get(name, (None, None))
         child = open_child(tracker, name, settings, fingerprint, outcome.resumed, began)

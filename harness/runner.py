@@ -150,6 +150,7 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     from harness.evaluation.tasks import prepare_datasets
     from harness.record.events import EventLog
     from harness.record.rundir import RunDirectory, mask_hydra_files
+    from harness.record.shared_name import warn_shared_name
     from harness.record.store import ResultStore
     from harness.secrets import mask_tree
     from harness.telemetry.session import Telemetry
@@ -174,6 +175,7 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     console.route_library_logs("datasets", "huggingface_hub")
     datasets = prepare_datasets(run_cfg)  # a task or its data missing: said before config.yaml
     store = ResultStore(Path(run_cfg.outputs_root).resolve() / "store" / plan.model)
+    warn_shared_name(store.root, plan)  # another checkpoint's results under this name: said
     check_space(run_cfg, datasets, [run_dir.root, store.root])
     typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     run_dir.write_config(OmegaConf.to_yaml(typed))  # the config as typed; the plan beside it

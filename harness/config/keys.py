@@ -9,6 +9,7 @@ composed config (config files on a user's search path too) are checked against t
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Iterator, Sequence
 from functools import cache
@@ -31,6 +32,17 @@ def _is_named_map(hint: Any) -> Any:
         value = typing.get_args(hint)[1]
         return value if dataclasses.is_dataclass(value) else None
     return None
+
+
+def _is_free_mapping(hint: Any) -> bool:
+    """A field whose keys are the user's own (``gen_kwargs``, ``metadata``): ``Any`` or a
+    ``dict`` of plain values, optional or not."""
+    if hint is Any:
+        return True
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    return typing.get_origin(hint) is dict and _is_named_map(hint) is None
 
 
 def key_problem(key: str, shown: str | None = None) -> str | None:
@@ -59,6 +71,8 @@ def key_problem(key: str, shown: str | None = None) -> str | None:
             cls, i = named, i + 1
         elif dataclasses.is_dataclass(hint):
             cls = hint
+        elif _is_free_mapping(hint):  # its keys are the user's (lm-eval's gen_kwargs, ...)
+            return None
         elif i < len(parts):
             return (
                 f"{shown or key}: {'.'.join(where)} is a single value, it has no "
@@ -85,7 +99,9 @@ def argv_key_problems(argv: Sequence[str]) -> list[str]:
 def _keys(node: Any, prefix: str) -> Iterator[str]:
     from omegaconf import DictConfig
 
-    for key in node.keys() if isinstance(node, DictConfig) else ():
+    if not isinstance(node, DictConfig) or node._is_none() or node._is_missing():
+        return
+    for key in node:
         path = f"{prefix}{key!s}"
         yield path
         child = node._get_node(key)

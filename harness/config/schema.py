@@ -8,6 +8,7 @@ checked at compose time with the allowed values listed in the error.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -85,7 +86,9 @@ class ModelConfig:
     name: str = MISSING
     """Short name used in run names and MLflow (e.g. ``falcon_40b``)."""
     pretrained: str = MISSING
-    """Hugging Face hub id, or a local directory (relative paths start at the project root)."""
+    """Hugging Face hub id, or a local directory: a relative path starts at the current
+    directory, and a folder here wins over a hub id of its name (a bundled model's own path, in
+    harness's conf/model/, is the project's); the plan records the absolute folder."""
     revision: str | None = None
     """Hub revision (branch, tag or commit); None takes the default branch."""
     num_params: int | None = None
@@ -208,6 +211,22 @@ class DatasetConfig:
     """Evaluate only this many examples (a fraction when below 1); None evaluates all."""
     task_path: str | None = None
     """Extra folder of lm-eval task YAMLs this dataset needs (relative to the project root)."""
+    samples: list[int] | None = None
+    """Only these documents (their indices in the evaluated split), as lm-eval's ``--samples``;
+    not with ``limit``."""
+    metadata: Any = None
+    """lm-eval's ``--metadata`` for this dataset's tasks (RULER's ``max_seq_lengths``, ...); the
+    model's ``pretrained`` is added where neither it nor ``tokenizer`` is given."""
+    apply_chat_template: Any = None
+    """This dataset's ``apply_chat_template``; None: the run's."""
+    fewshot_as_multiturn: bool | None = None
+    """This dataset's ``fewshot_as_multiturn``; None: the run's."""
+    system_instruction: str | None = None
+    """This dataset's ``system_instruction``; None: the run's."""
+    gen_kwargs: Any = None
+    """This dataset's ``gen_kwargs``, merged over the run's (its keys win)."""
+    predict_only: bool | None = None
+    """This dataset's ``predict_only``; None: the run's."""
 
 
 @dataclass
@@ -280,6 +299,23 @@ class RunConfig:
     """Bootstrap iterations lm-eval uses for stderr of non-mean metrics (0 turns them off)."""
     log_samples: bool = False
     """Also write lm-eval's per-sample records next to each dataset's result."""
+    apply_chat_template: Any = False
+    """Chat template around every prompt (lm-eval's --apply_chat_template): false, true (the
+    tokenizer's), or the name of one of its templates; per dataset too."""
+    fewshot_as_multiturn: bool | None = None
+    """Few-shot examples as alternating chat turns (lm-eval's --fewshot_as_multiturn); null: on
+    when a chat template is applied, as lm-eval does; true needs a chat template."""
+    system_instruction: str | None = None
+    """Text before every prompt, the system turn under a chat template (lm-eval's
+    --system_instruction)."""
+    gen_kwargs: Any = None
+    """Generation settings of generation tasks (lm-eval's --gen_kwargs), updating each task's
+    own: a mapping ({max_gen_toks: 256, until: [...]}) or lm-eval's 'k=v,...' string."""
+    predict_only: bool = False
+    """Generate and keep the outputs (samples/), compute no metric (lm-eval's --predict_only)."""
+    confirm_run_unsafe_code: bool = False
+    """Let tasks marked unsafe_code (code execution: humaneval, mbpp) run the model's code on
+    this machine (lm-eval's --confirm_run_unsafe_code)."""
     rerun: bool = False
     """Evaluate every dataset again, even those with a stored result from an earlier run."""
     plan_only: bool = False
@@ -296,7 +332,11 @@ every training run has one of the same name, so it names nothing on its own."""
 def name_of(pretrained: str) -> str:
     """A run name for a checkpoint: its last path part, lower case, ``[a-z0-9_]`` only; a step
     folder (``runA/checkpoint-500``) is named with its parent (``runa_checkpoint_500``), so that
-    two training runs' checkpoints of one step never share a run name."""
+    two training runs' checkpoints of one step never share a run name. A path that starts with
+    ``.`` or ``~`` is named by the folders it means (``./checkpoint-500`` typed in ``runA/``:
+    ``runa_checkpoint_500``; ``.`` is the current directory's name)."""
+    if pretrained.startswith((".", "~")):
+        pretrained = os.path.abspath(os.path.expanduser(pretrained))
     parts = [p for p in pretrained.rstrip("/").split("/") if p]
     last = parts[-1] if parts else "model"
     if _STEP_FOLDER.match(last) and len(parts) > 1:

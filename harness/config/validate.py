@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.config.evaluation import evaluation_problems
 from harness.config.rules import model_fact_problems, size_problems
 from harness.config.schema import RunConfig, TrackingBackend
 from harness.paths import PROJECT_ROOT, resolve_project_path
@@ -21,6 +22,7 @@ def config_problems(run: RunConfig, *, will_run: bool = True) -> list[str]:
     problems += size_problems(run.strategy)
     problems += model_fact_problems(run.model)
     problems += _check_datasets(run)
+    problems += evaluation_problems(run)
     problems += _check_tracking(run)
     problems += _check_telemetry(run)
     if will_run:
@@ -115,12 +117,14 @@ def _check_model_source(run: RunConfig) -> list[str]:
     if _looks_local(m.pretrained):
         return [
             f"model.pretrained={m.pretrained!r}: no such folder ({local}). Fix: point it at a "
-            "model folder (relative paths start at the project root) or a hub id like org/name."
+            "model folder (a relative path starts at the current directory) or a hub id like "
+            "org/name."
         ]
     if run.offline and not _in_hub_cache(m.pretrained, m.revision):
         return [
             f"model '{m.name}': weights {m.pretrained!r} are not in the local Hugging Face cache "
-            "and offline=true forbids downloading them. Fix: run once with offline=false where "
+            "(nor is there a folder of that name in the current directory), and offline=true "
+            "forbids downloading them. Fix: run once with offline=false where "
             f"the hub is reachable, or `hf download {m.pretrained}` beforehand, "
             "or set model.pretrained to a local folder."
         ]

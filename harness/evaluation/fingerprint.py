@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
+from harness.config.evaluation import settings_for
 from harness.config.schema import RunConfig
 from harness.evaluation.tasks import PreparedDataset, leaf_tasks
 from harness.paths import resolve_project_path
@@ -96,9 +97,11 @@ def hub_commit(pretrained: str, revision: str | None) -> str | None:
 
 
 def dataset_key(run: RunConfig, plan: Plan, dataset: PreparedDataset) -> dict[str, Any]:
-    """Everything that decides a dataset's numbers, as plain data."""
+    """Everything that decides a dataset's numbers, as plain data. lm-eval's evaluation
+    settings enter only where they differ from its defaults, so a run that sets none of them
+    keys its results as before."""
     model, strategy = plan.model_used, plan.strategy_used  # what runs, not what was typed
-    return {
+    key = {
         "harness": __version__,
         "lm_eval": version("lm_eval"),
         "libraries": library_versions(),
@@ -127,6 +130,10 @@ def dataset_key(run: RunConfig, plan: Plan, dataset: PreparedDataset) -> dict[st
         "bootstrap_iters": run.bootstrap_iters,
         "log_samples": run.log_samples,
     }
+    evaluation = settings_for(run, dataset.config).changed()
+    if evaluation:
+        key["evaluation"] = evaluation
+    return key
 
 
 def fingerprint(key: dict[str, Any]) -> str:

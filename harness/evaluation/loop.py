@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from harness.config.evaluation import settings_for
 from harness.config.schema import RunConfig
 from harness.console import quiet_lm_eval_git_probe, say
 from harness.engines.base import Engine, RequestMeter, attach_meter
-from harness.evaluation.tasks import PreparedDataset
+from harness.evaluation.tasks import PreparedDataset, leaf_tasks
 from harness.planning.plan import Plan
 from harness.record.files import DiskFull
 from harness.record.metrics import headline_entry, is_score, metric_items
@@ -46,14 +47,18 @@ def run_lm_eval(lm: Any, dataset: PreparedDataset, run: RunConfig) -> dict[str, 
             "fewshot_random_seed": run.seed,
         }
     tasks = dataset.task if isinstance(dataset.task, list) else [dataset.task]
+    settings = settings_for(run, dataset.config)
+    names = [str(getattr(leaf, "task_name", "")) for leaf in leaf_tasks(dataset.task)]
     result = lm_eval.simple_evaluate(
         model=lm,
         tasks=tasks,
         num_fewshot=dataset.config.num_fewshot,
         limit=limit,
         bootstrap_iters=run.bootstrap_iters,
-        log_samples=run.log_samples,
+        log_samples=run.log_samples or settings.predict_only,  # as lm-eval's CLI: outputs kept
         task_manager=dataset.manager,
+        confirm_run_unsafe_code=run.confirm_run_unsafe_code,
+        **settings.lm_eval_kwargs(names),
         **seeds,
     )
     if result is None:  # only non-zero ranks get None; we run lm-eval on rank 0
@@ -122,6 +127,7 @@ def evaluate_all(
         say(f"[{i}/{total}] {name} ...")
         task = item.dataset.config.task
         settings = {k: getattr(item.dataset.config, k) for k in ("task", "num_fewshot", "limit")}
+        settings |= item.key.get("evaluation", {})  # lm-eval's settings it changes
         child = open_child(tracker, name, settings, item.fingerprint, item.stored is not None)
         if item.stored is not None:
             outcome = DatasetOutcome(**item.stored["outcome"])
@@ -201,6 +207,7 @@ def _evaluate_one(
     check: Callable[[], None] | None = None,
 ) -> DatasetOutcome:
     outcome = DatasetOutcome(name=name, task=item.dataset.config.task, fingerprint=item.fingerprint)
+    outcome.evaluation = dict(item.key.get("evaluation", {}))
     meter.reset()
     start = time.perf_counter()
     try:
@@ -210,7 +217,13 @@ def _evaluate_one(
         result = run_lm_eval(engine.lm, item.dataset, run)
         _measure(outcome, meter, time.perf_counter() - start)
         outcome.metrics = metric_items(headline_entry(result, outcome.task))
-        if not any(is_score(k) for k in outcome.metrics):  # never stored, never "ok"
+        predict_only = settings_for(run, item.dataset.config).predict_only
+        if predict_only and not result.get("samples"):
+            raise NoMetricError(
+                f"predict_only: lm-eval returned no outputs for task {outcome.task!r}. Nothing "
+                "was stored."
+            )
+        if not predict_only and not any(is_score(k) for k in outcome.metrics):
             raise NoMetricError(
                 f"lm-eval returned no metric for task {outcome.task!r}: its result holds none "
                 "(a metric_list whose metrics produced nothing, or a filter that drops every "

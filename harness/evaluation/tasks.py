@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.config.evaluation import settings_for
 from harness.config.schema import DatasetConfig, RunConfig
 from harness.errors import TaskError, did_you_mean
 from harness.paths import PLUGINS_DIR, resolve_project_path
@@ -120,7 +121,7 @@ def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
             problems.append(unknown_metric_problem(name, ds.task, entry.yaml_path, unknown))
             continue
         try:
-            loaded = manager.load([ds.task])
+            loaded = with_metadata(manager, task_metadata(run, ds)).load([ds.task])
         except Exception as err:  # any loader failure becomes this dataset's explained error
             problems.append(_explain_load_failure(name, ds.task, entry, builtin, run.offline, err))
             continue
@@ -130,7 +131,7 @@ def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
             or loaded["tasks"].get(ds.task)
             or list(loaded["tasks"].values())
         )
-        shortfall = fewshot_problem(name, ds, task)
+        shortfall = fewshot_problem(name, ds, task) or unsafe_code_problem(name, run, task)
         if shortfall:
             problems.append(shortfall)
             continue
@@ -142,6 +143,52 @@ def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
             + "\n".join(f"  - {p}" for p in problems)
         )
     return prepared
+
+
+def task_metadata(run: RunConfig, ds: DatasetConfig) -> dict[str, Any] | None:
+    """The metadata a dataset's tasks are built with (``dataset.<name>.metadata``), plus the
+    model's ``pretrained`` where neither it nor ``tokenizer`` is given, as lm-eval's CLI merges
+    its ``--model_args`` in (tasks such as RULER load the tokenizer named there)."""
+    if ds.metadata is None:
+        return None
+    metadata = dict(settings_for(run, ds).metadata or {})
+    if "pretrained" not in metadata and "tokenizer" not in metadata:
+        metadata["pretrained"] = run.model.pretrained
+    return metadata
+
+
+def with_metadata(manager: Any, metadata: dict[str, Any] | None) -> Any:
+    """``manager`` building tasks with ``metadata`` merged into each task's own (lm-eval's
+    ``TaskManager(metadata=...)``), without indexing the task folders again."""
+    if not metadata:
+        return manager
+    import copy
+
+    from lm_eval.tasks._factory import TaskFactory
+
+    clone = copy.copy(manager)
+    clone.metadata = metadata
+    clone._factory = TaskFactory(meta=metadata)  # what TaskManager.__init__ builds from it
+    return clone
+
+
+def unsafe_code_problem(name: str, run: RunConfig, task: Any) -> str | None:
+    """A task that runs the model's code (``unsafe_code: true``) without the run's consent:
+    lm-eval would raise only after the model is loaded."""
+    if run.confirm_run_unsafe_code:
+        return None
+    unsafe = [
+        str(getattr(t, "task_name", t))
+        for t in leaf_tasks(task)
+        if getattr(t, "UNSAFE_CODE", False)
+    ]
+    if not unsafe:
+        return None
+    return (
+        f"dataset '{name}': task(s) {', '.join(unsafe)} execute the code the model generates "
+        "on this machine (unsafe_code: true in the task). Fix: confirm_run_unsafe_code=true, "
+        "preferably in a sandbox (a container without network or secrets)."
+    )
 
 
 def unknown_metrics(cfg: dict[str, Any] | None) -> list[str]:

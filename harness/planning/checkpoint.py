@@ -87,8 +87,20 @@ def hub_cache_dir() -> Path:
     return Path(hf_home).expanduser() / "hub"
 
 
+def start_dir() -> Path:
+    """Where the user stands: the directory the command was started in. Hydra's record of it
+    while a Hydra job runs (a job told ``hydra.job.chdir=true`` has moved into its run
+    directory), else this process's current directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.cwd)
+    return Path.cwd()
+
+
 def is_local(pretrained: str) -> bool:
-    """A folder path rather than a hub id (``org/name``)."""
+    """A folder path rather than a hub id (``org/name``), by its shape alone (a folder of a hub
+    id's shape that exists here is found by ``harness.planning.location``)."""
     return pretrained.startswith(("/", ".", "~")) or pretrained.count("/") != 1
 
 
@@ -136,24 +148,37 @@ def check_tokenizer(ckpt: Checkpoint) -> None:
         )
 
 
-def locate(pretrained: str, revision: str | None, offline: bool) -> Checkpoint:
+def locate(
+    pretrained: str, revision: str | None, offline: bool, typed: str | None = None
+) -> Checkpoint:
     """Find a checkpoint's files: a local folder, the hub cache, or (online) the hub.
+
+    Args:
+        pretrained: a folder (absolute, or a bundled model's project path) or a hub id, as
+            ``harness.planning.location`` resolved it.
+        revision: the hub revision, None for the default branch.
+        offline: the hub may not be asked.
+        typed: ``model.pretrained`` as the user gave it, for the messages (default: ``pretrained``).
 
     Raises:
         ConfigError: the folder or the cached files are missing, with the fix.
     """
+    typed = pretrained if typed is None else typed
     if is_local(pretrained):
         folder = resolve_project_path(os.path.expanduser(pretrained))
         if not (folder / CONFIG).is_file():
             what = "has no config.json" if folder.is_dir() else "does not exist"
+            relative = not os.path.isabs(os.path.expanduser(typed)) and os.path.isabs(pretrained)
+            start = f" (a relative path starts at the current directory, {start_dir()})"
             raise ConfigError(
                 [
-                    f"model.pretrained={pretrained!r}: {folder} {what}, so its facts cannot be "
-                    "read. Fix: point it at a folder saved with save_pretrained() (config.json "
-                    "and *.safetensors), or at a hub id like org/name."
+                    f"model.pretrained={typed!r}: {folder} {what}{start if relative else ''}, so "
+                    "its facts cannot be read. Fix: point it at a folder saved with "
+                    "save_pretrained() (config.json and *.safetensors), or at a hub id like "
+                    "org/name."
                 ]
             )
-        return Checkpoint(pretrained, folder)
+        return Checkpoint(typed, folder)
     found = cached_snapshot(pretrained, revision)
     if found is not None:
         return found
@@ -161,9 +186,11 @@ def locate(pretrained: str, revision: str | None, offline: bool) -> Checkpoint:
         raise ConfigError(
             [
                 f"model.pretrained={pretrained!r}: its {CONFIG} (and {SAFETENSORS_INDEX}, or "
-                f"{SAFETENSORS}) are not in the local Hugging Face cache ({hub_cache_dir()}) and "
-                f"offline=true forbids fetching them. Fix: `{fetch_command(pretrained, revision)}`"
-                " (a few kB), or offline=false, or model.pretrained=<a local folder>."
+                f"{SAFETENSORS}) are not in the local Hugging Face cache ({hub_cache_dir()}), "
+                f"nor is there a folder {pretrained} in the current directory ({start_dir()}), "
+                f"and offline=true forbids fetching them. Fix: "
+                f"`{fetch_command(pretrained, revision)}` (a few kB), or offline=false, or "
+                "model.pretrained=<a local folder>."
             ]
         )
     return _download(pretrained, revision)

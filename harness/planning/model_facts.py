@@ -28,6 +28,7 @@ from harness.planning.checkpoint import (
     read_json,
     tensor_params,
 )
+from harness.planning.location import locate_pretrained
 
 ARCHITECTURE_FACTS = (*COUNTED_FACTS, "dtype")
 """Facts a checkpoint states exactly; a registry figure that differs from one is wrong."""
@@ -211,6 +212,9 @@ def _apply(model: ModelConfig, facts: dict[str, Any], name: str) -> ModelConfig:
 def resolve_model(model: ModelConfig, offline: bool) -> tuple[ModelConfig, list[str]]:
     """The model with the facts of the checkpoint it loads, and notes for the plan.
 
+    ``model.pretrained`` is resolved first, against the directory the user stands in
+    (``harness.planning.location``); the model returned carries the resolved value.
+
     Args:
         model: the composed model config (registry figures, or none for ``model=hf``).
         offline: no hub downloads; facts come from a local folder or the cache.
@@ -222,13 +226,24 @@ def resolve_model(model: ModelConfig, offline: bool) -> tuple[ModelConfig, list[
         ConfigError: the checkpoint's files are not here (with the command that fetches them),
             or its config.json cannot be read.
     """
+    located = locate_pretrained(model.pretrained)  # once, here: the plan records what it is
+    model = replace(model, pretrained=located.pretrained)
+    model, notes = _resolve_facts(model, located.typed, offline)
+    return model, [located.note, *notes] if located.note else notes
+
+
+def _resolve_facts(model: ModelConfig, typed: str, offline: bool) -> tuple[ModelConfig, list[str]]:
+    """``resolve_model`` once ``model.pretrained`` is resolved (``typed``: as it was given)."""
     unknown = any(getattr(model, key) is None for key in (*ARCHITECTURE_FACTS, "num_params"))
     # A registry entry (its figures in YAML) whose checkpoint was swapped on the command line.
     base = None if unknown else registry_pretrained(model.name)
-    overridden = base is not None and base != model.pretrained
+    overridden = base is not None and locate_pretrained(base).pretrained != model.pretrained
     needs_facts = overridden or unknown
     # A registry model as it stands is checked against its checkpoint when that is here.
-    ckpt = locate(model.pretrained, model.revision, offline) if needs_facts else _present(model)
+    if needs_facts:
+        ckpt: Checkpoint | None = locate(model.pretrained, model.revision, offline, typed=typed)
+    else:
+        ckpt = _present(model)
     if ckpt is None:
         return model, []
     read = read_facts(ckpt, need_params=needs_facts)
@@ -237,7 +252,7 @@ def resolve_model(model: ModelConfig, offline: bool) -> tuple[ModelConfig, list[
     if overridden:
         name = name_of(model.pretrained)
         note = (
-            f"model.pretrained={model.pretrained} replaces {model.name}'s {base}: facts and run "
+            f"model.pretrained={typed} replaces {model.name}'s {base}: facts and run "
             f"name ({name}) follow the checkpoint ({where})"
         )
         diffs = _differences(model, read.facts)

@@ -42,6 +42,9 @@ class DatasetOutcome:
     """First line of the exception, when it failed."""
     resumed: bool = False
     """Taken from the result store instead of evaluated in this run."""
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    """lm-eval's evaluation settings where they differ from its defaults (chat template, system
+    instruction, gen_kwargs, ...; harness/config/evaluation.py), as its result is keyed."""
 
     def timing_metrics(self) -> dict[str, float]:
         return {

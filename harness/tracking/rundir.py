@@ -44,9 +44,12 @@ def open_child(
     start_time: float | None = None,
 ) -> str | None:
     """Open a dataset's child run with its params (its task, num_fewshot and limit in
-    ``settings``) at ``start_time`` (now by default); the live run and replay both open
-    children here."""
+    ``settings``, and lm-eval's evaluation settings it changes, such as ``apply_chat_template``
+    or ``gen_kwargs.max_gen_toks``) at ``start_time`` (now by default); the live run and replay
+    both open children here."""
     task = str(settings["task"])
+    shown = ("task", "num_fewshot", "limit")
+    others = dict(flatten({k: v for k, v in settings.items() if k not in shown}))
     return tracker.child(
         name,
         params={
@@ -54,6 +57,7 @@ def open_child(
             "num_fewshot": str(settings["num_fewshot"]),
             "limit": str(settings["limit"]),
             "fingerprint": fingerprint,
+            **others,
         },
         tags={"dataset": name, "task": task, "resumed": str(resumed)},
         start_time=start_time,

@@ -178,10 +178,51 @@ CASES = [
         ["model=hf", "model.pretrained={tasks}/../ckpt", NO_TRACKING],
         ["has a config.json but no tokenizer", "tokenizer.json", "Fix:"],
     ),
+    # paths are relative to where the user stands (the current directory), not the project
+    (
+        "pretrained-relative-to-cwd",
+        ["model=hf", "model.pretrained=./plugins/models/tiny_char", "plan_only=true"],
+        ["does not exist (a relative path starts at the current directory", "Fix:"],
+    ),
+    (
+        "pretrained-folder-here-without-config",
+        ["model=hf", "model.pretrained=ckpt/my_llama", "plan_only=true"],
+        ["ckpt/my_llama has no config.json", "Fix:"],
+    ),
+    (
+        "pretrained-neither-here-nor-cached",
+        ["model=hf", "model.pretrained=ckpt/my_llama", "plan_only=true"],
+        ["nor is there a folder ckpt/my_llama in the current directory", "hf download", "Fix:"],
+    ),
     (
         "misspelt-metric",
         ["task_paths=[{tasks}]", "dataset=[arith_mc]", "dataset.arith_mc.task=arith_typo"],
         ["metric 'acuracy'", "Did you mean 'acc'", "Fix:"],
+    ),
+    # lm-eval's evaluation settings (harness/config/evaluation.py)
+    (
+        "multiturn-without-chat-template",
+        ["fewshot_as_multiturn=true"],
+        ["fewshot_as_multiturn=true", "apply_chat_template=true", "Fix:"],
+    ),
+    (
+        "dataset-multiturn-without-chat-template",
+        ["dataset.arith_mc.fewshot_as_multiturn=true"],
+        ["dataset.arith_mc.fewshot_as_multiturn=true", "Fix:"],
+    ),
+    ("chat-template-number", ["apply_chat_template=3"], ["apply_chat_template=3", "Fix:"]),
+    ("gen-kwargs-not-key-value", ['gen_kwargs="max_gen_toks"'], ["gen_kwargs=", "Fix:"]),
+    ("gen-kwargs-number", ["dataset.reverse_gen.gen_kwargs=5"], ["gen_kwargs=5", "Fix:"]),
+    (
+        "samples-and-limit",
+        ["dataset.arith_mc.samples=[0,1]", "dataset.arith_mc.limit=5"],
+        ["dataset.arith_mc.samples", "limit=5", "Fix:"],
+    ),
+    ("samples-negative", ["dataset.arith_mc.samples=[-1]"], ["samples=[-1]", "Fix:"]),
+    (
+        "unsafe-code-unconfirmed",
+        ["+task_paths=[{tasks}]", "dataset=[arith_mc]", "dataset.arith_mc.task=unsafe_arith"],
+        ["unsafe_arith", "unsafe_code", "confirm_run_unsafe_code=true"],
     ),
 ]
 
@@ -203,9 +244,14 @@ def broken_suite(tmp: Path, case: str) -> Path:
         shutil.copytree(PLUGINS_DIR / "models" / "tiny_char", tmp / "ckpt")
         for name in ("tokenizer.json", "tokenizer_config.json"):
             (tmp / "ckpt" / name).unlink()
+    elif case == "pretrained-folder-here-without-config":  # a folder of a hub id's shape here
+        (tmp / "ckpt" / "my_llama").mkdir(parents=True)
     elif case == "misspelt-metric":
         text = (tasks / "arith_mc.yaml").read_text().replace("task: arith_mc", "task: arith_typo")
         (tasks / "arith_typo.yaml").write_text(text.replace("metric: acc\n", "metric: acuracy\n"))
+    elif case == "unsafe-code-unconfirmed":  # a task that would execute the model's code
+        text = (tasks / "arith_mc.yaml").read_text().replace("task: arith_mc", "task: unsafe_arith")
+        (tasks / "unsafe_arith.yaml").write_text(text + "unsafe_code: true\n")
     elif case == "data-missing-field":
         data.write_text('{"query": "max(1,2)=", "choices": ["1", "2"]}\n')
     return tasks
