@@ -78,6 +78,21 @@ def mask(text: str) -> str:
     return _SHAPES.sub(MASK, text)
 
 
+def secret_parts(text: str) -> list[str] | None:
+    """The pieces of ``text`` that ``mask`` hides, in order: ``mask(text)`` with each ``***``
+    put back as its piece is ``text``. Empty when ``text`` holds no secret; None where ``text``
+    holds ``***`` already (its pieces cannot be told from the rest).
+    """
+    masked = mask(text)
+    if masked == text:
+        return []
+    if MASK in text:
+        return None
+    pattern = "(.+?)".join(re.escape(kept) for kept in masked.split(MASK))
+    found = re.fullmatch(pattern, text, re.DOTALL)
+    return None if found is None else list(found.groups())
+
+
 def mask_tree(obj: Any) -> Any:
     """A copy of nested dicts, lists and strings with every string masked (keys included)."""
     if isinstance(obj, str):

@@ -98,6 +98,25 @@ def _own_or_run(run: RunConfig, ds: DatasetConfig, key: str) -> Any:
     return getattr(run, key) if own is None else own
 
 
+def reasoning_args(run: RunConfig) -> dict[str, Any]:
+    """The run's reasoning settings that are set, as lm-eval's HF and vLLM models take them
+    (keyword arguments of the engine, built once for every dataset)."""
+    args: dict[str, Any] = {}
+    if run.enable_thinking is not None:
+        args["enable_thinking"] = run.enable_thinking
+    if run.think_end_token is not None:
+        args["think_end_token"] = run.think_end_token
+    if isinstance(run.chat_template_args, Mapping) and run.chat_template_args:
+        args["chat_template_args"] = _plain(run.chat_template_args)
+    return args
+
+
+def chat_templates_asked(run: RunConfig) -> set[Any]:
+    """The chat templates the run's datasets apply (True: the tokenizer's own; a name)."""
+    asked = {_own_or_run(run, ds, "apply_chat_template") for ds in run.dataset.values()}
+    return {a for a in asked if a is True or (isinstance(a, str) and a.strip())}
+
+
 def settings_for(run: RunConfig, ds: DatasetConfig) -> EvalSettings:
     """The dataset's settings: its own where it sets them, else the run's; ``gen_kwargs``
     merged (the dataset's keys win). Call ``evaluation_problems`` first: a value it refuses
@@ -122,6 +141,17 @@ def evaluation_problems(run: RunConfig) -> list[str]:
     """Every broken rule of the evaluation settings, run-wide and per dataset, each with its fix
     (the rules lm-eval's CLI applies, said before anything is loaded)."""
     problems = _value_problems("", run.apply_chat_template, run.gen_kwargs)
+    if run.enable_thinking and not run.think_end_token:
+        problems.append(
+            "enable_thinking=true without think_end_token: the thinking must be cut off before "
+            "scoring (lm-eval refuses it too). Fix: 'think_end_token=\"</think>\"' (the "
+            "model's own end-of-thinking text)."
+        )
+    if run.chat_template_args is not None and not isinstance(run.chat_template_args, Mapping):
+        problems.append(
+            f"chat_template_args={run.chat_template_args!r}: must be a mapping. Fix: "
+            "chat_template_args={reasoning_effort:low} (the keywords its template reads)."
+        )
     for name, ds in run.dataset.items():
         where = f"dataset.{name}."
         problems += _value_problems(where, ds.apply_chat_template, ds.gen_kwargs)

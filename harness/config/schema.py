@@ -313,6 +313,15 @@ class RunConfig:
     own: a mapping ({max_gen_toks: 256, until: [...]}) or lm-eval's 'k=v,...' string."""
     predict_only: bool = False
     """Generate and keep the outputs (samples/), compute no metric (lm-eval's --predict_only)."""
+    enable_thinking: bool | None = None
+    """Reasoning models: thinking on or off in the chat template (lm-eval's HF and vLLM
+    ``enable_thinking``); null: the template's own default. True needs ``think_end_token``."""
+    think_end_token: str | None = None
+    """Reasoning models: the text after which the answer starts (``</think>``); what comes before
+    it is stripped before scoring (lm-eval's ``think_end_token``)."""
+    chat_template_args: Any = None
+    """More keyword arguments for the tokenizer's chat template (lm-eval's
+    ``chat_template_args``, e.g. ``{reasoning_effort: low}``)."""
     confirm_run_unsafe_code: bool = False
     """Let tasks marked unsafe_code (code execution: humaneval, mbpp) run the model's code on
     this machine (lm-eval's --confirm_run_unsafe_code)."""

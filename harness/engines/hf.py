@@ -39,6 +39,7 @@ class HFEngine:
             kwargs["revision"] = model.revision
         if strategy.max_model_len:
             kwargs["max_length"] = strategy.max_model_len
+        kwargs |= plan.engine_args  # the run's reasoning settings (harness/config/evaluation.py)
         log.info("loading %s on %s (%s)", self.pretrained, self.device, self.dtype)
         self.lm: Any = HFLM(**kwargs)
         self._batch_size = strategy.batch_size

@@ -85,7 +85,7 @@ def engine_kwargs(plan: Plan, seed: int | None = None) -> dict[str, Any]:
         kwargs.setdefault("distributed_executor_backend", "mp")
     else:
         kwargs["gpu_memory_utilization"] = strategy.gpu_memory_utilization
-    return kwargs
+    return kwargs | plan.engine_args
 
 
 class VLLMEngine:

@@ -130,6 +130,8 @@ def dataset_key(run: RunConfig, plan: Plan, dataset: PreparedDataset) -> dict[st
         "bootstrap_iters": run.bootstrap_iters,
         "log_samples": run.log_samples,
     }
+    if plan.engine_args:  # the reasoning settings the engine was built with
+        key["engine_args"] = plan.engine_args
     evaluation = settings_for(run, dataset.config).changed()
     if evaluation:
         key["evaluation"] = evaluation

@@ -131,7 +131,11 @@ def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
             or loaded["tasks"].get(ds.task)
             or list(loaded["tasks"].values())
         )
-        shortfall = fewshot_problem(name, ds, task) or unsafe_code_problem(name, run, task)
+        shortfall = (
+            fewshot_problem(name, ds, task)
+            or unsafe_code_problem(name, run, task)
+            or thinking_problem(name, run, task)
+        )
         if shortfall:
             problems.append(shortfall)
             continue
@@ -188,6 +192,23 @@ def unsafe_code_problem(name: str, run: RunConfig, task: Any) -> str | None:
         f"dataset '{name}': task(s) {', '.join(unsafe)} execute the code the model generates "
         "on this machine (unsafe_code: true in the task). Fix: confirm_run_unsafe_code=true, "
         "preferably in a sandbox (a container without network or secrets)."
+    )
+
+
+def thinking_problem(name: str, run: RunConfig, task: Any) -> str | None:
+    """Thinking on with a task scored by log-likelihood: lm-eval's models refuse it only when
+    the requests arrive, after the load."""
+    if not run.enable_thinking:
+        return None
+    scored = ("loglikelihood", "loglikelihood_rolling", "multiple_choice")
+    leaves = [t for t in leaf_tasks(task) if getattr(t, "OUTPUT_TYPE", None) in scored]
+    if not leaves:
+        return None
+    names = ", ".join(str(getattr(t, "task_name", t)) for t in leaves)
+    return (
+        f"dataset '{name}': enable_thinking=true, but {names} score(s) answers by log-likelihood, "
+        "which thinking cannot serve (lm-eval refuses it). Fix: enable_thinking=false for this "
+        "run, or evaluate those tasks in a run of their own."
     )
 
 

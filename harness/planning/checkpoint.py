@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, did_you_mean
 from harness.paths import resolve_project_path
 
 CONFIG = "config.json"
@@ -276,3 +276,71 @@ def indexed_params(ckpt: Checkpoint, dtype: str) -> tuple[int, str] | None:
                 "headers for an exact count",
             )
     return None
+
+
+def chat_templates(folder: Path) -> dict[str, str]:
+    """The chat templates a tokenizer folder holds, by name (a single one is ``default``):
+    ``tokenizer_config.json``'s ``chat_template`` (a string, or a list of ``{name, template}``),
+    ``chat_template.jinja``, and ``additional_chat_templates/<name>.jinja`` (transformers 5)."""
+    templates: dict[str, str] = {}
+    path = folder / "tokenizer_config.json"
+    config = read_json(path) if path.is_file() else {}
+    given = config.get("chat_template")
+    if isinstance(given, str) and given:
+        templates["default"] = given
+    elif isinstance(given, list):
+        templates |= {str(t["name"]): str(t["template"]) for t in given if "name" in t}
+    if (folder / "chat_template.jinja").is_file():
+        templates["default"] = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    for extra in sorted((folder / "additional_chat_templates").glob("*.jinja")):
+        templates[extra.stem] = extra.read_text(encoding="utf-8")
+    return templates
+
+
+def chat_template_problem(folder: Path, wanted: bool | str, typed: str) -> str | None:
+    """Why the tokenizer in ``folder`` cannot give the chat template ``wanted`` (True: its own;
+    a name: that one of its templates), as lm-eval would find out only after the load; None
+    when it can. A folder without tokenizer files (a hub snapshot cached for planning) is not
+    judged."""
+    if not any((folder / name).is_file() for name in (*TOKENIZER_FILES, "tokenizer_config.json")):
+        return None
+    templates = chat_templates(folder)
+    wanted_shown = str(wanted).lower() if isinstance(wanted, bool) else wanted
+    if not templates:
+        return (
+            f"apply_chat_template={wanted_shown}: model.pretrained={typed!r} has no chat "
+            "template (its tokenizer_config.json has no chat_template and there is no "
+            "chat_template.jinja): a "
+            "base model, not a chat or instruct one. Fix: apply_chat_template=false, or a "
+            "checkpoint whose tokenizer has a chat template (an instruct/chat variant)."
+        )
+    names = sorted(templates)
+    if wanted is True and "default" not in templates:
+        return (
+            f"apply_chat_template=true: model.pretrained={typed!r} has several chat templates "
+            f"and none named 'default' ({', '.join(names)}). Fix: apply_chat_template=<name>, "
+            f"one of {', '.join(names)}."
+        )
+    if isinstance(wanted, str) and len(templates) > 1 and wanted not in templates:
+        return (
+            f"apply_chat_template={wanted}: model.pretrained={typed!r} has no chat template of "
+            f"that name.{did_you_mean(wanted, names)} Fix: apply_chat_template=<name>, one of "
+            f"{', '.join(names)}, or true for its default."
+        )
+    return None
+
+
+def chat_template_problems(
+    model_pretrained: str, revision: str | None, typed: str, wanted: set[Any]
+) -> list[str]:
+    """``chat_template_problem`` for each template the run's datasets ask of the checkpoint
+    (a local folder, or a hub snapshot in the cache with its tokenizer files)."""
+    if is_local(model_pretrained):
+        folder: Path | None = resolve_project_path(os.path.expanduser(model_pretrained))
+    else:
+        snapshot = cached_snapshot(model_pretrained, revision)
+        folder = snapshot.folder if snapshot is not None else None
+    if folder is None or not folder.is_dir():
+        return []
+    found = (chat_template_problem(folder, w, typed) for w in sorted(wanted, key=str))
+    return [problem for problem in found if problem]

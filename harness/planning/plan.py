@@ -94,6 +94,10 @@ class Plan:
     """CPU threads each rank computes with, for a deployment on the CPU (0 on GPUs)."""
     model_facts: dict[str, Any] = field(default_factory=dict)
     """The model figures planned from (pretrained, layers, heads, parameters, dtype, ...)."""
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments the engine's lm-eval model is built with beyond what the plan derives:
+    the run's reasoning settings (``enable_thinking``, ``think_end_token``,
+    ``chat_template_args``)."""
     problems: list[str] = field(default_factory=list)
     """Broken rules and the reason it does not fit, each with its fix; empty when it fits."""
     bad_input: list[str] = field(default_factory=list)

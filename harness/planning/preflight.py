@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from harness.config.evaluation import chat_templates_asked, reasoning_args
 from harness.config.rules import engine_rules, model_fact_problems, plannable
 from harness.config.schema import RunConfig
 from harness.config.validate import config_problems
 from harness.errors import ConfigError
 from harness.planning.auto import plan_run
+from harness.planning.checkpoint import chat_template_problems
 from harness.planning.model_facts import resolve_model
 from harness.planning.plan import Plan
 
@@ -39,6 +41,12 @@ def checked_plan(run: RunConfig) -> Plan:
     if model_fact_problems(model):
         raise ConfigError(problems)  # nothing can be planned from such figures
     plan = plan_run(replace(as_read, strategy=plannable(run.strategy)))
+    asked = chat_templates_asked(run)
+    if asked:  # lm-eval would find a missing template only after the load
+        problems += chat_template_problems(
+            model.pretrained, model.revision, run.model.pretrained, asked
+        )
+    plan.engine_args = reasoning_args(run)
     plan.problems = problems + plan.problems
     plan.bad_input = list(problems)
     plan.notes = notes + plan.notes

@@ -18,6 +18,10 @@ launcher plugin in ``plugins/hydra_plugins/harness_launcher``, which calls
    :func:`exit_code` returns and ``harness.app.main`` exits with. Ctrl-C (or SIGTERM) cancels
    every job it submitted.
 
+Secrets go to the jobs through their environment, never through the pickles submitit writes in
+the sweep directory (``secret_env``). Local jobs run in sessions of their own: a terminal's
+Ctrl-C reaches the sweep, which sends each job one SIGINT, as Ctrl-C reaches a run (``local``).
+
 In the job (``job``): only rank 0 runs the evaluation, and submitit's time-limit signal is kept
 from being taken for a dataset's failure. A requeued job starts again and resumes from the result
 store (``harness.record.rundir.ResultStore``): stored datasets are not evaluated again.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,40 @@ def run_task(
 
     The other ranks of a multi-node job (one task per node) are for the distributed engine to
     join (:func:`join_engine`).
+
+    What it returns, or the error it raises, is masked before submitit pickles it into the sweep
+    directory (:func:`masked_return`, :func:`masked_failure`). Ctrl-C (a local sweep sends each
+    job one SIGINT, ``harness.sweep.local``) ends it as it ends a run: the run is marked KILLED
+    by the run itself, this says so in one line and the task exits 130.
     """
+    try:
+        return masked_return(
+            _run_task(launcher, sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
+        )
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # leaving: a second Ctrl-C changes nothing
+        print(
+            "interrupted (Ctrl-C): the run is marked KILLED; the same command resumes it "
+            "(datasets already stored are not evaluated again)",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(130)
+    except Exception as err:
+        masked = masked_failure(err)
+        if masked is err:
+            raise
+        raise masked from None
+
+
+def _run_task(
+    launcher: Any,
+    sweep_overrides: Sequence[str],
+    job_dir_key: str,
+    job_num: int,
+    job_id: str,
+    singleton_state: Any,
+) -> Any:
     import submitit
     from hydra.core.singleton import Singleton
     from hydra.core.utils import run_job, setup_globals
@@ -54,6 +88,48 @@ def run_task(
         job_dir_key=job_dir_key,
         job_subdir_key="hydra.sweep.subdir",
     )
+
+
+def masked_failure(err: Exception) -> Exception:
+    """``err`` as it may be pickled into the sweep directory (submitit writes the traceback of a
+    job that raised): itself when its traceback holds no secret, else a RuntimeError with the
+    traceback masked."""
+    import traceback
+
+    from harness.secrets import mask
+
+    text = "".join(traceback.format_exception(err))
+    return err if mask(text) == text else RuntimeError(mask(text))
+
+
+def masked_return(ret: Any) -> Any:
+    """Hydra's JobReturn of the task, as it may be pickled into the sweep directory: its
+    overrides, configs and error masked (the job's overrides hold secrets as
+    ``${oc.env:HARNESS_SECRET_<n>}``, but a config or an error may hold one resolved)."""
+    from hydra.core.utils import JobStatus
+    from omegaconf import DictConfig
+
+    from harness.secrets import mask
+    from harness.sweep.secret_env import job_secrets, leaks, mask_config
+
+    if ret is None:
+        return ret
+    secrets = job_secrets()
+    ret.overrides = [mask(o) for o in ret.overrides or []]
+    for name in ("cfg", "hydra_cfg"):
+        cfg = getattr(ret, name, None)
+        if isinstance(cfg, DictConfig) and leaks(cfg, secrets):
+            import copy
+
+            cfg = copy.deepcopy(cfg)
+            mask_config(cfg)
+            setattr(ret, name, cfg if not leaks(cfg, secrets) else None)
+    if ret.status == JobStatus.FAILED and isinstance(ret._return_value, BaseException):
+        error = ret._return_value
+        text = f"{type(error).__name__}: {error}"
+        if mask(text) != text or leaks(error, secrets):
+            ret.return_value = RuntimeError(mask(text))
+    return ret
 
 
 def drop_stock_local_config() -> None:

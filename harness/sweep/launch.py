@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -21,6 +22,13 @@ from harness.sweep.plan import (
     prepare_tracking,
     swept,
     write_plans,
+)
+from harness.sweep.secret_env import (
+    job_secrets,
+    leaks,
+    sealed_master,
+    sealed_overrides,
+    secret_environment,
 )
 from harness.sweep.slurm import test_only, write_scripts
 from harness.sweep.submitted import (
@@ -48,6 +56,8 @@ def launch(
 
     mask_files(sweep_dir, "multirun.yaml")  # Hydra wrote the sweep's overrides as typed
     jobs = plan_jobs(launcher, job_overrides, initial_job_idx, kind, sweep_dir)
+    secrets: dict[str, str] = {}  # secret -> the jobs' environment variable that holds it
+    seal_jobs(jobs, secrets)
     refused = [j for j in jobs if j.problems]
     names = swept(jobs)
     if bool(launcher.config.get("plan_only", False)):
@@ -59,8 +69,9 @@ def launch(
         if refused:
             say(format_refusal(jobs).replace("Nothing was submitted. ", ""), err=True)
         say("plan_only=true: nothing submitted")
-        record_exit(1 if refused else 0)
-        return job_returns(jobs, lambda j: 1 if j.problems else 0)
+        codes = [plan_only_code(j) for j in jobs]
+        record_exit(max(codes, default=0))  # bad input 2, a plan that does not fit 1
+        return job_returns(jobs, plan_only_code)
     if refused:
         return refuse(jobs, format_refusal(jobs))
     groups = group_jobs(jobs)
@@ -69,9 +80,16 @@ def launch(
         problems = test_only(groups)
         if problems:
             return refuse(jobs, format_refusal(jobs, problems))
+    from hydra.core.singleton import Singleton
+
+    state = Singleton.get_state()
+    sealed, problems = seal_launcher(launcher, jobs, state, secrets)
+    if problems:
+        return refuse(jobs, format_refusal(jobs, problems))
     say(format_groups(groups, kind, names))
     prepare_tracking(jobs)
-    submitted, interrupted = submit_and_wait(launcher, groups, kind)
+    with secret_environment(secrets):
+        submitted, interrupted = submit_and_wait(sealed, groups, kind, state)
     if submitted is None:
         return job_returns(jobs, lambda j: 2)
     return report(jobs, submitted, kind, interrupted, sweep_dir)
@@ -94,10 +112,49 @@ def plan_jobs(
         except Exception as err:  # Hydra composition: an error a user can fix, shown plainly
             job = SweepJob(index=index, overrides=list(overrides), run_dir=sweep_dir)
             job.problems = [f"the configuration does not compose: {err}"]
+            job.bad_input = True
             jobs.append(job)
             continue
         jobs.append(plan_job(cfg, index, overrides, kind))
     return jobs
+
+
+def plan_only_code(job: SweepJob) -> int:
+    """A plan-only job's exit code, as a plan-only run's: 0 it fits, 1 it does not, 2 bad input."""
+    return (2 if job.bad_input else 1) if job.problems else 0
+
+
+def seal_jobs(jobs: Sequence[SweepJob], secrets: dict[str, str]) -> None:
+    """Each job's overrides as submitted (``SweepJob.sealed``): every secret read from the
+    jobs' environment (``harness.sweep.secret_env``); one that cannot be is the job's problem."""
+    for job in jobs:
+        job.sealed, problems = sealed_overrides(job.overrides, secrets)
+        if problems:
+            job.problems += problems
+            job.bad_input = True
+
+
+def seal_launcher(
+    launcher: Any, jobs: Sequence[SweepJob], state: Any, secrets: dict[str, str]
+) -> tuple[Any, list[str]]:
+    """The launcher as submitit pickles it for every job: a copy whose master config holds no
+    secret (``sealed_master``); and what stops the sweep: a Hydra override that cannot be
+    sealed, or any secret still found in what would be pickled (the launcher, Hydra's state,
+    each job's overrides)."""
+    master, problems = sealed_master(launcher.config, secrets)
+    if problems:
+        return launcher, problems
+    sealed = copy.copy(launcher)
+    sealed.config = master
+    known = job_secrets(secrets)
+    leaked = leaks((sealed, state), known) + leaks([j.sealed for j in jobs], known)
+    if leaked:
+        return launcher, [
+            f"{len(set(leaked))} secret(s) would still be written into submitit's pickles in "
+            "the sweep directory. Fix: give the secret to the jobs through the environment "
+            "(MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD, ${oc.env:NAME} in the config)."
+        ]
+    return sealed, []
 
 
 def job_returns(jobs: Sequence[SweepJob], code_of: Callable[[SweepJob], int]) -> list[Any]:
@@ -121,16 +178,16 @@ def refuse(jobs: Sequence[SweepJob], why: str) -> list[Any]:
 
 
 def submit_and_wait(
-    launcher: Any, groups: Sequence[Group], kind: str
-) -> tuple[list[Submitted] | None, bool]:
-    """Submit every group and wait for every job; Ctrl-C or SIGTERM cancels them all. Returns
-    the submitted jobs (None when submitting failed: nothing of the sweep runs) and whether the
-    sweep was interrupted."""
-    from hydra.core.singleton import Singleton
+    launcher: Any, groups: Sequence[Group], kind: str, state: Any
+) -> tuple[list[Submitted] | None, int]:
+    """Submit every group and wait for every job; Ctrl-C or SIGTERM cancels them all (local jobs
+    are interrupted as Ctrl-C interrupts a run: each ends KILLED). Returns the submitted jobs
+    (None when submitting failed: nothing of the sweep runs) and, when the sweep was interrupted,
+    its exit code (130 Ctrl-C, 143 SIGTERM; else 0)."""
+    from harness.errors import Terminated
 
-    state = Singleton.get_state()
     submitted: list[Submitted] = []
-    interrupted = False
+    interrupted = 0
     previous = catch_sigterm()
     try:
         try:
@@ -150,12 +207,15 @@ def submit_and_wait(
                 err=True,
             )
             record_exit(2)
-            return None, False
+            return None, 0
         wait_all(launcher, submitted, groups, kind, state)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as err:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
-        say("interrupted: cancelling the sweep's jobs ...", err=True)
+        terminated = isinstance(err, Terminated)
+        interrupted = Terminated.exit_code if terminated else 130
+        how = "SIGTERM" if terminated else "Ctrl-C"
+        what = "its SLURM jobs" if kind == "slurm" else "its jobs, each run marked KILLED"
+        say(f"interrupted ({how}): cancelling {what} ...", err=True)
         cancel(submitted, kind)
         settle(submitted, kind)
     finally:
@@ -169,21 +229,21 @@ def report(
     jobs: Sequence[SweepJob],
     submitted: Sequence[Submitted],
     kind: str,
-    interrupted: bool,
+    interrupted: int,
     sweep_dir: Path,
 ) -> list[Any]:
-    """The outcome table (printed and written), the sweep's exit code, and each job's return:
-    its own where it came back completed, else 1."""
+    """The outcome table (printed and written), the sweep's exit code (``interrupted``'s, where
+    the sweep was), and each job's return: its own where it came back completed, else 1."""
     from hydra.core.utils import JobReturn, JobStatus
 
-    outcomes = [outcome_of(s, kind, interrupted) for s in submitted]
+    outcomes = [outcome_of(s, kind, bool(interrupted)) for s in submitted]
     order = {s.job.index: o for s, o in zip(submitted, outcomes, strict=True)}
     ordered = [order[j.index] for j in jobs]
     path = write_outcomes(ordered, sweep_dir)
     say(format_outcomes(ordered, sweep_dir))
     say(f"sweep outcome written to {path}")
     failed = any(o.state != "COMPLETED" for o in ordered)
-    record_exit(130 if interrupted else (1 if failed else 0))
+    record_exit(interrupted or (1 if failed else 0))
     by_index = {s.job.index: s for s in submitted}
     out = []
     for job in jobs:

@@ -42,6 +42,11 @@ class SweepJob:
     plan_text: str = ""
     plan: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+    bad_input: bool = False
+    """Whether a problem is bad input (the config's keys, values or rules, the launcher's values),
+    not only that the plan does not fit: a refused plan-only sweep exits 2, as a run does."""
+    sealed: list[str] = field(default_factory=list)
+    """The overrides as submitted: each secret read from the environment (``secret_env``)."""
     params: dict[str, Any] = field(default_factory=dict)
     """Every launcher key of this job, resolved: its plan's and tier's resources where the
     config left them null."""
@@ -115,8 +120,20 @@ def job_resources(launcher: dict[str, Any], plan: Plan, tier: TierConfig) -> dic
 
 
 def launcher_problems(params: dict[str, Any]) -> list[str]:
-    """Launcher values no job could run with."""
+    """Launcher values no job could run with, or that would write a secret into the sweep
+    directory (submitit writes them into each job's script)."""
+    from harness.secrets import mask
+
     problems = []
+    for key, value in params.items():
+        text = json.dumps(value, default=str)
+        if mask(text) != text:
+            problems.append(
+                f"hydra.launcher.{key}={mask(text)} holds a secret, which submitit writes into "
+                "the job's script in the sweep directory. Fix: export it in the shell that "
+                "submits the sweep (the jobs get its environment) and leave it out of the "
+                "launcher's settings."
+            )
     n = params.get("max_num_timeout", 0)
     if not isinstance(n, int) or not 0 <= n <= MAX_NUM_TIMEOUT_CAP:
         problems.append(
@@ -155,11 +172,11 @@ def plan_job(
         job.params = {str(k): v for k, v in launcher.items()}
         unknown = composed_key_problems(cfg)
         if unknown:
-            job.problems = unknown
+            job.problems, job.bad_input = unknown, True
             return job
         run = to_run_config(task_config(cfg))
     except OmegaConfBaseException as err:
-        job.problems = [f"the configuration does not resolve: {err}"]
+        job.problems, job.bad_input = [f"the configuration does not resolve: {err}"], True
         return job
     job.model, job.strategy, job.tier = run.model.name, run.strategy.name, run.tier.name
     job.tracking = run.tracking
@@ -168,7 +185,7 @@ def plan_job(
     try:
         plan = checked_plan(run)
     except ConfigError as err:
-        job.problems = list(err.problems)
+        job.problems, job.bad_input = list(err.problems), True
         return job
     from harness.views import format_plan_line
 
@@ -180,7 +197,9 @@ def plan_job(
     job.problems = list(plan.problems)
     tier = tier_of(run, plan)
     job.params = job_resources(job.params, plan, tier)
-    job.problems += launcher_problems(job.params)
+    launcher = launcher_problems(job.params)
+    job.problems += launcher
+    job.bad_input = bool(plan.bad_input or launcher)
     if tier.detected and kind == "slurm":
         job.notes.append(
             f"tier '{tier.name}' is the machine that submits the sweep: its figures sized the "

@@ -50,8 +50,8 @@ def say(text: str, err: bool = False) -> None:
 
 
 def catch_sigterm() -> Any:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    """SIGTERM ends the sweep as Ctrl-C does (``harness.errors.Terminated``, exit code 143)."""
+    from harness.errors import raise_terminated as handler
 
     try:
         return signal.signal(signal.SIGTERM, handler)
@@ -60,7 +60,10 @@ def catch_sigterm() -> Any:
 
 
 def _job_args(job: SweepJob, state: Any) -> tuple[Any, ...]:
-    return (job.overrides, "hydra.sweep.dir", job.index, f"job_id_for_{job.index}", state)
+    """What submitit pickles for the job, beside the launcher: its overrides with every secret
+    read from the environment (``harness.sweep.secret_env``)."""
+    overrides = job.sealed or job.overrides
+    return (overrides, "hydra.sweep.dir", job.index, f"job_id_for_{job.index}", state)
 
 
 def submit_group(launcher: Any, group: Group, state: Any) -> list[Submitted]:
@@ -76,15 +79,21 @@ def submit_group(launcher: Any, group: Group, state: Any) -> list[Submitted]:
 
 
 def _local_executor(params: dict[str, Any]) -> Any:
+    """submitit's local executor with these parameters (checked and named as its AutoExecutor
+    does), starting each job apart from the terminal (``harness.sweep.local``)."""
     import submitit
 
-    ex = submitit.AutoExecutor(
+    from harness.sweep.local import SweepLocalExecutor
+
+    auto = submitit.AutoExecutor(
         cluster="local",
         folder=params["submitit_folder"],
         local_max_num_timeout=params["max_num_timeout"],
     )
     kept = {k: v for k, v in params.items() if k not in OWN_KEYS and v is not None}
-    ex.update_parameters(**{k if k in GENERIC_KEYS else f"local_{k}": v for k, v in kept.items()})
+    auto.update_parameters(**{k if k in GENERIC_KEYS else f"local_{k}": v for k, v in kept.items()})
+    ex = SweepLocalExecutor(params["submitit_folder"], max_num_timeout=params["max_num_timeout"])
+    ex.update_parameters(**auto._executor.parameters)
     return ex
 
 
@@ -193,18 +202,23 @@ def _announce(s: Submitted) -> None:
     say(f"job {o.index} ({o.model}/{o.strategy}) {o.state}{counts}")
 
 
-def cancel(submitted: Sequence[Submitted], kind: str) -> None:
+def cancel(submitted: Sequence[Submitted], kind: str, sig: int = signal.SIGINT) -> None:
+    """Cancel every job: ``scancel`` on SLURM; a local job gets ``sig`` (SIGINT: what a
+    terminal's Ctrl-C sends a run) in each of its processes (``harness.sweep.local``)."""
     if kind == "slurm":
         scancel(sorted({s.handle.job_id.split("_")[0] for s in submitted if s.handle is not None}))
         return
+    from harness.sweep.local import signal_job
+
     for s in submitted:
         if s.handle is not None and not s.handle.done():
-            s.handle.cancel(check=False)
+            signal_job(s.handle, sig)
 
 
 def settle(submitted: Sequence[Submitted], kind: str, limit_s: float = 60.0) -> None:
     """Wait (at most ``limit_s``) for cancelled jobs to be gone: reported ended by sacct, and no
-    longer in squeue (a job being killed shows there as COMPLETING for SLURM's KillWait)."""
+    longer in squeue (a job being killed shows there as COMPLETING for SLURM's KillWait). A local
+    job still there then is killed (SIGKILL)."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if kind != "slurm":
@@ -221,6 +235,16 @@ def settle(submitted: Sequence[Submitted], kind: str, limit_s: float = 60.0) -> 
             ):
                 return
         time.sleep(1.0)
+    if kind != "slurm":
+        _kill_local(submitted)
+
+
+def _kill_local(submitted: Sequence[Submitted]) -> None:
+    """SIGKILL to every local job still running."""
+    left = [s for s in submitted if s.handle is not None and not s.handle.done()]
+    if left:
+        say(f"{len(left)} job(s) still running after Ctrl-C: killing them (SIGKILL)", err=True)
+        cancel(left, "local", signal.SIGKILL)
 
 
 def outcome_of(s: Submitted, kind: str, interrupted: bool) -> JobOutcome:

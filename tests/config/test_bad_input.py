@@ -210,6 +210,27 @@ CASES = [
         ["dataset.arith_mc.fewshot_as_multiturn=true"],
         ["dataset.arith_mc.fewshot_as_multiturn=true", "Fix:"],
     ),
+    (
+        "chat-template-of-a-base-model",
+        ["apply_chat_template=true"],
+        ["apply_chat_template=true", "has no chat template", "Fix:"],
+    ),
+    (
+        "dataset-chat-template-of-a-base-model",
+        ["dataset.arith_mc.apply_chat_template=true"],
+        ["has no chat template", "apply_chat_template=false"],
+    ),
+    (
+        "thinking-without-end-token",
+        ["enable_thinking=true", "dataset=[reverse_gen]"],
+        ["enable_thinking=true without think_end_token", "Fix:"],
+    ),
+    (
+        "thinking-on-a-loglikelihood-task",
+        ["enable_thinking=true", "think_end_token=END", "dataset=[arith_mc,reverse_gen]"],
+        ["dataset 'arith_mc'", "log-likelihood", "Fix:"],
+    ),
+    ("chat-template-args-list", ["chat_template_args=[1]"], ["chat_template_args=", "Fix:"]),
     ("chat-template-number", ["apply_chat_template=3"], ["apply_chat_template=3", "Fix:"]),
     ("gen-kwargs-not-key-value", ['gen_kwargs="max_gen_toks"'], ["gen_kwargs=", "Fix:"]),
     ("gen-kwargs-number", ["dataset.reverse_gen.gen_kwargs=5"], ["gen_kwargs=5", "Fix:"]),

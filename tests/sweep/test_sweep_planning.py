@@ -23,7 +23,33 @@ def test_a_job_that_does_not_compose_is_listed_with_the_others(tmp_path):
     assert "job 0" in text and "strategy.batch_size=abc" in text, text[-3000:]
     assert "the configuration does not compose" in text
     assert "job 1: strategy.batch_size=8" in text, text[-3000:]
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # bad input, as a run's
+
+
+def test_a_refused_plan_only_sweep_exits_2_for_bad_input_and_1_when_it_does_not_fit(tmp_path):
+    """Exit codes of a plan-only sweep are a plan-only run's: 2 when a job's config breaks a
+    rule (whatever else is wrong), 1 when every job is valid but one does not fit."""
+
+    def plan_only(*args: str) -> tuple[int, str]:
+        proc = run_harness(
+            ["-m", *args, "dataset=[arith_mc]", "hydra/launcher=submitit_local",
+             "plan_only=true", f"outputs_root={tmp_path / 'out'}"],
+            tmp_path,
+        )  # fmt: skip
+        return proc.returncode, proc.stdout + proc.stderr
+
+    code, text = plan_only("strategy.batch_size=0,8")
+    assert code == 2, text[-3000:]
+    assert "strategy.batch_size=0: must be at least 1" in text and "Traceback" not in text
+    assert "job 1: strategy.batch_size=8" in text  # the valid job is still planned
+
+    code, text = plan_only("tier.host_memory_gib=2,0.5")
+    assert code == 1, text[-3000:]
+    assert "does not fit" in text
+
+    code, text = plan_only("tier.host_memory_gib=2,0.5", "dataset.arith_mc.limit=-3,5")
+    assert code == 2, text[-3000:]
+    assert "does not fit" in text and "dataset.arith_mc.limit=-3.0: must be positive" in text
 
 
 def test_a_password_in_a_swept_uri_is_masked_on_the_console_and_in_the_sweep_dir(tmp_path):

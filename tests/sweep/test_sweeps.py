@@ -8,6 +8,7 @@ directory, the result store and the MLflow store.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -391,3 +392,55 @@ def test_a_local_sweep_reports_each_job_and_exits_non_zero_on_failure(tmp_path):
     ok, failed = outcome(the_sweep_dir(tmp_path))
     assert (ok["state"], ok["datasets_ok"]) == ("COMPLETED", 1)
     assert failed["state"] == "FAILED" and "boom (RuntimeError" in failed["detail"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_local_sweep_ends_each_run_killed_in_one_line(tmp_path):
+    # Two jobs evaluating at once; Ctrl-C as a terminal sends it (to the whole foreground process
+    # group). Each run ends as a single run ends on Ctrl-C: KILLED in its events and in MLflow;
+    # the console says so in one line, no traceback (submitit's controllers printed two), 130.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "-m", SEARCHPATH, "dataset=sleepy",
+         "dataset.sleepy.limit=1,2", "tracking=local", "hydra/launcher=submitit_local",
+         "hydra.launcher.array_parallelism=2", f"outputs_root={tmp_path / 'out'}"],
+        cwd=tmp_path, env=offline_env(tmp_path), stdout=(tmp_path / "console.txt").open("w"),
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    guard = threading.Timer(240, proc.kill)  # a test that fails, never one that hangs
+    guard.start()
+    events = []
+    while proc.poll() is None:
+        events = list((tmp_path / "out" / "multirun").glob("*/*_tiny_char_single/events.jsonl"))
+        if len(events) == 2 and all("dataset_started" in e.read_text() for e in events):
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, (tmp_path / "console.txt").read_text()[-3000:]
+    time.sleep(1.0)  # both runs well inside their dataset
+    os.killpg(proc.pid, signal.SIGINT)
+    started = time.perf_counter()
+    proc.wait(timeout=120)
+    guard.cancel()
+    out = (tmp_path / "console.txt").read_text()
+    print(f"Ctrl-C to every local job ended: {time.perf_counter() - started:.1f}s")
+    assert proc.returncode == 130, out[-3000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    said = [line for line in out.splitlines() if "interrupted" in line]
+    assert len(said) == 1 and said[0].startswith("interrupted (Ctrl-C): "), said
+    rows = outcome(the_sweep_dir(tmp_path))
+    assert [r["state"] for r in rows] == ["CANCELLED"] * 2, rows
+    for path in events:
+        last = json.loads(path.read_text().splitlines()[-1])
+        assert (last["event"], last["status"]) == ("run_done", "KILLED"), path
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("harness").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(r.info.status for r in parents) == ["KILLED", "KILLED"], parents
+    # Each job's task said it in one line, in its own log; its controller said nothing.
+    for row in rows:
+        job_dir = Path(row["log"]).parent
+        err = next(job_dir.glob("*_0_log.err")).read_text()
+        assert "Traceback" not in err and "interrupted (Ctrl-C): the run is marked KILLED" in err
+        assert next(job_dir.glob("*_controller.log")).read_text() == ""
