@@ -1,0 +1,175 @@
+"""lm-eval's evaluation settings give exactly the numbers of lm-eval's own CLI with the same
+flags, each flag alone and all together, on the bundled chat model (plugins/models/tiny_char_chat).
+
+The harness evaluates every variant in one run on one resident engine: each variant is a dataset
+of its own whose settings are per-dataset overrides (`dataset.<name>.<key>`), so one run also
+checks that settings never leak from one dataset to the next. lm-eval's CLI runs once per variant.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from harness.paths import PLUGINS_DIR, PROJECT_ROOT
+from tests.conftest import offline_env, run_harness
+
+pytestmark = pytest.mark.slow
+
+CHAT_MODEL = PLUGINS_DIR / "models" / "tiny_char_chat"
+SYSTEM = "Compute."
+STOP = ["e"]
+
+# name: (task, harness settings of the dataset, lm_eval flags). Few-shot examples and a limit
+# keep each variant small; the flags are those of lm-eval's `run` command.
+VARIANTS: dict[str, tuple[str, dict, list[str]]] = {
+    "plain": ("arith_mc", {"num_fewshot": 2, "limit": 30}, ["--num_fewshot", "2", "--limit", "30"]),
+    "chat": (
+        "arith_mc",
+        {"num_fewshot": 2, "limit": 30, "apply_chat_template": True},
+        ["--num_fewshot", "2", "--limit", "30", "--apply_chat_template"],
+    ),
+    "chat_not_multiturn": (
+        "arith_mc",
+        {"num_fewshot": 2, "limit": 30, "apply_chat_template": True, "fewshot_as_multiturn": False},
+        ["--num_fewshot", "2", "--limit", "30", "--apply_chat_template",
+         "--fewshot_as_multiturn", "false"],
+    ),
+    "system": (
+        "arith_mc",
+        {"limit": 30, "system_instruction": SYSTEM},
+        ["--limit", "30", "--system_instruction", SYSTEM],
+    ),
+    "gen": (
+        "reverse_gen",
+        {"limit": 30, "gen_kwargs": {"max_gen_toks": 3, "until": STOP}},
+        ["--limit", "30", "--gen_kwargs", f"max_gen_toks=3,until={json.dumps(STOP)}"],
+    ),
+    "samples": (
+        "arith_mc",
+        {"samples": [0, 3, 7, 11, 19]},
+        ["--samples", json.dumps({"arith_mc": [0, 3, 7, 11, 19]})],
+    ),
+    "predict": (
+        "reverse_gen",
+        {"limit": 10, "predict_only": True},
+        ["--limit", "10", "--predict_only", "--log_samples"],
+    ),
+    "all": (
+        "reverse_gen",
+        {
+            "num_fewshot": 2,
+            "limit": 30,
+            "apply_chat_template": True,
+            "fewshot_as_multiturn": True,
+            "system_instruction": SYSTEM,
+            "gen_kwargs": {"max_gen_toks": 4, "until": STOP},
+        },
+        ["--num_fewshot", "2", "--limit", "30", "--apply_chat_template", "--fewshot_as_multiturn",
+         "--system_instruction", SYSTEM,
+         "--gen_kwargs", f"max_gen_toks=4,until={json.dumps(STOP)}"],
+    ),
+}  # fmt: skip
+
+
+def dataset_folder(root: Path) -> Path:
+    """A config folder with one dataset option per variant (added with hydra.searchpath)."""
+    folder = root / "conf" / "dataset"
+    folder.mkdir(parents=True)
+    for name, (task, settings, _) in VARIANTS.items():
+        lines = [f"# @package dataset.{name}", f"task: {task}"]
+        lines += [f"{key}: {json.dumps(value)}" for key, value in settings.items()]
+        (folder / f"{name}.yaml").write_text("\n".join(lines) + "\n")
+    return root / "conf"
+
+
+def lm_eval_cli(name: str, out: Path, env: dict) -> dict:
+    task, _, flags = VARIANTS[name]
+    args = [
+        sys.executable, "-m", "lm_eval", "run", "--model", "hf",
+        "--model_args", f"pretrained={CHAT_MODEL},dtype=float32", "--tasks", task,
+        "--include_path", str(PLUGINS_DIR / "tasks"), "--device", "cpu", "--batch_size", "32",
+        "--output_path", str(out / name), *flags,
+    ]  # fmt: skip
+    proc = subprocess.run(
+        args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    assert proc.returncode == 0, f"{name}: {proc.stderr[-3000:]}"
+    (results,) = (out / name).rglob("results_*.json")
+    found = {"results": json.loads(results.read_text())}
+    samples = list((out / name).rglob("samples_*.jsonl"))
+    if samples:
+        found["samples"] = [json.loads(line) for line in samples[0].read_text().splitlines()]
+    return found
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("settings_parity")
+    env = offline_env(tmp)
+    conf = dataset_folder(tmp)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # lm-eval's CLI indexes its tasks: 2 at once
+        found = pool.map(lambda n: lm_eval_cli(n, tmp / "cli", env), VARIANTS)
+        cli = dict(zip(VARIANTS, found, strict=True))
+    run_dir = tmp / "harness"
+    proc = run_harness(
+        [
+            f"hydra.searchpath=[file://{conf}]",
+            "model=tiny_char_chat",
+            f"dataset=[{','.join(VARIANTS)}]",
+            "strategy.batch_size=32",
+            f"output_dir={run_dir}",
+            f"outputs_root={tmp / 'outputs'}",
+            "tracking=none",
+        ],
+        tmp,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return cli, run_dir
+
+
+def scores(result: dict, task: str) -> dict[str, float]:
+    entry = result["results"][task]
+    return {k: v for k, v in entry.items() if "," in k and "stderr" not in k}
+
+
+@pytest.mark.parametrize("name", [n for n in VARIANTS if n != "predict"])
+def test_metrics_equal_lm_eval_cli(both, name):
+    cli, run_dir = both
+    task = VARIANTS[name][0]
+    ours = json.loads((run_dir / "results" / f"{name}.json").read_text())
+    theirs = scores(cli[name]["results"], task)
+    assert theirs and scores(ours, task) == theirs
+
+
+def test_each_setting_changes_the_numbers(both):
+    """The variants differ from the plain evaluation: a setting that was silently dropped (by
+    harness and lm-eval alike) would pass the parity test above, not this one."""
+    _, run_dir = both
+
+    def ours(name: str) -> dict:
+        return scores(json.loads((run_dir / "results" / f"{name}.json").read_text()), "arith_mc")
+
+    plain = ours("plain")
+    for name in ("chat", "chat_not_multiturn", "system"):
+        assert ours(name) != plain, name
+    assert ours("chat") != ours("chat_not_multiturn")
+    gen = json.loads((run_dir / "results" / "gen.json").read_text())
+    assert scores(gen, "reverse_gen")["exact_match,none"] < 0.5  # 3 tokens cut every answer
+
+
+def test_predict_only_outputs_equal_lm_eval_cli(both):
+    cli, run_dir = both
+    with gzip.open(run_dir / "samples" / "predict.jsonl.gz", "rt") as f:
+        ours = {s["doc_id"]: s["filtered_resps"] for s in map(json.loads, f)}
+    theirs = {s["doc_id"]: s["filtered_resps"] for s in cli["predict"]["samples"]}
+    assert ours == theirs and len(ours) == 10
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["datasets"]["predict"]["status"] == "ok"
+    assert summary["datasets"]["predict"]["evaluation"] == {"predict_only": True}
