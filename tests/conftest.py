@@ -19,6 +19,20 @@ from harness.paths import CONF_DIR, PROJECT_ROOT
 register_configs()
 
 
+SHARED_PARTS = ("slurm", "ray", "vllm")
+"""Real parts a test shares with every other test of its kind on this machine (one local SLURM
+cluster; Ray's and vLLM's processes, ports and CPU threads)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (README's test command: ``-n 2 --dist loadgroup``) the tests of one
+    shared part run on one worker, one after another, while the other worker runs the rest."""
+    for item in items:
+        part = next((p for p in SHARED_PARTS if item.get_closest_marker(p) is not None), None)
+        if part is not None:
+            item.add_marker(pytest.mark.xdist_group(part))
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A test marked with a real part it needs skips, or fails where that part is required,
     when the part is missing (tests/real_parts.py holds the one rule)."""
