@@ -111,6 +111,14 @@ def reasoning_args(run: RunConfig) -> dict[str, Any]:
     return args
 
 
+def engine_args(run: RunConfig) -> dict[str, Any]:
+    """Every keyword the run adds to the engine: ``strategy.engine_args`` and the reasoning
+    settings (``Plan.engine_args``)."""
+    given = run.strategy.engine_args
+    plain = _plain(given) if isinstance(given, Mapping) else {}
+    return {**plain, **reasoning_args(run)}
+
+
 def chat_templates_asked(run: RunConfig) -> set[Any]:
     """The chat templates the run's datasets apply (True: the tokenizer's own; a name)."""
     asked = {_own_or_run(run, ds, "apply_chat_template") for ds in run.dataset.values()}

@@ -6,6 +6,8 @@ attention heads (…) must be divisible by tensor parallel size (…)".
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -27,7 +29,6 @@ SIZE_KEYS = (
     "tensor_parallel_size",
     "pipeline_parallel_size",
     "data_parallel_size",
-    "batch_size",
     "concurrent_seqs",
 )
 """Strategy sizes that must be at least 1."""
@@ -37,9 +38,84 @@ def divisors(n: int, limit: int = 16) -> str:
     return ", ".join(str(d) for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
+AUTO_BATCH = re.compile(r"^auto(:(\d+(\.\d+)?))?$")
+"""lm-eval's automatic batch size: ``auto``, or ``auto:N`` (found again N times)."""
+
+
+PLAN_OWNED: dict[str, str] = {
+    "pretrained": "model.pretrained",
+    "model": "model.pretrained",
+    "revision": "model.revision",
+    "trust_remote_code": "model.trust_remote_code",
+    "dtype": "strategy.dtype",
+    "torch_dtype": "strategy.dtype",
+    "device": "strategy.device",
+    "tensor_parallel_size": "strategy.tensor_parallel_size",
+    "pipeline_parallel_size": "strategy.pipeline_parallel_size",
+    "data_parallel_size": "strategy.data_parallel_size",
+    "parallelize": "strategy.tensor_parallel_size (with the vLLM engine)",
+    "quantization": "strategy.quantization",
+    "max_model_len": "strategy.max_model_len",
+    "max_length": "strategy.max_model_len",
+    "gpu_memory_utilization": "strategy.gpu_memory_utilization",
+    "kv_cache_dtype": "strategy.kv_cache_dtype",
+    "kv_cache_memory_bytes": "the plan (from tier.host_memory_gib on the CPU)",
+    "enforce_eager": "strategy.enforce_eager",
+    "distributed_executor_backend": "strategy.executor_backend",
+    "batch_size": "strategy.batch_size",
+    "max_batch_size": "strategy.max_batch_size",
+    "seed": "seed",
+    "enable_thinking": "enable_thinking",
+    "think_end_token": "think_end_token",
+    "chat_template_args": "chat_template_args",
+}
+"""Engine keywords the plan or another setting derives, and that setting: refused in
+``strategy.engine_args`` (one place decides each)."""
+
+
+def engine_args_problems(strategy: StrategyConfig) -> list[str]:
+    """``strategy.engine_args`` is a mapping, and names no keyword another setting decides
+    (the engine's own check of every key is ``harness.engines.engine_args``)."""
+    given = strategy.engine_args
+    if given is None:
+        return []
+    if not isinstance(given, Mapping):
+        return [
+            f"strategy.engine_args={given!r}: must be a mapping of the engine's keyword "
+            "arguments. Fix: strategy.engine_args={max_num_seqs:256,enable_prefix_caching:true}."
+        ]
+    return [
+        f"strategy.engine_args.{key}: {PLAN_OWNED[key]} decides it (the plan builds the engine "
+        f"from it). Fix: set {PLAN_OWNED[key]} instead, and drop it from engine_args."
+        for key in given
+        if key in PLAN_OWNED
+    ]
+
+
+def batch_size_problems(strategy: StrategyConfig) -> list[str]:
+    """``strategy.batch_size`` as lm-eval takes it: a number of at least 1, ``auto`` or
+    ``auto:N``; ``max_batch_size`` at least 1."""
+    value, problems = strategy.batch_size, []
+    auto = isinstance(value, str) and AUTO_BATCH.match(value)
+    number = isinstance(value, int) and not isinstance(value, bool)
+    if (number and value < 1) or not (number or auto) or (auto and auto.group(2) == "0"):
+        problems.append(
+            f"strategy.batch_size={value}: must be a number of at least 1, auto (the largest "
+            "that fits) or auto:N (found again N times per dataset). Fix: set "
+            "strategy.batch_size=1 or more, or strategy.batch_size=auto."
+        )
+    if strategy.max_batch_size is not None and strategy.max_batch_size < 1:
+        problems.append(
+            f"strategy.max_batch_size={strategy.max_batch_size}: must be at least 1. Fix: "
+            "strategy.max_batch_size=64, or null for the engine's default."
+        )
+    return problems
+
+
 def size_problems(strategy: StrategyConfig) -> list[str]:
     """Sizes that must be positive before anything can be planned."""
     problems = []
+    problems += batch_size_problems(strategy) + engine_args_problems(strategy)
     for key in SIZE_KEYS:
         value = getattr(strategy, key)
         if value < 1:

@@ -154,8 +154,13 @@ class StrategyConfig:
     replica_backend: ReplicaBackend = ReplicaBackend.auto
     """Where each engine replica lives; ``auto``: ``inline`` (this process) for the HF engine,
     ``process`` (its own) for vLLM, ``ray`` (one actor per replica) when data_parallel_size > 1."""
-    batch_size: int = 32
-    """Requests per forward pass for the ``hf`` engine."""
+    batch_size: Any = 32
+    """Requests per forward pass for the ``hf`` engine: a number, ``auto`` (the largest that
+    fits, found by lm-eval before the first batch), or ``auto:N`` (found again N times over a
+    dataset), as lm-eval's --batch_size; vLLM schedules its batches itself."""
+    max_batch_size: int | None = None
+    """The largest batch ``batch_size=auto`` tries (lm-eval's --max_batch_size); null: 64, the
+    HF engine's default."""
     max_model_len: int | None = None
     """Longest sequence the engine accepts; None takes the model's context window."""
     concurrent_seqs: int = 1
@@ -167,6 +172,11 @@ class StrategyConfig:
     """vLLM's KV cache dtype: ``auto`` follows the model; ``fp8`` halves it on GPUs with fp8."""
     auto: bool = False
     """Let the planner choose tp, pp and quantization: the smallest deployment that fits."""
+    engine_args: Any = None
+    """More keyword arguments for the engine, passed through as given and checked before
+    loading against the installed engine's own (vLLM: ``max_num_seqs``, ``enable_prefix_caching``,
+    ...; HF: HFLM's and ``attn_implementation``, ``device_map``, ...); a keyword the plan
+    derives (tensor_parallel_size, dtype, ...) is refused, naming its setting."""
 
 
 @dataclass

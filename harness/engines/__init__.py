@@ -7,7 +7,7 @@ vLLM or Ray until an engine is really built.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -95,6 +95,11 @@ def engine_problems(plan: Plan, run: RunConfig) -> list[str]:
         from harness.engines.cluster import ray_dp_problems  # Ray is not imported
 
         problems += ray_dp_problems(plan, run)
+    from harness.engines.engine_args import unknown_problems
+
+    given = run.strategy.engine_args
+    if isinstance(given, Mapping):  # anything else is refused with the config
+        problems += unknown_problems(plan.engine, given)
     return problems + ENGINES[plan.engine].preflight(plan, run)
 
 

@@ -35,6 +35,8 @@ class HFEngine:
             "batch_size": strategy.batch_size,
             "trust_remote_code": model.trust_remote_code,
         }
+        if strategy.max_batch_size is not None:
+            kwargs["max_batch_size"] = strategy.max_batch_size
         if model.revision:
             kwargs["revision"] = model.revision
         if strategy.max_model_len:
@@ -43,6 +45,7 @@ class HFEngine:
         log.info("loading %s on %s (%s)", self.pretrained, self.device, self.dtype)
         self.lm: Any = HFLM(**kwargs)
         self._batch_size = strategy.batch_size
+        self.engine_args = dict(plan.engine_args)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -51,8 +54,24 @@ class HFEngine:
             "device": self.device,
             "dtype": self.dtype,
             "batch_size": self._batch_size,
+            # what batch_size=auto became: lm-eval's sizes found, by schedule step
+            "batch_sizes_found": dict(getattr(self.lm, "batch_sizes", None) or {}),
             "max_length": self.lm.max_length if self.lm is not None else None,
+            **({"engine_config": self.engine_config()} if self.engine_args else {}),
         }
+
+    def engine_config(self) -> dict[str, Any]:
+        """What the loaded model holds for each of ``engine_args``, read back from it (HFLM's
+        attribute, else the model config's; transformers keeps the attention as
+        ``_attn_implementation``)."""
+        config = getattr(getattr(self.lm, "model", None), "config", None)
+        found: dict[str, Any] = {}
+        for key in self.engine_args:
+            name = "_attn_implementation" if key == "attn_implementation" else key
+            value = getattr(self.lm, key, getattr(config, name, None))
+            plain = isinstance(value, bool | int | float | str | type(None))
+            found[key] = value if plain else str(value)
+        return found
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         return count_with(self.lm.tokenizer, texts)

@@ -88,6 +88,26 @@ def engine_kwargs(plan: Plan, seed: int | None = None) -> dict[str, Any]:
     return kwargs | plan.engine_args
 
 
+CONFIG_PARTS = ("scheduler_config", "cache_config", "model_config", "parallel_config")
+"""The parts of vLLM's ``VllmConfig`` where an ``EngineArgs`` field ends up."""
+
+
+def engine_config(lm: Any, keys: list[str]) -> dict[str, Any]:
+    """The values vLLM's engine holds for ``keys`` (``max_num_seqs`` in its scheduler config,
+    ``enable_prefix_caching`` in its cache config, ...); a key found in none is left out."""
+    config = getattr(getattr(getattr(lm, "model", None), "llm_engine", None), "vllm_config", None)
+    found: dict[str, Any] = {}
+    for key in keys:
+        for part in CONFIG_PARTS:
+            holder = getattr(config, part, None)
+            if holder is not None and hasattr(holder, key):
+                value = getattr(holder, key)
+                plain = isinstance(value, bool | int | float | str | type(None))
+                found[key] = value if plain else str(value)
+                break
+    return found
+
+
 class VLLMEngine:
     """lm-eval's ``VLLM`` built once from the plan; lm-eval calls it for every dataset.
 
@@ -122,6 +142,8 @@ class VLLMEngine:
         }
         if self.plan.device == "cpu":
             facts["threads_per_rank"] = threads_per_rank(self.plan, self.cpus)
+        if self.plan.engine_args:  # what vLLM made of them, read back from its own config
+            facts["engine_config"] = engine_config(self.lm, list(self.plan.engine_args))
         return facts
 
     def count_tokens(self, texts: Sequence[str]) -> int:

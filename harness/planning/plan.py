@@ -96,8 +96,8 @@ class Plan:
     """The model figures planned from (pretrained, layers, heads, parameters, dtype, ...)."""
     engine_args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments the engine's lm-eval model is built with beyond what the plan derives:
-    the run's reasoning settings (``enable_thinking``, ``think_end_token``,
-    ``chat_template_args``)."""
+    ``strategy.engine_args`` and the run's reasoning settings (``enable_thinking``,
+    ``think_end_token``, ``chat_template_args``)."""
     problems: list[str] = field(default_factory=list)
     """Broken rules and the reason it does not fit, each with its fix; empty when it fits."""
     bad_input: list[str] = field(default_factory=list)

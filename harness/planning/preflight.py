@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from harness.config.evaluation import chat_templates_asked, reasoning_args
+from harness.config.evaluation import chat_templates_asked, engine_args
 from harness.config.rules import engine_rules, model_fact_problems, plannable
 from harness.config.schema import RunConfig
 from harness.config.validate import config_problems
@@ -46,7 +46,7 @@ def checked_plan(run: RunConfig) -> Plan:
         problems += chat_template_problems(
             model.pretrained, model.revision, run.model.pretrained, asked
         )
-    plan.engine_args = reasoning_args(run)
+    plan.engine_args = engine_args(run)
     plan.problems = problems + plan.problems
     plan.bad_input = list(problems)
     plan.notes = notes + plan.notes

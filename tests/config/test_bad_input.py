@@ -67,6 +67,19 @@ CASES = [
     ("type-seed", ["seed=abc"], ["'abc'", "seed"]),
     # negative or zero sizes
     ("zero-batch", ["strategy.batch_size=0"], ["strategy.batch_size=0", "Fix:"]),
+    ("word-batch", ["strategy.batch_size=autox"], ["strategy.batch_size=autox", "auto:N"]),
+    (
+        "engine-args-plan-owned",
+        ["strategy.engine_args={tensor_parallel_size:2}"],
+        ["strategy.engine_args.tensor_parallel_size", "strategy.tensor_parallel_size decides"],
+    ),
+    (
+        "engine-args-misspelt-hf",
+        ["strategy.engine_args={attn_implmentation:eager}"],
+        ["attn_implmentation", "Did you mean 'attn_implementation'"],
+    ),
+    ("engine-args-list", ["strategy.engine_args=[1]"], ["strategy.engine_args=", "Fix:"]),
+    ("zero-max-batch", ["strategy.max_batch_size=0"], ["strategy.max_batch_size=0", "Fix:"]),
     ("negative-tp", ["strategy.tensor_parallel_size=-1"], ["tensor_parallel_size=-1", "Fix:"]),
     ("zero-limit", ["dataset.arith_mc.limit=0"], ["dataset.arith_mc.limit=0", "Fix:"]),
     ("negative-fewshot", ["dataset.arith_mc.num_fewshot=-1"], ["num_fewshot=-1", "Fix:"]),

@@ -35,8 +35,13 @@ BUILD_LINE = "Initializing a V1 LLM engine"
 RUN_TIMEOUT = 420
 
 
-def harness_args(strategy: str, root: Path) -> list[str]:
+ENGINE_ARGS = {"max_num_seqs": 4, "enable_prefix_caching": True}
+"""Passed through to vLLM by the TP=2 run (strategy.engine_args), and read back from it."""
+
+
+def harness_args(strategy: str, root: Path, *extra: str) -> list[str]:
     return [
+        *extra,
         f"strategy={strategy}",
         f"dataset=[{','.join(DATASETS)}]",
         "tracking=none",
@@ -88,11 +93,11 @@ def metrics(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
     return {name: d["metrics"] for name, d in summary["datasets"].items()}
 
 
-def full_run(strategy: str, root: Path) -> dict[str, Any]:
+def full_run(strategy: str, root: Path, *extra: str) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     run_dir = root / "run"
     started = time.perf_counter()
-    result = finish(*start(harness_args(strategy, root), root, run_dir))
+    result = finish(*start(harness_args(strategy, root, *extra), root, run_dir))
     result["wall_s"] = time.perf_counter() - started
     assert result["code"] == 0, result["out"][-4000:]
     result["summary"] = summary_of(run_dir)
@@ -106,7 +111,8 @@ def hf_run(tmp_path_factory) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def tp2_run(tmp_path_factory) -> dict[str, Any]:
-    return full_run("tp2", tmp_path_factory.mktemp("tp2"))
+    given = ",".join(f"{k}:{json.dumps(v)}" for k, v in ENGINE_ARGS.items())
+    return full_run("tp2", tmp_path_factory.mktemp("tp2"), f"strategy.engine_args={{{given}}}")
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +242,8 @@ def test_tp2_builds_once_binds_threads_and_leaves_nothing(tp2_run):
         bind = threads_bind(sorted(os.sched_getaffinity(0)), 2)
         assert engine["env"]["VLLM_CPU_OMP_THREADS_BIND"] == bind
     assert summary["plan"]["device"] == "cpu"
+    assert summary["plan"]["engine_args"] == ENGINE_ARGS
+    assert engine["engine_config"] == ENGINE_ARGS  # read back from vLLM's own engine config
     assert summary["failed"] == [] and summary["resumed"] == []
     titles = " ".join(tp2_run["seen"].values())
     assert titles.count("VLLM::Worker") >= 2 and "VLLM::EngineCore" in titles, titles
@@ -281,6 +289,11 @@ REFUSALS = [
         ["replica(s) x 1 CPU rank(s)", "Fix: strategy.data_parallel_size <="],
     ),
     ("gpu-plan-cpu-build", ["strategy=vllm", "tier=small"], ["the vLLM here is the CPU build"]),
+    (
+        "engine-args-misspelt",
+        ["strategy=vllm", "strategy.engine_args={max_num_seq:4}"],
+        ["strategy.engine_args.max_num_seq", "Did you mean 'max_num_seqs'", "Fix:"],
+    ),
 ]
 
 

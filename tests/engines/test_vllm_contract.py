@@ -178,6 +178,29 @@ def test_every_keyword_fits_the_gpu_release():
         check(read, f"{GPU_DIST} {SUPPORTED[GPU_DIST]}")
 
 
+USER_ENGINE_ARGS = (
+    "max_num_seqs",
+    "enable_prefix_caching",
+    "max_num_batched_tokens",
+    "tokenizer_mode",
+)
+"""``strategy.engine_args`` keys the README and tests use: the GPU release must take them too."""
+
+
+def test_engine_args_checked_against_the_gpu_release():
+    """``strategy.engine_args`` is checked against the installed vLLM's ``EngineArgs`` (read with
+    the same ast reader, harness/engines/engine_args.py); the GPU release's fields, read from its
+    wheel, take the same keys, and a plan-owned one is refused whatever the release."""
+    from harness.config.rules import PLAN_OWNED
+    from harness.engines.engine_args import engine_args_fields as fields_of
+
+    with zipfile.ZipFile(gpu_wheel()) as wheel:
+        gpu = fields_of(wheel.read(ARG_UTILS).decode())
+    assert set(USER_ENGINE_ARGS) <= gpu, set(USER_ENGINE_ARGS) - gpu
+    assert {"tensor_parallel_size", "max_model_len", "gpu_memory_utilization"} <= gpu
+    assert {"tensor_parallel_size", "max_model_len"} <= set(PLAN_OWNED)
+
+
 def test_quantization_names_are_vllm_methods_of_both_releases():
     """int8 and fp8 quantize at load time; int4 reads the method from the checkpoint."""
     from harness.engines.vllm import QUANTIZATION

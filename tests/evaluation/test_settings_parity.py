@@ -61,6 +61,11 @@ VARIANTS: dict[str, tuple[str, dict, list[str]]] = {
         {"limit": 10, "predict_only": True},
         ["--limit", "10", "--predict_only", "--log_samples"],
     ),
+    "auto_batch": (  # evaluated in a run of its own with strategy.batch_size=auto
+        "arith_mc",
+        {"num_fewshot": 2, "limit": 30},
+        ["--num_fewshot", "2", "--limit", "30", "--batch_size", "auto"],
+    ),
     "all": (
         "reverse_gen",
         {
@@ -122,7 +127,7 @@ def both(tmp_path_factory):
         [
             f"hydra.searchpath=[file://{conf}]",
             "model=tiny_char_chat",
-            f"dataset=[{','.join(VARIANTS)}]",
+            f"dataset=[{','.join(n for n in VARIANTS if n != 'auto_batch')}]",
             "strategy.batch_size=32",
             f"output_dir={run_dir}",
             f"outputs_root={tmp / 'outputs'}",
@@ -131,6 +136,20 @@ def both(tmp_path_factory):
         tmp,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    auto = run_harness(  # the batch size is the engine's: a run of its own
+        [
+            f"hydra.searchpath=[file://{conf}]",
+            "model=tiny_char_chat",
+            "dataset=[auto_batch]",
+            "strategy.batch_size=auto",
+            "strategy.engine_args={attn_implementation:eager}",  # reaches from_pretrained
+            f"output_dir={run_dir}_auto",
+            f"outputs_root={tmp / 'outputs'}",
+            "tracking=none",
+        ],
+        tmp,
+    )
+    assert auto.returncode == 0, auto.stdout[-2000:] + auto.stderr[-3000:]
     return cli, run_dir
 
 
@@ -143,9 +162,15 @@ def scores(result: dict, task: str) -> dict[str, float]:
 def test_metrics_equal_lm_eval_cli(both, name):
     cli, run_dir = both
     task = VARIANTS[name][0]
+    if name == "auto_batch":
+        run_dir = run_dir.with_name(f"{run_dir.name}_auto")
     ours = json.loads((run_dir / "results" / f"{name}.json").read_text())
     theirs = scores(cli[name]["results"], task)
     assert theirs and scores(ours, task) == theirs
+    if name == "auto_batch":  # the summary says what the batch size was asked and became
+        engine = json.loads((run_dir / "summary.json").read_text())["engine"]
+        assert engine["batch_size"] == "auto" and "batch_sizes_found" in engine, engine
+        assert engine["engine_config"] == {"attn_implementation": "eager"}  # read back
 
 
 def test_each_setting_changes_the_numbers(both):
