@@ -122,7 +122,7 @@ def both(tmp_path_factory):
     with ThreadPoolExecutor(max_workers=2) as pool:  # lm-eval's CLI indexes its tasks: 2 at once
         found = pool.map(lambda n: lm_eval_cli(n, tmp / "cli", env), VARIANTS)
         cli = dict(zip(VARIANTS, found, strict=True))
-    run_dir = tmp / "harness"
+    run_dir = tmp / "ours"  # not "harness": python -m would import that folder from the cwd
     proc = run_harness(
         [
             f"hydra.searchpath=[file://{conf}]",
