@@ -17,6 +17,9 @@ from harness.errors import did_you_mean
 from harness.paths import CONF_DIR
 
 GROUPS = ("model", "strategy", "tier", "dataset", "tracking")
+TASK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
+"""A dataset name without an option file is taken as lm-eval's task or group of that name
+(plugins/hydra_plugins/harness_launcher/task_source.py answers it; lm-eval's index checks it)."""
 _OVERRIDE = re.compile(r"^\+{0,2}(?P<group>[a-z_]+)=(?P<value>.+)$")
 
 
@@ -72,6 +75,8 @@ def check_group_choices(argv: Sequence[str]) -> list[str]:
         options = group_options(group, dirs)
         names = [n.strip() for n in re.split(r"[\[\],]", match["value"]) if n.strip()]
         for name in names:
+            if group == "dataset" and TASK_NAME.match(name):
+                continue  # any lm-eval task by its own name: checked against lm-eval's index
             if name not in options and not name.startswith("${"):
                 problems.append(
                     f"{group}={name}: no such option in config group '{group}'."

@@ -106,12 +106,17 @@ def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
             unreadable = (
                 f" These task files could not be read: {'; '.join(broken)}." if broken else ""
             )
+            fix = (  # a name given alone (dataset=[name]) or an option file's task
+                "dataset=[...] with the name of an lm-eval task or group (`lm_eval ls tasks` "
+                "lists them)"
+                if ds.task == name
+                else f"correct dataset.{name}.task"
+            )
             problems.append(
                 f"dataset '{name}': lm-eval has no task or group named {ds.task!r} (searched "
                 f"lm-eval's built-ins and {', '.join(str(f) for f in folders)})."
-                f"{did_you_mean(ds.task, manager.all_tasks)}{unreadable} Fix: correct "
-                f"dataset.{name}.task, fix the task file, or add the folder holding its YAML to "
-                "task_paths."
+                f"{did_you_mean(ds.task, manager.all_tasks)}{unreadable} Fix: {fix}, fix the "
+                "task file, or add the folder holding its YAML to task_paths."
             )
             continue
         entry = manager.task_index[ds.task]

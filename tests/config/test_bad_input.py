@@ -22,7 +22,12 @@ CASES = [
     ("unknown-model", ["model=falcon_41b"], ["model=falcon_41b", "Did you mean 'falcon_40b'"]),
     ("unknown-strategy", ["strategy=tp3"], ["strategy=tp3", "Options:", "tp2"]),
     ("unknown-tier", ["tier=huge"], ["tier=huge", "Options:", "xlarge"]),
-    ("unknown-dataset", ["dataset=[arith_mc,gsm8kk]"], ["dataset=gsm8kk", "'gsm8k'"]),
+    (
+        "unknown-dataset",
+        ["dataset=[arith_mc,gsm8kk]"],
+        ["dataset 'gsm8kk'", "Did you mean 'gsm8k'", "lm_eval ls tasks"],
+    ),
+    ("dataset-name-with-a-dot", ["dataset=[arith.mc]"], ["dataset=arith.mc", "Options:"]),
     ("unknown-tracking", ["tracking=mlfow"], ["tracking=mlfow", "Options:"]),
     ("unknown-key", ["dataset.arith_mc.limt=3"], ["limt", "dataset.arith_mc"]),
     # keys added with Hydra's '+' prefixes are refused too, not silently dropped
