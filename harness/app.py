@@ -141,6 +141,9 @@ def main() -> None:
         print(f"error: {ConfigError(problems)}", file=sys.stderr)
         sys.exit(2)
     register_configs()
+    from harness.config.argv import with_task_source
+
+    sys.argv[1:] = with_task_source(argv)  # any lm-eval task by its own name: dataset=[mmlu]
     one_run_directory(argv)
     if any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in argv):
         sys.stdout = console.MaskedStream(sys.stdout)

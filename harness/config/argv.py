@@ -42,7 +42,7 @@ def searchpath_problems(argv: Sequence[str]) -> list[str]:
         if not arg.lstrip("+").startswith("hydra.searchpath="):
             continue
         for entry in (e.strip() for e in re.split(r"[\[\],]", arg.split("=", 1)[1])):
-            if not entry or entry.startswith("pkg://"):
+            if not entry or entry.startswith(("pkg://", TASK_SOURCE)):
                 continue
             if not entry.startswith("file://"):
                 problems.append(
@@ -56,6 +56,37 @@ def searchpath_problems(argv: Sequence[str]) -> list[str]:
                     "holds your config groups (model/, dataset/, ...), relative to here or absolute"
                 )
     return problems
+
+
+TASK_SOURCE = "lmeval://tasks"
+"""The config source that answers ``dataset/<name>`` for any lm-eval task name
+(plugins/hydra_plugins/harness_launcher/task_source.py)."""
+
+
+def with_task_source(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``lmeval://tasks`` last on Hydra's search path when a ``dataset`` override
+    names a dataset no option file has (any lm-eval task by its own name). Last: after the
+    user's own ``hydra.searchpath`` folders, whose option files win (Hydra appends the command
+    line's search path after every plugin's entry, so it goes into that list)."""
+    dirs = search_dirs(argv)
+    options = set(group_options("dataset", dirs))
+    named = [
+        name.strip()
+        for arg in argv
+        if (match := _OVERRIDE.match(arg)) and match["group"] == "dataset"
+        for name in re.split(r"[\[\],]", match["value"])
+        if name.strip()
+    ]
+    if all(name in options or not TASK_NAME.match(name) for name in named):
+        return list(argv)
+    out = list(argv)
+    given = [i for i, arg in enumerate(out) if arg.lstrip("+").startswith("hydra.searchpath=")]
+    if not given:
+        return [*out, f"hydra.searchpath=[{TASK_SOURCE}]"]
+    key, _, value = out[given[-1]].partition("=")
+    entries = [e.strip() for e in value.strip().strip("[]").split(",") if e.strip()]
+    out[given[-1]] = f"{key}=[{','.join([*entries, TASK_SOURCE])}]"
+    return out
 
 
 def group_options(group: str, dirs: Sequence[Path] = (CONF_DIR,)) -> list[str]:

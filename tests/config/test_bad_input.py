@@ -310,7 +310,7 @@ def test_the_matrix_is_at_least_thirty_cases():
 
 @pytest.mark.parametrize(
     "override",
-    ["strategy.batch_size=abc", "dataset=[arith_mc", "dataset.arith_mc.limit=[1,2]"],
+    ["strategy.tensor_parallel_size=abc", "dataset=[arith_mc", "dataset.arith_mc.limit=[1,2]"],
     ids=["wrong-type", "list-syntax", "list-for-a-number"],
 )
 def test_what_hydra_refuses_exits_2_like_every_bad_input(tmp_path, override):

@@ -20,7 +20,8 @@ import pytest
 from harness.paths import PLUGINS_DIR, PROJECT_ROOT
 from tests.conftest import offline_env, run_harness
 
-pytestmark = pytest.mark.slow
+# One worker runs the whole module (its vLLM test shares the lm-eval CLI runs of the others).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm")]
 
 CHAT_MODEL = PLUGINS_DIR / "models" / "tiny_char_chat"
 SYSTEM = "Compute."
@@ -151,6 +152,44 @@ def both(tmp_path_factory):
     )
     assert auto.returncode == 0, auto.stdout[-2000:] + auto.stderr[-3000:]
     return cli, run_dir
+
+
+@pytest.fixture(scope="module")
+def vllm_run(both, tmp_path_factory):
+    """Every variant but the HF-only batch size, on vLLM's CPU build, in one run."""
+    tmp = tmp_path_factory.mktemp("settings_parity_vllm")
+    conf = dataset_folder(tmp)
+    run_dir = tmp / "ours_vllm"
+    proc = run_harness(
+        [
+            f"hydra.searchpath=[file://{conf}]",
+            "model=tiny_char_chat",
+            f"dataset=[{','.join(n for n in VARIANTS if n != 'auto_batch')}]",
+            "strategy=vllm",
+            f"output_dir={run_dir}",
+            f"outputs_root={tmp / 'outputs'}",
+            "tracking=none",
+        ],
+        tmp,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return run_dir
+
+
+@pytest.mark.vllm
+def test_vllm_gives_lm_eval_clis_numbers_for_every_setting(both, vllm_run):
+    """The same settings through vLLM's CPU build (its own process, chat templates applied
+    there): the numbers of lm-eval's CLI (whose HF model this tiny model matches exactly on
+    vLLM, shared/notes/vllm-cpu.md), and predict_only's outputs alike."""
+    cli, _ = both
+    for name, (task, _, _) in VARIANTS.items():
+        if name in ("auto_batch", "predict"):
+            continue
+        ours = json.loads((vllm_run / "results" / f"{name}.json").read_text())
+        assert scores(ours, task) == scores(cli[name]["results"], task), name
+    with gzip.open(vllm_run / "samples" / "predict.jsonl.gz", "rt") as f:
+        ours_out = {s["doc_id"]: s["filtered_resps"] for s in map(json.loads, f)}
+    assert ours_out == {s["doc_id"]: s["filtered_resps"] for s in cli["predict"]["samples"]}
 
 
 def scores(result: dict, task: str) -> dict[str, float]:

@@ -2,8 +2,6 @@
 (``harness.sweep.job.drop_stock_local_config`` says why). Hydra calls search path plugins once
 all plugins are loaded and before it composes anything: the moment to drop hydra-submitit's own
 registration of that name. (Inside a job it is dropped again: ``harness.sweep.job.run_task``.)
-It also puts ``lmeval://tasks`` last on the search path: any lm-eval task name as a dataset
-(``task_source.py``).
 """
 
 from hydra.core.config_search_path import ConfigSearchPath
@@ -15,4 +13,3 @@ class HarnessLauncherConfigs(SearchPathPlugin):
         from harness.sweep.job import drop_stock_local_config
 
         drop_stock_local_config()
-        search_path.append(provider="harness-lmeval-tasks", path="lmeval://tasks")

@@ -1,10 +1,11 @@
 """``dataset=[arc_challenge,mmlu_pro]`` without an option file: any lm-eval task or group by its
-own name. Hydra asks its search path for ``dataset/<name>``; harness's ``conf/`` answers the
-names it has files for, and this source, last on the path (``searchpath.py``), answers every
-other name with ``{task: <name>}`` under ``dataset.<name>``, lm-eval's defaults otherwise (still
-overridable: ``dataset.arc_challenge.num_fewshot=25``). Whether lm-eval has such a task is
-decided when the run prepares its datasets, before loading (lm-eval's own task index, built
-only then, with its "Did you mean"), so composing stays fast.
+own name. Hydra asks its search path for ``dataset/<name>``; harness's ``conf/`` (and the user's
+``hydra.searchpath`` folders) answer the names they have files for. This source, put last on the
+path by ``harness.config.argv.with_task_source`` when a name has no file, answers it with
+``{task: <name>}`` under ``dataset.<name>``, lm-eval's defaults otherwise (still overridable:
+``dataset.arc_challenge.num_fewshot=25``). Whether lm-eval has such a task is decided when the
+run prepares its datasets, before loading (lm-eval's own task index, built only then, with its
+"Did you mean"), so composing stays fast.
 """
 
 from __future__ import annotations
