@@ -95,3 +95,22 @@ def test_each_setting_is_in_the_key(keyed, name):
     assert keyed[name]["key"]["evaluation"]
     others = [keyed[n]["fingerprint"] for n in CHANGES if n not in (name, "fewshot_as_multiturn")]
     assert keyed[name]["fingerprint"] not in others
+
+
+@pytest.mark.slow
+def test_a_code_execution_task_runs_once_confirmed(tmp_path):
+    """succ_exec (unsafe_code: true) is refused without confirm_run_unsafe_code (the bad-input
+    matrix) and runs with it: its answers are executed as Python and pass."""
+    import json
+
+    from tests.conftest import run_harness
+
+    args = ["dataset=[succ_exec]", "dataset.succ_exec.limit=10", "tracking=none"]
+    refused = run_harness([*args, f"output_dir={tmp_path / 'no'}"], tmp_path)
+    assert refused.returncode == 2 and "confirm_run_unsafe_code=true" in refused.stderr
+    proc = run_harness(
+        [*args, "confirm_run_unsafe_code=true", f"output_dir={tmp_path / 'yes'}"], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "yes" / "summary.json").read_text())
+    assert summary["datasets"]["succ_exec"]["metrics"]["pass_at_1"] >= 0.9
