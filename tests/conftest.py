@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,6 +19,12 @@ from harness.paths import CONF_DIR, PROJECT_ROOT
 
 register_configs()
 
+
+# pytest-xdist's workers ignore SIGINT (its controller takes Ctrl-C), and an ignored SIGINT is
+# inherited by every process they start: a test that presses Ctrl-C on a run would press it on
+# a run that cannot hear it. The workers take Python's own handler back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED_PARTS = ("slurm", "ray", "vllm")
 """Real parts a test shares with every other test of its kind on this machine (one local SLURM

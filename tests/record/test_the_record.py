@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from harness.paths import PROJECT_ROOT
-from tests.conftest import assert_clean_failure, offline_env, run_harness, run_module
+from tests.conftest import FIXTURES, assert_clean_failure, offline_env, run_harness, run_module
 from tests.processes import wait_until
 
 pytestmark = pytest.mark.slow
@@ -165,8 +165,11 @@ def test_a_sigkilled_run_is_marked_killed_and_its_directory_replays(tmp_path):
 
 
 def test_replay_refuses_a_run_still_going_and_a_plan_only_directory(tmp_path):
+    """A run kept going (its dataset's metric sleeps) is refused by replay; a plan-only
+    directory is said to hold nothing to log."""
     outputs = tmp_path / "outputs"
-    proc = start_harness([*QUICK, f"outputs_root={outputs}"], tmp_path)
+    going = [f"hydra.searchpath=[file://{FIXTURES / 'conf'}]", "dataset=[sleepy]"]
+    proc = start_harness([*going, "dataset.sleepy.limit=1", f"outputs_root={outputs}"], tmp_path)
     try:
         assert wait_until(
             lambda: (
