@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import secrets
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.config.schema import RunConfig, name_of
+
+T = TypeVar("T")
 
 
 @functools.cache
@@ -49,6 +51,21 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RunConfig)
     register_resolvers()
+
+
+def load_option(group: str, name: str, schema: type[T]) -> T:
+    """``conf/<group>/<name>.yaml`` typed by its schema, without composing a run (a YAML key the
+    schema lacks, or a value of the wrong type, raises as Hydra would)."""
+    from omegaconf import OmegaConf
+
+    from harness.paths import CONF_DIR
+
+    node = OmegaConf.merge(
+        OmegaConf.structured(schema), OmegaConf.load(CONF_DIR / group / f"{name}.yaml")
+    )
+    typed = OmegaConf.to_object(node)
+    assert isinstance(typed, schema)
+    return typed
 
 
 OUTSIDE_CONF = (

@@ -25,14 +25,9 @@ from harness.planning.plan import AUTO_TIERS, Plan, make_plan
 
 def load_tier(name: str) -> TierConfig:
     """A tier from ``conf/tier/<name>.yaml``, typed (no Hydra needed)."""
-    from omegaconf import OmegaConf
+    from harness.config.store import load_option
 
-    node = OmegaConf.merge(
-        OmegaConf.structured(TierConfig), OmegaConf.load(CONF_DIR / "tier" / f"{name}.yaml")
-    )
-    tier = OmegaConf.to_object(node)
-    assert isinstance(tier, TierConfig)
-    return tier
+    return load_option("tier", name, TierConfig)
 
 
 def strategy_name(s: StrategyConfig) -> str:

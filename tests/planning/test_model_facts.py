@@ -138,12 +138,9 @@ def test_overridden_registry_checkpoint_is_planned_with_its_own_facts(tiny_llama
 
 def registry_model(option: str) -> ModelConfig:
     """A registry entry typed by the schema, as Hydra composes it."""
-    node = OmegaConf.merge(
-        OmegaConf.structured(ModelConfig), OmegaConf.load(CONF_DIR / "model" / f"{option}.yaml")
-    )
-    model = OmegaConf.to_object(node)
-    assert isinstance(model, ModelConfig)
-    return model
+    from harness.config.store import load_option
+
+    return load_option("model", option, ModelConfig)
 
 
 def test_registry_figures_that_disagree_with_the_cached_checkpoint_are_replaced(tmp_path):
