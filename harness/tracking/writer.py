@@ -149,12 +149,9 @@ class MlflowWriter:
             self.client = MlflowClient(tracking_uri=target.uri)
             experiment = self.client.get_experiment_by_name(target.experiment)
             if experiment is None:
-                location = target.artifact_location
-                self.experiment_id = self.client.create_experiment(
-                    target.experiment,
-                    artifact_location=Path(location).resolve().as_uri() if location else None,
-                    tags={KIND_TAG: KIND},
-                )
+                experiment = self._create_experiment()
+            if isinstance(experiment, str):
+                self.experiment_id = experiment
             else:
                 self.experiment_id = experiment.experiment_id
                 if KIND_TAG not in experiment.tags:  # an experiment made before harness set it
@@ -166,6 +163,27 @@ class MlflowWriter:
         self.parent_id = run.info.run_id
         self.running.add(None)
         self._pending.setdefault(None, _Pending()).params.update(params)
+
+    def _create_experiment(self) -> Any:
+        """Make the experiment: its id, or the experiment another process made meanwhile (two
+        jobs starting at once on a server, which no file lock here can order)."""
+        from mlflow.exceptions import MlflowException
+
+        target = self.target
+        location = target.artifact_location
+        try:
+            return self.client.create_experiment(
+                target.experiment,
+                artifact_location=Path(location).resolve().as_uri() if location else None,
+                tags={KIND_TAG: KIND},
+            )
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            made = self.client.get_experiment_by_name(target.experiment)
+            if made is None:
+                raise
+            return made
 
     def _child(
         self, name: str, params: dict[str, str], tags: dict[str, str], start_time: float | None
