@@ -20,24 +20,13 @@ from harness.paths import CONF_DIR, PROJECT_ROOT
 register_configs()
 
 
-# pytest-xdist's workers ignore SIGINT (its controller takes Ctrl-C), and an ignored SIGINT is
-# inherited by every process they start: a test that presses Ctrl-C on a run would press it on
-# a run that cannot hear it. The workers take Python's own handler back.
+# README's test command runs two pytest-xdist workers, each test file on one worker
+# (--dist loadfile: a module's fixtures are built once, and tests that read what an earlier one
+# left, as replay's do, see it). Its workers ignore SIGINT (its controller takes Ctrl-C), and an
+# ignored SIGINT is inherited by every process they start: a test that presses Ctrl-C on a run
+# would press it on a run that cannot hear it. The workers take Python's own handler back.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-
-SHARED_PARTS = ("slurm", "ray", "vllm")
-"""Real parts a test shares with every other test of its kind on this machine (one local SLURM
-cluster; Ray's and vLLM's processes, ports and CPU threads)."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (README's test command: ``-n 2 --dist loadgroup``) the tests of one
-    shared part run on one worker, one after another, while the other worker runs the rest."""
-    for item in items:
-        part = next((p for p in SHARED_PARTS if item.get_closest_marker(p) is not None), None)
-        if part is not None:
-            item.add_marker(pytest.mark.xdist_group(part))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -19,7 +19,9 @@ def test_unknown_model_name(tmp_path):
 
 def test_unknown_dataset_name(tmp_path):
     proc = run_harness(["dataset=[arith_mc,hellaswagg]"], tmp_path)
-    assert_clean_failure(proc, "dataset=hellaswagg", "Did you mean 'hellaswag'", "arith_mc")
+    assert_clean_failure(
+        proc, "dataset 'hellaswagg'", "Did you mean 'hellaswag'", "lm_eval ls tasks"
+    )
 
 
 def test_unknown_task_name_suggests_the_closest(tmp_path):

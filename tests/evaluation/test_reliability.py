@@ -204,7 +204,7 @@ def test_a_failing_sweep_job_does_not_end_the_sweep(tmp_path):
         tmp_path,
     )
     text = proc.stdout + proc.stderr
-    assert "strategy.batch_size=0: must be at least 1" in text
+    assert "strategy.batch_size=0: must be a number of at least 1" in text
     assert "Traceback" not in text
     assert proc.returncode == 1  # the sweep ran on, and says that a job failed
     (sweep,) = (tmp_path / "out" / "multirun").iterdir()

@@ -20,8 +20,7 @@ import pytest
 from harness.paths import PLUGINS_DIR, PROJECT_ROOT
 from tests.conftest import offline_env, run_harness
 
-# One worker runs the whole module (its vLLM test shares the lm-eval CLI runs of the others).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm")]
+pytestmark = pytest.mark.slow
 
 CHAT_MODEL = PLUGINS_DIR / "models" / "tiny_char_chat"
 SYSTEM = "Compute."
