@@ -82,6 +82,12 @@ def attach_meter(lm: Any, count_tokens: Callable[[Sequence[str]], int]) -> Reque
     return meter
 
 
+def recordable(value: Any) -> Any:
+    """A value read back from an engine as summary.json can hold it: plain as it is, else its
+    text (an enum, a config object)."""
+    return value if isinstance(value, bool | int | float | str | type(None)) else str(value)
+
+
 def count_with(tokenizer: Any, texts: Sequence[str]) -> int:
     """Tokens in ``texts`` under a Hugging Face tokenizer, without special tokens (what every
     engine's ``count_tokens`` reports, so throughput compares across engines)."""

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from harness.engines.base import count_with
+from harness.engines.base import count_with, recordable
 from harness.paths import resolve_project_path
 
 if TYPE_CHECKING:
@@ -68,9 +68,7 @@ class HFEngine:
         found: dict[str, Any] = {}
         for key in self.engine_args:
             name = "_attn_implementation" if key == "attn_implementation" else key
-            value = getattr(self.lm, key, getattr(config, name, None))
-            plain = isinstance(value, bool | int | float | str | type(None))
-            found[key] = value if plain else str(value)
+            found[key] = recordable(getattr(self.lm, key, getattr(config, name, None)))
         return found
 
     def count_tokens(self, texts: Sequence[str]) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from harness.config.schema import Quantization
-from harness.engines.base import count_with
+from harness.engines.base import count_with, recordable
 from harness.engines.vllm_cpu import (
     allowed_cpus,
     cpu_environment,
@@ -101,9 +101,7 @@ def engine_config(lm: Any, keys: list[str]) -> dict[str, Any]:
         for part in CONFIG_PARTS:
             holder = getattr(config, part, None)
             if holder is not None and hasattr(holder, key):
-                value = getattr(holder, key)
-                plain = isinstance(value, bool | int | float | str | type(None))
-                found[key] = value if plain else str(value)
+                found[key] = recordable(getattr(holder, key))
                 break
     return found
 
