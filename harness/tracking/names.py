@@ -66,10 +66,11 @@ def local_uri(uri: str) -> str:
 
 @contextlib.contextmanager
 def store_lock(uri: str) -> Iterator[None]:
-    """Hold a local SQLite store to this process while it opens the store and finds or makes the
-    experiment: two processes creating a fresh store's schema at once break it (``duplicate
-    column name: step``), and two creating one experiment collide. An exclusive ``flock`` on
-    ``<store>.lock`` beside the database; any other URI (a server, a folder) needs none."""
+    """Hold a local SQLite store to this process while it writes: two processes creating a fresh
+    store's schema at once break it (``duplicate column name: step``), two creating one
+    experiment collide, and two writing at once can deadlock ("database is locked"). An
+    exclusive ``flock`` on ``<store>.lock`` beside the database; any other URI (a server, a
+    folder) needs none. Not reentrant: a holder must not take it again."""
     if not uri.startswith("sqlite:///"):
         yield
         return

@@ -116,7 +116,11 @@ class MlflowWriter:
         if not self.enabled:
             return
         try:
-            fn()
+            # One writer at a time on a local SQLite store: two processes whose transactions
+            # both read and then write can deadlock, and SQLite then answers "database is
+            # locked" at once, past its busy timeout (a 4-job SLURM sweep left a run RUNNING).
+            with store_lock(self.target.uri):
+                fn()
         except Exception as err:  # tracking must never end the evaluation
             log.warning(
                 "MLflow %s failed at tracking.uri=%s (%s: %s); tracking is off for the rest of "
@@ -145,17 +149,17 @@ class MlflowWriter:
 
         route_library_logs("mlflow")  # its INFO lines to the log file, not the console
         target = self.target
-        with store_lock(target.uri):  # a fresh store's schema, one experiment: made once
-            self.client = MlflowClient(tracking_uri=target.uri)
-            experiment = self.client.get_experiment_by_name(target.experiment)
-            if experiment is None:
-                experiment = self._create_experiment()
-            if isinstance(experiment, str):
-                self.experiment_id = experiment
-            else:
-                self.experiment_id = experiment.experiment_id
-                if KIND_TAG not in experiment.tags:  # an experiment made before harness set it
-                    self.client.set_experiment_tag(self.experiment_id, KIND_TAG, KIND)
+        # Under ``_safe``'s store lock: a fresh store's schema and one experiment are made once.
+        self.client = MlflowClient(tracking_uri=target.uri)
+        experiment = self.client.get_experiment_by_name(target.experiment)
+        if experiment is None:
+            experiment = self._create_experiment()
+        if isinstance(experiment, str):
+            self.experiment_id = experiment
+        else:
+            self.experiment_id = experiment.experiment_id
+            if KIND_TAG not in experiment.tags:  # an experiment made before harness set it
+                self.client.set_experiment_tag(self.experiment_id, KIND_TAG, KIND)
         if target.uid:
             tags = {**tags, RUN_UID_TAG: target.uid}
         stamp = None if start_time is None else int(start_time * 1000)

@@ -307,15 +307,25 @@ def test_a_full_disk_is_said_before_loading_and_cleanly_mid_run(tmp_path, small_
         return any(e["event"] == "dataset_done" for e in events_of(run_dir))
 
     assert wait_until(first_done, timeout=240, interval=0.05)
-    filler = (disk / "filler").open("wb")  # the disk fills up, as another job may do it
+    # The run is held while the disk fills (as another job may fill it), so that the second
+    # dataset cannot finish its writes first on a busy machine (CI saw that once).
+    os.killpg(proc.pid, signal.SIGSTOP)
     try:
-        while True:
-            filler.write(b"\0" * 65536)
-            filler.flush()
-    except OSError:  # full
-        pass
-    with contextlib.suppress(OSError):  # what it still buffers cannot be written either
-        filler.close()
+        assert not any(
+            e.get("dataset") == "compare_mc" and e["event"] == "dataset_done"
+            for e in events_of(run_dir)
+        ), "the second dataset ended before the hold"
+        filler = (disk / "filler").open("wb")
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError:  # full
+            pass
+        with contextlib.suppress(OSError):  # what it still buffers cannot be written either
+            filler.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, (out + err)[-3000:]
     assert "Traceback" not in err, err[-5000:]
