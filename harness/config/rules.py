@@ -132,6 +132,16 @@ def size_problems(strategy: StrategyConfig) -> list[str]:
             f"strategy.max_model_len={strategy.max_model_len}: must be positive or null. "
             "Fix: remove it to use the model's context window."
         )
+    if not strategy.journal_slice_s > 0:
+        problems.append(
+            f"strategy.journal_slice_s={strategy.journal_slice_s}: must be a positive number of "
+            "seconds. Fix: strategy.journal_slice_s=5."
+        )
+    if strategy.stall_timeout_s is not None and not strategy.stall_timeout_s > 0:
+        problems.append(
+            f"strategy.stall_timeout_s={strategy.stall_timeout_s}: must be a positive number of "
+            "seconds, or null (scaled from the model's size). Fix: strategy.stall_timeout_s=600."
+        )
     return problems
 
 

@@ -172,6 +172,15 @@ class StrategyConfig:
     """vLLM's KV cache dtype: ``auto`` follows the model; ``fp8`` halves it on GPUs with fp8."""
     auto: bool = False
     """Let the planner choose tp, pp and quantization: the smallest deployment that fits."""
+    journal_slice_s: float = 5.0
+    """About how long one slice of requests sent to the engine takes (the rest of a dataset's
+    requests are journaled slice by slice): what a run killed mid-dataset loses, against the
+    batching the engine loses at each slice's end. Sizes follow the throughput measured."""
+    stall_timeout_s: float | None = None
+    """The stall watchdog: an engine in a process of its own (or a replica) that answers no
+    request for this long while a dataset runs is taken for dead, killed, rebuilt once and the
+    dataset resumed from its request journal; null: scaled from the model's size and the
+    device (the plan says the figure)."""
     engine_args: Any = None
     """More keyword arguments for the engine, passed through as given and checked before
     loading against the installed engine's own (vLLM: ``max_num_seqs``, ``enable_prefix_caching``,

@@ -43,7 +43,9 @@ def _build_hf(run: RunConfig, plan: Plan, on_cluster: OnCluster) -> Engine:
     if plan.replica_backend == "process":
         from harness.engines.process import EngineProcess
 
-        return EngineProcess("harness.engines.hf:HFEngine", plan)
+        return EngineProcess(
+            "harness.engines.hf:HFEngine", plan, stall_timeout_s=plan.stall_timeout_s
+        )
     from harness.engines.hf import HFEngine
 
     return HFEngine(plan)
@@ -60,7 +62,9 @@ def _build_vllm(run: RunConfig, plan: Plan, on_cluster: OnCluster) -> Engine:
     from harness.engines.process import EngineProcess
 
     def build() -> Engine:
-        return EngineProcess("harness.engines.vllm:VLLMEngine", plan, run.seed)
+        return EngineProcess(
+            "harness.engines.vllm:VLLMEngine", plan, run.seed, stall_timeout_s=plan.stall_timeout_s
+        )
 
     if spans_nodes(plan):
         return ClusteredEngine(run, plan, build, on_cluster)

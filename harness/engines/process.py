@@ -77,9 +77,16 @@ class EngineProcess:
         args: its arguments.
         start_timeout: seconds to wait for the engine to be built; None waits as long as the
             child lives.
+        stall_timeout_s: the stall watchdog's limit on one request call (``ProxyLM``).
     """
 
-    def __init__(self, factory: str, *args: Any, start_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        factory: str,
+        *args: Any,
+        start_timeout: float | None = None,
+        stall_timeout_s: float | None = None,
+    ) -> None:
         self.factory, self.args, self.start_timeout = factory, args, start_timeout
         self._lock = threading.RLock()  # revive() holds it while _start() may close()
         self.builds = 0
@@ -88,7 +95,7 @@ class EngineProcess:
         self._start()
         from harness.engines.proxy import ProxyLM  # imports lm-eval
 
-        self.lm: Any = ProxyLM(self)
+        self.lm: Any = ProxyLM(self, stall_timeout_s)
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -172,6 +179,10 @@ class EngineProcess:
             except (BrokenPipeError, OSError) as err:
                 raise self._died() from err
             return self._receive(timeout)
+
+    def kill(self) -> None:
+        """Kill the engine's process group at once (a stalled engine; ``revive`` rebuilds it)."""
+        self._sweep()
 
     def alive(self) -> bool:
         return not self.closed and self._proc.is_alive()

@@ -19,12 +19,16 @@ class ProxyLM(_lm_base()):  # type: ignore[misc]
 
     ``simple_evaluate`` needs ``isinstance(lm, LM)``, the three request methods, and ``rank`` /
     ``world_size`` (the base class answers 0 and 1); chat-template attributes are asked of the
-    engine when a run wants them.
+    engine when a run wants them. A request call that gets no answer within ``stall_timeout_s``
+    (the loop sends requests in slices of a few seconds, harness/evaluation/journaled.py) is a
+    stalled engine: it is killed, and the call raises ``EngineDied``, so the loop rebuilds it
+    once and resumes the dataset from its journal.
     """
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, stall_timeout_s: float | None = None) -> None:
         super().__init__()
         self._engine = engine
+        self._stall_timeout_s = stall_timeout_s or None
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         return [tuple(r) for r in self._forward("loglikelihood", requests)]
@@ -38,7 +42,18 @@ class ProxyLM(_lm_base()):  # type: ignore[misc]
     def _forward(self, op: str, requests: list[Any]) -> list[Any]:
         if not requests:
             return []
-        answers = self._engine.call(op, [tuple(r.args) for r in requests])
+        try:
+            answers = self._engine.call(
+                op, [tuple(r.args) for r in requests], timeout=self._stall_timeout_s
+            )
+        except TimeoutError as err:  # the stall watchdog: no answer, however long it waits
+            from harness.engines.process import EngineDied
+
+            self._engine.kill()
+            raise EngineDied(
+                f"the engine answered nothing for {self._stall_timeout_s:.0f}s while a dataset "
+                "ran (stalled; strategy.stall_timeout_s): killed"
+            ) from err
         for request, answer in zip(requests, answers, strict=True):
             self.cache_hook.add_partial(op, request.args, answer)
         return list(answers)

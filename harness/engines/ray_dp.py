@@ -23,6 +23,7 @@ cluster's nodes (``SPREAD``); the cluster itself (local, SLURM, or ``ray.address
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -232,7 +233,7 @@ class RayDPEngine:
             raise
         from harness.engines.proxy import ProxyLM  # imports lm-eval
 
-        self.lm: Any = ProxyLM(self)
+        self.lm: Any = ProxyLM(self, plan.stall_timeout_s)
 
     def _start_replica(self, index: int) -> Any:
         share, env = self.shares[index], self.envs[index]
@@ -313,6 +314,14 @@ class RayDPEngine:
                 self.replicas[i] = self._get([self.actors[i].describe.remote()])[0]
                 rebuilt = True
         return rebuilt
+
+    def kill(self) -> None:
+        """End every replica at once (a stalled one cannot be told which; ``revive`` rebuilds)."""
+        import ray
+
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
 
     # -- the Engine protocol
 

@@ -138,6 +138,20 @@ def dataset_key(run: RunConfig, plan: Plan, dataset: PreparedDataset) -> dict[st
     return key
 
 
+JOURNAL_FREE = ("bootstrap_iters", "log_samples")
+"""Key entries that change what is computed from the answers, never an answer."""
+
+
+def journal_key(key: dict[str, Any]) -> dict[str, Any]:
+    """The part of a dataset's key that can change an engine's answers: a request journal is
+    reused under it. The data-parallel size is left out (each replica is the same engine; a run
+    killed at two replicas resumes at one), as are the settings of what is computed from the
+    answers; tensor parallel size, batch size and the engine stay (they can move logprobs)."""
+    kept = {k: v for k, v in key.items() if k not in JOURNAL_FREE}
+    kept["deployment"] = {k: v for k, v in key["deployment"].items() if k != "dp"}
+    return kept
+
+
 def fingerprint(key: dict[str, Any]) -> str:
     """A short, stable name for a key."""
     return _sha(_plain(key).encode())[:20]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from harness.engines.base import Engine, RequestMeter, attach_meter
 from harness.evaluation.tasks import PreparedDataset, leaf_tasks
 from harness.planning.plan import Plan
 from harness.record.files import DiskFull
+from harness.record.journal import RequestJournal
 from harness.record.metrics import headline_entry, is_score, metric_items
 from harness.record.outcome import DatasetOutcome
 from harness.record.rundir import RunDirectory
@@ -86,21 +89,31 @@ class Pending:
     fingerprint: str
     stored: dict[str, Any] | None = None
     """The intact stored payload when this exact evaluation already finished (resume)."""
+    journal_fingerprint: str = ""
+    """The fingerprint its request journal is kept under (``journal_key``: what cannot change an
+    answer, such as the data-parallel size, left out)."""
 
 
 def work_list(
     run: RunConfig, plan: Plan, datasets: dict[str, PreparedDataset], store: ResultStore
 ) -> dict[str, Pending]:
     """Key every dataset and look for its stored result (unless ``rerun`` is set)."""
-    from harness.evaluation.fingerprint import dataset_key, fingerprint
+    from harness.evaluation.fingerprint import dataset_key, fingerprint, journal_key
 
     work = {}
     for name, dataset in datasets.items():
         key = dataset_key(run, plan, dataset)
         fp = fingerprint(key)
         stored = None if run.rerun else store.load(name, fp)
-        work[name] = Pending(dataset, key, fp, stored)
+        work[name] = Pending(dataset, key, fp, stored, fingerprint(journal_key(key)))
+        if run.rerun:  # evaluated again from scratch: no answer of an earlier run is reused
+            journal_of(store, name, work[name]).delete()
     return work
+
+
+def journal_of(store: ResultStore, name: str, item: Pending) -> RequestJournal:
+    """The request journal of one dataset, beside the result store."""
+    return RequestJournal(store.root / "journal", name, item.journal_fingerprint)
 
 
 def evaluate_all(
@@ -165,6 +178,9 @@ def evaluate_all(
         outcomes.append(outcome)
         verdict = {"ok": "ok", "failed": f"FAILED ({outcome.error_type})"}[outcome.status]
         how = "stored result reused" if outcome.resumed else f"in {outcome.eval_time_s:.1f}s"
+        if outcome.requests_journaled:
+            asked = outcome.requests + outcome.requests_journaled
+            how += f", {outcome.requests_journaled} of {asked} requests from the journal"
         say(f"[{i}/{total}] {name} {verdict} {how}")
     return outcomes
 
@@ -209,12 +225,27 @@ def _evaluate_one(
     outcome = DatasetOutcome(name=name, task=item.dataset.config.task, fingerprint=item.fingerprint)
     outcome.evaluation = dict(item.key.get("evaluation", {}))
     meter.reset()
+    from harness.evaluation.journaled import JournaledLM  # imports lm-eval
+
+    journal = journal_of(store, name, item)
     start = time.perf_counter()
     try:
         if check is not None:  # not timed: the evaluation starts after it
             check()
             start = time.perf_counter()
-        result = run_lm_eval(engine.lm, item.dataset, run)
+        lm = JournaledLM(
+            engine.lm,
+            journal,
+            _session(item),
+            seeded=run.seed is not None,
+            slice_s=run.strategy.journal_slice_s,
+        )
+        try:
+            result = run_lm_eval(lm, item.dataset, run)
+        finally:
+            journal.close()
+            outcome.requests_journaled = lm.from_journal
+            outcome.journal_sources = [s for s in lm.sources if s["records"]]
         _measure(outcome, meter, time.perf_counter() - start)
         outcome.metrics = metric_items(headline_entry(result, outcome.task))
         predict_only = settings_for(run, item.dataset.config).predict_only
@@ -233,6 +264,7 @@ def _evaluate_one(
         drop = ("result_file", "samples_file")
         stored = {k: v for k, v in outcome.to_dict().items() if k not in drop}
         store.save(name, item.fingerprint, item.key, stored, result)
+        journal.delete()  # the result is stored: no answer in it is needed again
     except Exception as err:  # one dataset's failure must not take the others down
         _measure(outcome, meter, time.perf_counter() - start)
         outcome.status = "failed"
@@ -259,3 +291,15 @@ def write_result(
     """``RunDirectory.write_result``'s two paths as the strings ``DatasetOutcome`` keeps."""
     path, samples = run_dir.write_result(name, result)
     return str(path), None if samples is None else str(samples)
+
+
+def _session(item: Pending) -> dict[str, Any]:
+    """Who writes the records that follow in a journal: this process, its node, its data-parallel
+    size (a resume may differ in each)."""
+    deployment = item.key.get("deployment", {})
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "data_parallel_size": deployment.get("dp"),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

@@ -92,6 +92,10 @@ class Plan:
     memory: Memory
     threads_per_rank: int = 0
     """CPU threads each rank computes with, for a deployment on the CPU (0 on GPUs)."""
+    stall_timeout_s: float = 0.0
+    """The stall watchdog's limit: an engine of its own process that answers nothing for this
+    long while a dataset runs is killed and rebuilt (``strategy.stall_timeout_s``, else
+    ``stall_timeout``)."""
     model_facts: dict[str, Any] = field(default_factory=dict)
     """The model figures planned from (pretrained, layers, heads, parameters, dtype, ...)."""
     engine_args: dict[str, Any] = field(default_factory=dict)
@@ -311,6 +315,7 @@ def make_plan(
             strategy.tensor_parallel_size * strategy.pipeline_parallel_size,
             max(1, tier.cpus_per_task // strategy.data_parallel_size),  # each replica's share
         ),
+        stall_timeout_s=strategy.stall_timeout_s or stall_timeout(model.num_params, device),
         model_facts={k: getattr(v, "value", v) for k, v in asdict(model).items()},
         problems=problems,
         explanation=explanation,
@@ -318,6 +323,21 @@ def make_plan(
         strategy_config=strategy,
         model_config=model,
     )
+
+
+STALL_BASE_S = 300.0
+"""The stall watchdog's floor: a first vLLM request warms the engine up (3-25 s measured on two
+CPU cores), and one slice of requests is sized to take about 5 s (harness/evaluation/journaled)."""
+STALL_PER_BILLION_S = 5.0
+"""More per billion parameters: a slice's first batch of a large model takes longer."""
+
+
+def stall_timeout(num_params: int | None, device: str) -> float:
+    """The default stall limit: 300 s plus 5 s per billion parameters (a 70B model: 650 s),
+    four times that on the CPU, where a forward pass is that much slower."""
+    billions = (num_params or 0) / 1e9
+    limit = STALL_BASE_S + STALL_PER_BILLION_S * billions
+    return round(limit * (4 if device == "cpu" else 1), 1)
 
 
 def _does_not_fit(memory: Memory, device: str, tier: TierConfig, max_len: int) -> str:

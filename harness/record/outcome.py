@@ -19,7 +19,13 @@ class DatasetOutcome:
     eval_time_s: float = 0.0
     """Wall time of its ``simple_evaluate`` call."""
     requests: int = 0
-    """Requests lm-eval sent to the engine."""
+    """Requests sent to the engine in this run."""
+    requests_journaled: int = 0
+    """Requests answered from the dataset's request journal (written by an earlier run that
+    stopped inside this dataset) instead of the engine."""
+    journal_sources: list[dict[str, Any]] = field(default_factory=list)
+    """Where the journaled answers came from: each earlier writing session (host, pid,
+    data-parallel size, start) with ``records``, how many of its answers were read."""
     prompt_tokens: int = 0
     """Tokens the model read."""
     generated_tokens: int = 0
@@ -50,6 +56,7 @@ class DatasetOutcome:
         return {
             "eval_time_s": self.eval_time_s,
             "requests": float(self.requests),
+            "requests_journaled": float(self.requests_journaled),
             "requests_per_s": self.requests_per_s,
             "tokens_per_s": self.tokens_per_s,
         }

@@ -90,6 +90,7 @@ def stub_run_and_plan(dp: int) -> tuple[Any, Any]:
         nodes_needed=1,
         engine="hf",
         memory=SimpleNamespace(weights_total_gb=0.0),
+        stall_timeout_s=None,
     )
     return run, plan
 

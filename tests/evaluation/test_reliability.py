@@ -129,9 +129,12 @@ def test_a_failing_dataset_does_not_take_the_others_down(tmp_path):
     assert by_name["boom"].info.status == "FAILED"
     assert by_name["arith_mc"].info.status == "FINISHED"
     assert by_name["tiny_char/single"].data.tags["boom/status"] == "failed"
-    # The failure is not stored: a rerun retries only it.
-    stored = [p.name.split("-")[0] for p in (tmp_path / "out" / "store" / "tiny_char").iterdir()]
+    # The failure is not stored: a rerun retries only it, its answers from its request journal.
+    store = tmp_path / "out" / "store" / "tiny_char"
+    stored = [p.name.split("-")[0] for p in store.glob("*.json")]
     assert sorted(stored) == ["arith_mc", "compare_mc"]
+    journals = [p.name.split("-")[0] for p in (store / "journal").iterdir()]
+    assert journals == ["boom"]  # the stored datasets' journals are gone
 
 
 def test_store_refuses_torn_or_edited_records(tmp_path):

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from harness.paths import PROJECT_ROOT
-from tests.conftest import TINY_MODEL, offline_env
+from tests.big_task import journaled, write_big_generation_task
+from tests.conftest import TINY_MODEL, offline_env, run_module
+from tests.processes import wait_until
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
 SEARCHPATH = f"hydra.searchpath=[file://{FIXTURES / 'conf'}]"
@@ -322,6 +324,61 @@ def test_a_job_requeued_at_its_time_limit_resumes_from_the_result_store(slurm_cl
     assert first is not None and (record.stat().st_ino, record.stat().st_mtime_ns) == first
     summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
     assert summary["resumed"] == ["arith_mc"] and summary["failed"] == []
+
+
+@pytest.mark.slurm
+def test_a_job_requeued_inside_a_dataset_resumes_inside_it(slurm_cluster, tmp_path):
+    # scontrol requeue while the job is in the middle of 20,000 generations: the job's second run
+    # answers what the first journaled from the journal and asks only the rest. (submitit lets
+    # a job's SIGTERM pass, so the first run goes on until SLURM's KillWait ends it: the dataset
+    # must outlast that.)
+    (tmp_path / "tasks").mkdir()
+    tasks = write_big_generation_task(tmp_path / "tasks", GENERATIONS)
+    data = [f"task_paths=[{tasks}]", f"allowed_roots=[{tasks}]", "dataset=[big_gen]"]
+    data += ["strategy.journal_slice_s=0.5"]  # slices small enough for the requeue to land inside
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        sweep_args(tmp_path, "tier=slurm_1cpu", *data, "tracking=none"), cwd=tmp_path,
+        env=offline_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    guard = threading.Timer(500, proc.kill)  # a test that fails, never one that hangs
+    guard.start()
+    try:
+        reached = wait_until(lambda: journaled(out) >= 2000, timeout=300, interval=0.05)
+        assert reached, "the job never journaled 2000 requests"
+        (job,) = submitted_jobs(the_sweep_dir(tmp_path))
+        requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        before = journaled(out)
+        assert requeued.returncode == 0, requeued.stderr
+        text = proc.communicate(timeout=480)[0]
+    finally:
+        guard.cancel()
+    assert proc.returncode == 0, text[-3000:]
+    (row,) = outcome(the_sweep_dir(tmp_path))
+    assert row["state"] == "COMPLETED", text[-3000:]
+    runs = sacct([row["job_id"]], "JobID,State", "--duplicates")
+    assert runs[0]["State"] == "REQUEUED", runs  # SLURM's own account: it ran twice
+    run_dir = Path(row["run_dir"])
+    planned = [e for e in events_in(run_dir) if e["event"] == "planned"]
+    assert len(planned) == 2, "one run before the requeue, one after"
+    big = json.loads((run_dir / "summary.json").read_text())["datasets"]["big_gen"]
+    assert big["requests_journaled"] >= before > 0
+    assert big["requests"] + big["requests_journaled"] == GENERATIONS
+
+    plain = run_module(
+        "harness", f"outputs_root={tmp_path / 'plain'}", *data, "tracking=none", cwd=tmp_path
+    )
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    (plain_dir,) = (tmp_path / "plain" / "runs").iterdir()
+    uninterrupted = json.loads((plain_dir / "summary.json").read_text())["datasets"]["big_gen"]
+    assert big["metrics"] == uninterrupted["metrics"]
+
+
+def events_in(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+GENERATIONS = 20000
 
 
 @pytest.mark.slurm

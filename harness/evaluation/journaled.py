@@ -1,0 +1,185 @@
+"""The LM the loop hands lm-eval for one dataset: answers from the request journal first, the rest
+from the engine, in slices whose answers are journaled as each comes back whole.
+
+Every engine goes through it (the HF model in process, an engine in its own process, data-parallel
+replicas), since it wraps whatever ``engine.lm`` is. lm-eval asks an ``LM`` for all requests of
+one type in one call; sent as one call, a run killed at 90% of it would have journaled nothing,
+so the requests the journal cannot answer go to the engine in slices sized to take about
+``strategy.journal_slice_s`` each (the first is small, the next sized from the throughput
+measured; vLLM keeps its batch full within a slice).
+
+A request's key is a hash of its type, its arguments (context and continuation, or context and
+generation settings) and its occurrence: the n-th identical request of the dataset is its own
+record, so lm-eval's repeats of one prompt never share an answer. Kept only what is certainly
+right: answers that came back whole (a slice that raised, the engine died or was killed in it,
+journals nothing), and no sampled generation unless the run fixes a seed.
+
+Importing this module imports lm-eval (the class derives from its ``LM``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from harness.record.journal import RequestJournal
+
+FIRST_SLICE = 64
+"""Requests in the first slice sent to the engine, before its throughput is known."""
+MAX_SLICE = 16384
+"""The largest slice, however fast the engine."""
+
+
+def _lm_base() -> type:
+    from lm_eval.api.model import LM
+
+    return LM
+
+
+def request_key(op: str, args: tuple[Any, ...], occurrence: int) -> str:
+    """The journal key of one request: its type, arguments and occurrence index."""
+    text = json.dumps([op, list(args), occurrence], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def is_sampled(op: str, args: tuple[Any, ...]) -> bool:
+    """A generation that samples (its answer is one draw, not the answer)."""
+    if op != "generate_until" or len(args) < 2 or not isinstance(args[1], dict):
+        return False
+    settings = args[1]
+    do_sample = settings.get("do_sample")
+    try:
+        temperature = float(settings.get("temperature") or 0.0)
+    except (TypeError, ValueError):
+        return True  # what cannot be read is not trusted
+    return do_sample is True or (do_sample is not False and temperature > 0)
+
+
+def _answer(op: str, stored: Any) -> Any:
+    """A journaled answer as the engine gives it (JSON turned the loglikelihood tuple into a
+    list)."""
+    return tuple(stored) if op == "loglikelihood" else stored
+
+
+class JournaledLM(_lm_base()):  # type: ignore[misc]
+    """One dataset's ``LM``: journal first, then ``inner`` (the engine's ``lm``) in slices.
+
+    Args:
+        inner: the engine's lm-eval ``LM``.
+        journal: the dataset's journal, not yet opened.
+        session: facts of this run, written before its records (who wrote what).
+        seeded: the run fixes a seed, so sampled generations may be journaled too.
+        slice_s: about how long one slice sent to the engine should take.
+        before_slice: called before each slice goes to the engine (the stall watchdog's arm).
+    """
+
+    def __init__(
+        self,
+        inner: Any,
+        journal: RequestJournal,
+        session: dict[str, Any],
+        seeded: bool = False,
+        slice_s: float = 5.0,
+        before_slice: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self._inner = inner
+        self._journal = journal
+        contents = journal.read()
+        self._answers = contents.answers
+        self.sources = contents.sources
+        """The sessions whose records this dataset could use, with their counts."""
+        self.from_journal = 0
+        """Requests answered from the journal in this run."""
+        self._seeded = seeded
+        self._slice_s = slice_s
+        self._before_slice = before_slice
+        self._seen: Counter[str] = Counter()
+        self._slice = FIRST_SLICE
+        journal.open(session)
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+        return self._answer_all("loglikelihood", requests, disable_tqdm)
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+        return self._answer_all("loglikelihood_rolling", requests, disable_tqdm)
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+        return self._answer_all("generate_until", requests, disable_tqdm)
+
+    def _answer_all(self, op: str, requests: list[Any], disable_tqdm: bool) -> list[Any]:
+        answers: list[Any] = [None] * len(requests)
+        missing: list[tuple[int, str | None]] = []  # (position, key; None: never journaled)
+        for i, request in enumerate(requests):
+            args = tuple(request.args)
+            identity = request_key(op, args, 0)
+            key = request_key(op, args, self._seen[identity])
+            self._seen[identity] += 1
+            if is_sampled(op, args) and not self._seeded:
+                missing.append((i, None))
+            elif key in self._answers:
+                answers[i] = _answer(op, self._answers.pop(key))
+                self.from_journal += 1
+            else:
+                missing.append((i, key))
+        send = getattr(self._inner, op)
+        start = 0
+        while start < len(missing):
+            part = missing[start : start + self._slice]
+            if self._before_slice is not None:
+                self._before_slice()
+            began = time.perf_counter()
+            got = send([requests[i] for i, _ in part], disable_tqdm=disable_tqdm)
+            self._resize(len(part), time.perf_counter() - began)
+            got = list(got)
+            if len(got) != len(part):
+                raise RuntimeError(f"the engine answered {len(got)} of {len(part)} requests")
+            for (i, _), answer in zip(part, got, strict=True):
+                answers[i] = answer
+            self._journal.append(
+                (key, answer) for (_, key), answer in zip(part, got, strict=True) if key
+            )
+            start += len(part)
+        return answers
+
+    def _resize(self, sent: int, took: float) -> None:
+        """The next slice's size, from this one's throughput."""
+        if sent < self._slice:  # a short last slice says little about throughput
+            return
+        rate = sent / max(took, 1e-3)
+        self._slice = max(FIRST_SLICE, min(MAX_SLICE, int(rate * self._slice_s)))
+
+    # What lm-eval asks of the model besides requests: the engine's own answers.
+    @property
+    def rank(self) -> int:
+        return int(getattr(self._inner, "rank", 0))
+
+    @property
+    def world_size(self) -> int:
+        return int(getattr(self._inner, "world_size", 1))
+
+    @property
+    def tokenizer_name(self) -> str:
+        return str(self._inner.tokenizer_name)
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        result = self._inner.chat_template(chat_template)
+        return None if result is None else str(result)
+
+    def apply_chat_template(
+        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        return str(
+            self._inner.apply_chat_template(
+                chat_history, add_generation_prompt=add_generation_prompt
+            )
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # never recurse through a half-built instance
+            raise AttributeError(name)
+        return getattr(self._inner, name)

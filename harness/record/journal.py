@@ -1,0 +1,155 @@
+"""A dataset's request journal: every answer that came back whole, so a killed run resumes inside
+the dataset instead of asking the engine everything again.
+
+One file per dataset and journal fingerprint, ``<store>/journal/<dataset>-<fingerprint>.jsonl``,
+beside the result store (a rerun writes a new run directory, but finds the same store). Plain JSON
+lines, never pickle; every line carries a checksum of its own content:
+
+- a *session* line opens each run's writing: ``{"session": {facts}, "fingerprint": ..., "s": ...}``
+  (who wrote what follows: run uid, host, data-parallel size);
+- a *record* line is one answered request: ``{"k": request key, "a": answer, "s": ...}``.
+
+Reading trusts nothing it cannot check: a torn or corrupt line is skipped (its request is asked
+again), and the records after a session line of another fingerprint are never read. Writes
+append whole lines, one ``write`` per batch of answers, flushed to the OS at once (a SIGKILL of
+the process loses only what was in flight) and ``fsync``-ed at most every ``SYNC_EVERY_S``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FORMAT = "harness-journal/1"
+SYNC_EVERY_S = 5.0
+"""Longest time between two ``fsync`` calls while answers are written (a node that loses power
+loses at most this much; a killed process loses only the batch in flight)."""
+
+
+def _checksum(body: dict[str, Any]) -> str:
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _line(body: dict[str, Any]) -> str:
+    return json.dumps({**body, "s": _checksum(body)}, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass
+class JournalContents:
+    """What a journal holds for one fingerprint, as read back."""
+
+    answers: dict[str, Any] = field(default_factory=dict)
+    """Answers by request key."""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """Each writing session whose records were read: its facts and ``records``, the count."""
+    skipped: int = 0
+    """Lines skipped: torn, corrupt, or written under another fingerprint."""
+
+
+class RequestJournal:
+    """The journal of one dataset under one fingerprint."""
+
+    def __init__(self, root: Path, dataset: str, fingerprint: str) -> None:
+        self.path = root / f"{dataset}-{fingerprint}.jsonl"
+        self.fingerprint = fingerprint
+        self._file: IO[str] | None = None
+        self._synced = 0.0
+
+    def read(self) -> JournalContents:
+        """Every intact record written under this fingerprint (none when there is no file)."""
+        found = JournalContents()
+        if not self.path.is_file():
+            return found
+        current: dict[str, Any] | None = None  # the session the records belong to; None: unread
+        with self.path.open("rb") as handle:
+            for raw in handle:
+                body = _intact(raw)
+                if body is None:
+                    found.skipped += 1
+                    continue
+                if "session" in body:
+                    current = None
+                    if body.get("fingerprint") == self.fingerprint:
+                        current = {**body["session"], "records": 0}
+                        found.sources.append(current)
+                    continue
+                if current is None or "k" not in body:
+                    found.skipped += 1
+                    continue
+                found.answers[body["k"]] = body.get("a")
+                current["records"] += 1
+        if found.skipped:
+            log.warning(
+                "request journal %s: %d line(s) torn, corrupt or of another fingerprint were "
+                "skipped; their requests are asked again",
+                self.path,
+                found.skipped,
+            )
+        return found
+
+    def open(self, session: dict[str, Any]) -> None:
+        """Start appending, under a session line of these facts. A torn last line (a killed
+        writer) is ended first, so that what is appended starts a line of its own."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ends_torn = False
+        if self.path.is_file() and self.path.stat().st_size:
+            with self.path.open("rb") as handle:
+                handle.seek(-1, os.SEEK_END)
+                ends_torn = handle.read(1) != b"\n"
+        self._file = self.path.open("a", encoding="utf-8")
+        head = "\n" if ends_torn else ""
+        self._file.write(head + _line({"session": session, "fingerprint": self.fingerprint}) + "\n")
+        self._file.flush()
+        self._synced = time.monotonic()
+
+    def append(self, records: Iterable[tuple[str, Any]]) -> None:
+        """Write ``(key, answer)`` records: one write, flushed; ``fsync`` every few seconds."""
+        if self._file is None:
+            return
+        text = "".join(_line({"k": key, "a": answer}) + "\n" for key, answer in records)
+        if not text:
+            return
+        self._file.write(text)
+        self._file.flush()
+        if time.monotonic() - self._synced >= SYNC_EVERY_S:
+            os.fsync(self._file.fileno())
+            self._synced = time.monotonic()
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+    def delete(self) -> None:
+        """Remove the journal: its dataset's result is stored, nothing in it is needed again."""
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        with contextlib.suppress(OSError):  # the store keeps no empty journal folder
+            self.path.parent.rmdir()
+
+
+def _intact(raw: bytes) -> dict[str, Any] | None:
+    """A line's body when it is whole JSON whose checksum matches, else None."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    checksum = record.pop("s", None)
+    return record if checksum == _checksum(record) else None

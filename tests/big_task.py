@@ -1,0 +1,76 @@
+"""A dataset big enough for a kill to land inside it: ``DOCS`` generated arithmetic questions of
+four choices each (``REQUESTS`` loglikelihood requests), an lm-eval task whose data is a local
+JSON file. The request-journal tests (tests/evaluation/test_journal.py, the SLURM requeue in
+tests/sweep/test_sweeps.py) and benchmarks/journal_overhead.py's big task."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from harness.paths import PLUGINS_DIR
+
+DOCS = 3000
+REQUESTS = DOCS * 4
+
+
+def write_big_task(folder: Path, docs: int = DOCS) -> Path:
+    """The task ``big_mc`` in ``folder``: its YAML and its data."""
+    sys.path.insert(0, str(PLUGINS_DIR / "tasks" / "synth"))
+    try:
+        import generate_data
+    finally:
+        sys.path.pop(0)
+    rows = generate_data.generate("arith_mc", seed=77, n=docs)
+    data = folder / "big_mc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "big_mc.yaml").write_text(
+        "task: big_mc\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "output_type: multiple_choice\ntest_split: test\ndoc_to_text: query\n"
+        "doc_to_choice: choices\ndoc_to_target: label\ntarget_delimiter: ''\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n"
+        "metadata:\n  version: 1.0\n"
+    )
+    return folder
+
+
+def write_big_generation_task(folder: Path, docs: int) -> Path:
+    """The task ``big_gen`` in ``folder``: ``docs`` successor questions answered by generation
+    (about 150 a second with the bundled model on one core: slow enough for SLURM to requeue
+    a job in the middle of it)."""
+    sys.path.insert(0, str(PLUGINS_DIR / "tasks" / "synth"))
+    try:
+        import generate_data
+    finally:
+        sys.path.pop(0)
+    rows = generate_data.generate("successor_gen", seed=77, n=docs)
+    data = folder / "big_gen.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "big_gen.yaml").write_text(
+        "task: big_gen\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "output_type: generate_until\ntest_split: test\ndoc_to_text: query\n"
+        "doc_to_target: answer\ntarget_delimiter: ''\n"
+        'generation_kwargs:\n  until: ["\\n"]\n  max_gen_toks: 12\n  do_sample: false\n'
+        "  temperature: 0.0\n"
+        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+        "metadata:\n  version: 1.0\n"
+    )
+    return folder
+
+
+def journaled(out: Path) -> int:
+    """Record lines in the journals under an ``outputs_root`` (read without harness's reader)."""
+    count = 0
+    for path in out.glob("store/*/journal/*.jsonl"):
+        for raw in path.read_bytes().splitlines():
+            try:
+                count += "k" in json.loads(raw)
+            except ValueError:
+                continue
+    return count
