@@ -39,6 +39,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update(offline_env(work))
     from hydra import compose, initialize_config_dir
 
+    from harness.config.argv import with_task_source
     from harness.config.schema import to_run_config
     from harness.config.store import register_configs
     from harness.engines.base import attach_meter
@@ -60,6 +61,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         f"dataset=[{','.join(datasets)}]", "tracking=none", f"outputs_root={work / 'out'}",
         f"task_paths=[{tasks}]", f"allowed_roots=[{work}]",
     ]  # fmt: skip
+    overrides = with_task_source(overrides)  # big_mc: a task with no option file
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         run = to_run_config(compose(config_name="config", overrides=overrides))
     plan = make_checked_plan(run)

@@ -40,10 +40,19 @@ def _lm_base() -> type:
     return LM
 
 
-def request_key(op: str, args: tuple[Any, ...], occurrence: int) -> str:
-    """The journal key of one request: its type, arguments and occurrence index."""
-    text = json.dumps([op, list(args), occurrence], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+def request_identity(op: str, args: tuple[Any, ...]) -> str:
+    """A hash of one request's type and arguments (generation settings included)."""
+    if all(isinstance(a, str) for a in args):  # loglikelihood's: each text, length-prefixed
+        text = op + "".join(f"|{len(a)}:{a}" for a in args)
+    else:
+        text = json.dumps([op, args], sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:32]
+
+
+def request_key(identity: str, occurrence: int) -> str:
+    """The journal key of one request: its identity and occurrence index (the n-th identical
+    request of the dataset is its own record)."""
+    return identity if occurrence == 0 else f"{identity}.{occurrence}"
 
 
 def is_sampled(op: str, args: tuple[Any, ...]) -> bool:
@@ -116,8 +125,8 @@ class JournaledLM(_lm_base()):  # type: ignore[misc]
         missing: list[tuple[int, str | None]] = []  # (position, key; None: never journaled)
         for i, request in enumerate(requests):
             args = tuple(request.args)
-            identity = request_key(op, args, 0)
-            key = request_key(op, args, self._seen[identity])
+            identity = request_identity(op, args)
+            key = request_key(identity, self._seen[identity])
             self._seen[identity] += 1
             if is_sampled(op, args) and not self._seeded:
                 missing.append((i, None))

@@ -231,3 +231,13 @@ def test_a_stalled_engine_is_killed_rebuilt_and_the_dataset_resumed(
     assert outcome["requests"] + outcome["requests_journaled"] == REQUESTS
     print(f"stall noticed and the engine killed {noticed:.1f}s after SIGSTOP (limit 20s)")
     assert noticed < 20 + 5  # the limit from the slice's start, and killing it
+
+
+def test_the_quick_record_line_is_the_generic_one():
+    """loglikelihood's (float, bool) answers are written by hand; a reader sees no difference."""
+    from harness.record.journal import _record_line
+
+    for answer in [(-1.2345678901234, True), (0.0, False), (-1e-300, True), (-5e9, False)]:
+        assert _record_line("ab" * 16, answer) == _line({"k": "ab" * 16, "a": answer})
+    for answer in [(float("-inf"), False), "text", -2.5, [1.0, True]]:  # the generic way
+        assert _record_line("k.3", answer) == _line({"k": "k.3", "a": answer})
