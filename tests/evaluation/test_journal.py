@@ -8,6 +8,7 @@ the first of 64 requests, the next sized to take about strategy.journal_slice_s 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -241,3 +242,30 @@ def test_the_quick_record_line_is_the_generic_one():
         assert _record_line("ab" * 16, answer) == _line({"k": "ab" * 16, "a": answer})
     for answer in [(float("-inf"), False), "text", -2.5, [1.0, True]]:  # the generic way
         assert _record_line("k.3", answer) == _line({"k": "k.3", "a": answer})
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_two_replicas_killed_resume_at_one(big_task, uninterrupted, tmp_path):
+    """Two HF replicas as Ray actors, the whole run SIGKILLed mid-dataset; resumed with one
+    replica in process: the data-parallel size changes no answer, so the journal is read."""
+    from tests.processes import Watcher, live
+
+    out = tmp_path / "out"
+    dp = ("strategy=dp", "strategy.engine=hf")
+    proc = start(args(big_task, out, *dp), tmp_path)
+    watcher = Watcher(proc.pid)
+    try:
+        kept = kill_when_journaled(proc, out, 4000)
+    finally:
+        seen = watcher.stop()
+        for pid in live(seen):  # Ray's processes outlive a SIGKILLed driver for a while
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert 0 < kept < REQUESTS
+
+    outcome, _ = rerun(big_task, out, tmp_path, *dp, "strategy.data_parallel_size=1")
+    assert outcome["metrics"] == uninterrupted["metrics"]
+    assert outcome["requests_journaled"] == kept
+    assert outcome["requests"] == REQUESTS - kept
+    assert [s["data_parallel_size"] for s in outcome["journal_sources"]] == [2]
