@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from harness.config.argv import with_task_source
     from harness.config.schema import to_run_config
     from harness.config.store import register_configs
-    from harness.engines.base import attach_meter
+    from harness.engines.base import RequestMeter
     from harness.engines.hf import HFEngine
     from harness.evaluation.journaled import JournaledLM
     from harness.evaluation.loop import run_lm_eval
@@ -67,7 +67,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     plan = make_checked_plan(run)
     prepared = prepare_datasets(run)
     engine = HFEngine(plan)
-    meter = attach_meter(engine.lm, engine.count_tokens)  # as the loop does
     times: dict[str, dict[str, list[float]]] = {w: {d: [] for d in datasets} for w in WAYS}
     requests: dict[str, int] = {}
     journals = Path(tempfile.mkdtemp(dir=work, prefix="journals_"))
@@ -75,16 +74,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         for r in range(args.rounds):
             for way in WAYS[r % 2 :] + WAYS[: r % 2]:
                 for name in datasets:
-                    meter.reset()
+                    meter = RequestMeter()
                     lm: Any = engine.lm
                     journal = RequestJournal(journals, f"{name}-{r}-{way}", "bench")
                     start = time.perf_counter()
                     if way == "journaled":
-                        lm = JournaledLM(engine.lm, journal, {"pid": os.getpid()})
+                        lm = JournaledLM(engine.lm, journal, {"pid": os.getpid()}, meter=meter)
                     run_lm_eval(lm, prepared[name], run)
                     journal.close()
                     times[way][name].append(time.perf_counter() - start)
-                    requests[name] = meter.requests
+                    requests[name] = max(requests.get(name, 0), meter.requests)
                     journal.delete()
     finally:
         engine.close()

@@ -165,8 +165,10 @@ def say(
     from harness.secrets import mask
 
     text = mask(text)
-    if show:
-        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+    if show:  # one write a line: datasets in flight together print whole lines
+        stream = sys.stderr if err else sys.stdout
+        stream.write(text + "\n")
+        stream.flush()
     message = text if record is None else mask(record)
     _phase.log(level, f"\n{message}" if "\n" in message else message)  # a table stays aligned
 

@@ -314,6 +314,11 @@ class RunConfig:
     seed: int | None = None
     """One seed for lm-eval's python, numpy, torch and few-shot sampling; None keeps lm-eval's
     own defaults (as its CLI does)."""
+    max_concurrent_datasets: Any = "auto"
+    """Datasets evaluated at once against the one resident engine, their requests merged into
+    the engine's batches: a number of at least 1, or ``auto``: 1 for an engine in this process
+    (the HF engine's default), every dataset of the run for an engine in a process of its own
+    (vLLM, replicas). Metrics are the same either way."""
     bootstrap_iters: int = 1000
     """Bootstrap iterations lm-eval uses for stderr of non-mean metrics (0 turns them off)."""
     log_samples: bool = False

@@ -25,9 +25,21 @@ def config_problems(run: RunConfig, *, will_run: bool = True) -> list[str]:
     problems += evaluation_problems(run)
     problems += _check_tracking(run)
     problems += _check_telemetry(run)
+    problems += _check_concurrency(run)
     if will_run:
         problems += _check_model_source(run)
     return problems
+
+
+def _check_concurrency(run: RunConfig) -> list[str]:
+    value = run.max_concurrent_datasets
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return []
+    return [
+        f"max_concurrent_datasets={value}: must be a number of at least 1, or auto (1 for an "
+        "engine in this process, every dataset for one in its own). Fix: "
+        "max_concurrent_datasets=auto, or 1 to evaluate datasets one after another."
+    ]
 
 
 def _check_telemetry(run: RunConfig) -> list[str]:

@@ -26,12 +26,10 @@ class Engine(Protocol):
         ...
 
 
-_REQUEST_TYPES = ("loglikelihood", "loglikelihood_rolling", "generate_until")
-
-
 @dataclass
 class RequestMeter:
-    """Counts requests and tokens that lm-eval sends through an engine's ``lm``."""
+    """Counts requests and tokens one dataset sends to the engine (its ``JournaledLM`` records
+    each slice it sends)."""
 
     requests: int = 0
     """Requests served since the last reset."""
@@ -61,25 +59,6 @@ class RequestMeter:
         else:
             # loglikelihood args are (context, continuation); rolling args are (text,).
             self.prompt_tokens += count_tokens([a for r in requests for a in r.args[:2]])
-
-
-def attach_meter(lm: Any, count_tokens: Callable[[Sequence[str]], int]) -> RequestMeter:
-    """Wrap the request methods of one ``lm`` instance so every call is counted.
-
-    lm-eval dispatches with ``getattr(lm, request_type)(requests)``, so instance attributes
-    shadow the class methods without touching the class.
-    """
-    meter = RequestMeter()
-    for request_type in _REQUEST_TYPES:
-        original = getattr(lm, request_type)
-
-        def metered(requests, *args, _original=original, _type=request_type, **kwargs):
-            outputs = _original(requests, *args, **kwargs)
-            meter.record(_type, requests, outputs, count_tokens)
-            return outputs
-
-        setattr(lm, request_type, metered)
-    return meter
 
 
 def recordable(value: Any) -> Any:

@@ -23,9 +23,11 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from harness.engines.base import RequestMeter
+from harness.evaluation.gate import EngineGate
 from harness.record.journal import RequestJournal
 
 FIRST_SLICE = 64
@@ -83,7 +85,10 @@ class JournaledLM(_lm_base()):  # type: ignore[misc]
         session: facts of this run, written before its records (who wrote what).
         seeded: the run fixes a seed, so sampled generations may be journaled too.
         slice_s: about how long one slice sent to the engine should take.
-        before_slice: called before each slice goes to the engine (the stall watchdog's arm).
+        meter: counts what this dataset sends to the engine (requests, tokens).
+        count_tokens: the engine's token counter, for ``meter``.
+        gate: where the slices go when datasets are in flight together (merged with theirs);
+            None: straight to ``inner``.
     """
 
     def __init__(
@@ -93,7 +98,9 @@ class JournaledLM(_lm_base()):  # type: ignore[misc]
         session: dict[str, Any],
         seeded: bool = False,
         slice_s: float = 5.0,
-        before_slice: Callable[[], None] | None = None,
+        meter: RequestMeter | None = None,
+        count_tokens: Callable[[Sequence[str]], int] | None = None,
+        gate: EngineGate | None = None,
     ) -> None:
         super().__init__()
         self._inner = inner
@@ -106,7 +113,9 @@ class JournaledLM(_lm_base()):  # type: ignore[misc]
         """Requests answered from the journal in this run."""
         self._seeded = seeded
         self._slice_s = slice_s
-        self._before_slice = before_slice
+        self._meter = meter
+        self._count_tokens = count_tokens or (lambda texts: 0)
+        self._gate = gate
         self._seen: Counter[str] = Counter()
         self._slice = FIRST_SLICE
         journal.open(session)
@@ -135,16 +144,16 @@ class JournaledLM(_lm_base()):  # type: ignore[misc]
                 self.from_journal += 1
             else:
                 missing.append((i, key))
-        send = getattr(self._inner, op)
         start = 0
         while start < len(missing):
             part = missing[start : start + self._slice]
-            if self._before_slice is not None:
-                self._before_slice()
+            sent = [requests[i] for i, _ in part]
             began = time.perf_counter()
-            got = send([requests[i] for i, _ in part], disable_tqdm=disable_tqdm)
+            if self._gate is not None:
+                got = self._gate.send(op, sent)
+            else:
+                got = list(getattr(self._inner, op)(sent, disable_tqdm=disable_tqdm))
             self._resize(len(part), time.perf_counter() - began)
-            got = list(got)
             if len(got) != len(part):
                 raise RuntimeError(f"the engine answered {len(got)} of {len(part)} requests")
             for (i, _), answer in zip(part, got, strict=True):
@@ -153,6 +162,9 @@ class JournaledLM(_lm_base()):  # type: ignore[misc]
                 (key, answer) for (_, key), answer in zip(part, got, strict=True) if key
             )
             start += len(part)
+        if self._meter is not None and missing:  # tokens counted once a call, not a slice
+            sent = [requests[i] for i, _ in missing]
+            self._meter.record(op, sent, [answers[i] for i, _ in missing], self._count_tokens)
         return answers
 
     def _resize(self, sent: int, took: float) -> None:

@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -18,7 +19,8 @@ from typing import Any
 from harness.config.evaluation import settings_for
 from harness.config.schema import RunConfig
 from harness.console import quiet_lm_eval_git_probe, say
-from harness.engines.base import Engine, RequestMeter, attach_meter
+from harness.engines.base import Engine, RequestMeter
+from harness.evaluation.gate import EngineGate, in_flight
 from harness.evaluation.tasks import PreparedDataset, leaf_tasks
 from harness.planning.plan import Plan
 from harness.record.files import DiskFull
@@ -132,11 +134,15 @@ def evaluate_all(
     ``on_event(event, **fields)`` hears ``dataset_started``, ``dataset_done``, ``dataset_failed``
     and ``dataset_resumed`` (harness/record/events.py).
     """
-    emit = on_event or (lambda event, **fields: None)
-    meter = attach_meter(engine.lm, engine.count_tokens) if engine is not None else None
-    outcomes: list[DatasetOutcome] = []
+    emit = _serialized(on_event or (lambda event, **fields: None))
     total = len(work)
-    for i, (name, item) in enumerate(work.items(), start=1):
+    evaluated = sum(item.stored is None for item in work.values())
+    at_once = concurrency(run, engine, evaluated)
+    gate = EngineGate(engine.lm) if engine is not None and at_once > 1 else None
+    if at_once > 1:
+        say(f"{at_once} datasets at once against the resident engine (max_concurrent_datasets)")
+
+    def one(i: int, name: str, item: Pending) -> DatasetOutcome:
         say(f"[{i}/{total}] {name} ...")
         task = item.dataset.config.task
         settings = {k: getattr(item.dataset.config, k) for k in ("task", "num_fewshot", "limit")}
@@ -156,10 +162,10 @@ def evaluate_all(
                 outcome=outcome.to_dict(),
             )
         else:
-            assert engine is not None and meter is not None
+            assert engine is not None
             emit("dataset_started", dataset=name, task=task)
             evaluate = functools.partial(
-                _evaluate_one, name, item, engine, meter, run, run_dir, store
+                _evaluate_one, name, item, engine, run, run_dir, store, gate
             )
             outcome = _evaluate_checked(name, engine, evaluate)
             done = {k: getattr(outcome, k) for k in ("eval_time_s", "requests", "tokens_per_s")}
@@ -175,14 +181,44 @@ def evaluate_all(
                 error = {"error": outcome.error_type, "message": outcome.error_message}
                 emit("dataset_failed", dataset=name, **done, **error, outcome=outcome.to_dict())
         track_outcome(tracker, child, outcome)
-        outcomes.append(outcome)
         verdict = {"ok": "ok", "failed": f"FAILED ({outcome.error_type})"}[outcome.status]
         how = "stored result reused" if outcome.resumed else f"in {outcome.eval_time_s:.1f}s"
         if outcome.requests_journaled:
             asked = outcome.requests + outcome.requests_journaled
             how += f", {outcome.requests_journaled} of {asked} requests from the journal"
         say(f"[{i}/{total}] {name} {verdict} {how}")
-    return outcomes
+        return outcome
+
+    calls = [
+        functools.partial(one, i, name, item)
+        for i, (name, item) in enumerate(work.items(), start=1)
+    ]
+    try:
+        return in_flight(calls, at_once)
+    finally:
+        if gate is not None:
+            gate.close()
+
+
+def concurrency(run: RunConfig, engine: Engine | None, datasets: int) -> int:
+    """How many datasets are evaluated at once: ``max_concurrent_datasets``, where ``auto`` is 1
+    for an engine in this process and every dataset for one in a process of its own (it has a
+    health check, ``revive``), and never more than there are datasets to evaluate."""
+    wanted = run.max_concurrent_datasets
+    if wanted == "auto":
+        wanted = datasets if getattr(engine, "revive", None) is not None else 1
+    return max(1, min(int(wanted), datasets))
+
+
+def _serialized(emit: Callable[..., None]) -> Callable[..., None]:
+    """``emit`` for datasets in flight together: one event at a time, whole."""
+    lock = threading.Lock()
+
+    def locked(event: str, **fields: Any) -> None:
+        with lock:
+            emit(event, **fields)
+
+    return locked
 
 
 def _evaluate_checked(
@@ -216,15 +252,15 @@ def _evaluate_one(
     name: str,
     item: Pending,
     engine: Engine,
-    meter: RequestMeter,
     run: RunConfig,
     run_dir: RunDirectory,
     store: ResultStore,
+    gate: EngineGate | None,
     check: Callable[[], None] | None = None,
 ) -> DatasetOutcome:
     outcome = DatasetOutcome(name=name, task=item.dataset.config.task, fingerprint=item.fingerprint)
     outcome.evaluation = dict(item.key.get("evaluation", {}))
-    meter.reset()
+    meter = RequestMeter()  # this dataset's own, whatever else is in flight
     from harness.evaluation.journaled import JournaledLM  # imports lm-eval
 
     journal = journal_of(store, name, item)
@@ -239,6 +275,9 @@ def _evaluate_one(
             _session(item),
             seeded=run.seed is not None,
             slice_s=run.strategy.journal_slice_s,
+            meter=meter,
+            count_tokens=engine.count_tokens,
+            gate=gate,
         )
         try:
             result = run_lm_eval(lm, item.dataset, run)

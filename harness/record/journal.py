@@ -108,16 +108,20 @@ class RequestJournal:
     def open(self, session: dict[str, Any]) -> None:
         """Start appending, under a session line of these facts. A torn last line (a killed
         writer) is ended first, so that what is appended starts a line of its own."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        ends_torn = False
-        if self.path.is_file() and self.path.stat().st_size:
-            with self.path.open("rb") as handle:
-                handle.seek(-1, os.SEEK_END)
-                ends_torn = handle.read(1) != b"\n"
-        self._file = self.path.open("a", encoding="utf-8")
-        head = "\n" if ends_torn else ""
-        self._file.write(head + _line({"session": session, "fingerprint": self.fingerprint}) + "\n")
-        self._file.flush()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            ends_torn = False
+            if self.path.is_file() and self.path.stat().st_size:
+                with self.path.open("rb") as handle:
+                    handle.seek(-1, os.SEEK_END)
+                    ends_torn = handle.read(1) != b"\n"
+            self._file = self.path.open("a", encoding="utf-8")
+            head = "\n" if ends_torn else ""
+            line = _line({"session": session, "fingerprint": self.fingerprint})
+            self._file.write(head + line + "\n")
+            self._file.flush()
+        except OSError as err:
+            self._give_up(err)
         self._synced = time.monotonic()
 
     def append(self, records: Iterable[tuple[str, Any]]) -> None:
@@ -127,18 +131,37 @@ class RequestJournal:
         text = "".join(_record_line(key, answer) + "\n" for key, answer in records)
         if not text:
             return
-        self._file.write(text)
-        self._file.flush()
-        if time.monotonic() - self._synced >= SYNC_EVERY_S:
-            os.fsync(self._file.fileno())
-            self._synced = time.monotonic()
+        try:
+            self._file.write(text)
+            self._file.flush()
+            if time.monotonic() - self._synced >= SYNC_EVERY_S:
+                os.fsync(self._file.fileno())
+                self._synced = time.monotonic()
+        except OSError as err:
+            self._give_up(err)
+
+    def _give_up(self, err: OSError) -> None:
+        """The journal cannot be written (a full disk, a read-only store): the evaluation goes
+        on without it, as it would without tracking; a line half written is a torn line, which
+        a reader skips."""
+        log.warning(
+            "request journal %s cannot be written (%s); this dataset goes on without it (a run "
+            "killed now evaluates it from the start)",
+            self.path,
+            err,
+        )
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        self._file = None
 
     def close(self) -> None:
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.flush()
                 os.fsync(self._file.fileno())
-            self._file.close()
+            with contextlib.suppress(OSError):  # what it still buffers cannot be written
+                self._file.close()
             self._file = None
 
     def delete(self) -> None:

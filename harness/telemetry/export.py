@@ -71,8 +71,11 @@ def describe(
     recordings: list[Recording],
     phases: list[PhaseSummary],
     tokens_per_joule: dict[str, float],
+    attributed: list[PhaseSummary] | None = None,
 ) -> dict[str, Any]:
-    """telemetry.json: the nodes, their GPUs and topology, each phase's figures."""
+    """telemetry.json: the nodes, their GPUs and topology, each phase's figures, and each
+    dataset's (``attributed``: its share of the phases it shared; MLflow logs these)."""
+    attributed = phases if attributed is None else attributed
     return {
         "nodes": [
             {
@@ -91,8 +94,12 @@ def describe(
             for rec in recordings
         ],
         "phases": [p.to_dict() for p in phases],
+        "datasets": [p.to_dict() for p in attributed if p.name != "load"],
         "tokens_per_joule": tokens_per_joule,
-        "mlflow": {"metrics": phase_metrics(phases, tokens_per_joule), "tags": tags(recordings)},
+        "mlflow": {
+            "metrics": phase_metrics(attributed, tokens_per_joule),
+            "tags": tags(recordings),
+        },
     }
 
 

@@ -8,12 +8,14 @@ evaluated and has no phase). Every failure here is a warning: telemetry never en
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.console import say
+from harness.telemetry.attribute import SEPARATOR, attribute
 from harness.telemetry.sampler import Recording, Sampler, open_sampler
 
 if TYPE_CHECKING:
@@ -23,9 +25,6 @@ if TYPE_CHECKING:
     from harness.telemetry.nodes import NodeSamplers
 
 log = logging.getLogger(__name__)
-
-_BEGINS = {"load_started": "load", "dataset_started": None}
-_ENDS = {"loaded", "dataset_done", "dataset_failed"}
 
 
 class Telemetry:
@@ -43,6 +42,8 @@ class Telemetry:
         """The samplers of the cluster's other nodes, once ``follow_nodes`` is called."""
         self.phase: str | None = None
         """The phase now running."""
+        self._in_flight: list[str] = []
+        """The datasets being evaluated now, in the order they started."""
         self.recordings: list[Recording] = []
         """What every node recorded, this node's first; filled by ``stop``."""
         self.stopped = False
@@ -104,13 +105,22 @@ class Telemetry:
             nodes.mark(self.phase)
 
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
-        """Mark phases from the run's events (an ``EventLog`` listener)."""
-        if event in _BEGINS:
-            self.phase = _BEGINS[event] or str(fields.get("dataset"))
-        elif event in _ENDS:
+        """Mark phases from the run's events (an ``EventLog`` listener). Datasets in flight
+        together make one phase named after all of them (``a+b``; harness/telemetry/attribute.py
+        splits it among them)."""
+        if event == "dataset_started":
+            self._in_flight.append(str(fields.get("dataset")))
+        elif event in ("dataset_done", "dataset_failed"):
+            with contextlib.suppress(ValueError):
+                self._in_flight.remove(str(fields.get("dataset")))
+        elif event == "load_started":
+            self.phase = "load"
+        elif event == "loaded":
             self.phase = None
         else:
             return
+        if event.startswith("dataset_"):
+            self.phase = SEPARATOR.join(self._in_flight) or None
         if self.sampler is not None:
             self.sampler.mark(self.phase)  # never raises: an NVML error stops the sampler
         if self.nodes is not None:
@@ -161,8 +171,9 @@ class Telemetry:
             for o in outcomes
             if o.status == "ok" and not o.resumed
         }
-        per_joule = export.tokens_per_joule(phases, tokens)
-        described = export.describe(recs, phases, per_joule)
+        attributed = attribute(phases, tokens)  # datasets in flight together: each its share
+        per_joule = export.tokens_per_joule(attributed, tokens)
+        described = export.describe(recs, phases, per_joule, attributed)
         files = export.write_files(root, recs, marked, described)
         try:
             from harness.telemetry.plot import plot
@@ -187,6 +198,7 @@ class Telemetry:
                     "energy_j": None if p.energy_j is None else round(p.energy_j, 3),
                     "tokens_per_joule": per_joule.get(p.name),
                 }
-                for p in phases
+                for p in attributed
             },
+            "shared_phases": [p.name for p in phases if SEPARATOR in p.name],
         }

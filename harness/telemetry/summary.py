@@ -79,7 +79,7 @@ class PhaseSummary:
         return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
 
 
-def _ratio(values: list[float | None]) -> float | None:
+def ratio(values: list[float | None]) -> float | None:
     if len(values) < 2 or any(v is None or v <= 0 for v in values):
         return None
     known = [v for v in values if v is not None]
@@ -153,8 +153,8 @@ def summarize(recordings: list[Recording], phases: list[Phase] | None = None) ->
                 gpus=gpus,
                 energy_j=None if None in energies else sum(e for e in energies if e is not None),
                 peak_memory_gib=max(g.peak_memory_gib for g in gpus),
-                memory_imbalance=_ratio([g.peak_memory_gib for g in gpus]),
-                utilization_imbalance=_ratio([g.mean_utilization_pct for g in gpus]),
+                memory_imbalance=ratio([g.peak_memory_gib for g in gpus]),
+                utilization_imbalance=ratio([g.mean_utilization_pct for g in gpus]),
             )
         )
     return out

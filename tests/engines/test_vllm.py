@@ -101,6 +101,7 @@ def full_run(strategy: str, root: Path, *extra: str) -> dict[str, Any]:
     result["wall_s"] = time.perf_counter() - started
     assert result["code"] == 0, result["out"][-4000:]
     result["summary"] = summary_of(run_dir)
+    result["run_dir"] = run_dir
     return result
 
 
@@ -119,7 +120,7 @@ def tp2_run(tmp_path_factory) -> dict[str, Any]:
 def tp1_killed_then_resumed(tmp_path_factory) -> dict[str, Any]:
     """TP=1: SIGKILL the harness once the first dataset is stored, then run the same again."""
     root = tmp_path_factory.mktemp("tp1")
-    args = harness_args("vllm", root)
+    args = harness_args("vllm", root, "max_concurrent_datasets=1")  # stored one after another
     store = root / "outputs" / "store" / "tiny_char"
     proc, watcher = start(args, root, root / "killed")
     try:
@@ -152,7 +153,8 @@ def tp2_engine_killed(tmp_path_factory) -> dict[str, Any]:
     """TP=2: SIGKILL the engine process (not the harness) once the first dataset is stored."""
     root = tmp_path_factory.mktemp("tp2_killed_engine")
     store = root / "outputs" / "store" / "tiny_char"
-    proc, watcher = start(harness_args("tp2", root), root, root / "run")
+    args = harness_args("tp2", root, "max_concurrent_datasets=1")  # stored one after another
+    proc, watcher = start(args, root, root / "run")
     try:
         wait_until(lambda: any(store.glob(f"{DATASETS[0]}-*.json")), RUN_TIMEOUT, 0.05)
         engines = [p for p, c in live(watcher.seen).items() if "harness::engine" in c]
@@ -245,6 +247,12 @@ def test_tp2_builds_once_binds_threads_and_leaves_nothing(tp2_run):
     assert summary["plan"]["engine_args"] == ENGINE_ARGS
     assert engine["engine_config"] == ENGINE_ARGS  # read back from vLLM's own engine config
     assert summary["failed"] == [] and summary["resumed"] == []
+    # Both datasets were in flight together (max_concurrent_datasets=auto: every dataset for an
+    # engine of its own), their requests merged into vLLM's batches.
+    assert f"{len(DATASETS)} datasets at once" in tp2_run["out"]
+    events = [json.loads(line) for line in (tp2_run["run_dir"] / "events.jsonl").open()]
+    kinds = [e["event"] for e in events if e["event"].startswith("dataset_")]
+    assert kinds[: len(DATASETS)] == ["dataset_started"] * len(DATASETS), kinds
     titles = " ".join(tp2_run["seen"].values())
     assert titles.count("VLLM::Worker") >= 2 and "VLLM::EngineCore" in titles, titles
     # close() took EngineCore and workers down before the harness exited

@@ -1,0 +1,108 @@
+"""Datasets at once: the five bundled datasets evaluated one after another and all at once
+(``max_concurrent_datasets=1`` against ``auto``) against the one resident engine.
+
+    python benchmarks/concurrency.py [--rounds 2] [--engines vllm,hf_process] [--json result.json]
+
+Each round runs both settings once, in a rotating order, as separate processes (``rerun=true``,
+``tracking=none``); the figures are medians over rounds of the evaluation wall (from the first
+``dataset_started`` to the last dataset's end, from events.jsonl: what the datasets at once
+overlap) and of the whole run's ``total_time_s``, and their ratios (at once / one after
+another). The metrics of the two settings are compared, dataset by dataset, and must be equal.
+Engines: ``vllm`` (strategy=vllm, the CPU build here) and ``hf_process`` (the HF engine in a
+process of its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import add_common_args, cli, machine_description, offline_env, work_folder, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+ENGINES = {
+    "vllm": ["strategy=vllm"],
+    "hf_process": ["strategy=single", "strategy.replica_backend=process"],
+}
+SETTINGS = {"one after another": "1", "at once": "auto"}
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each setting")
+    parser.add_argument("--engines", default="vllm,hf_process", help="comma-separated")
+    add_common_args(parser)
+
+
+def evaluation_wall(run_dir: Path) -> float:
+    """From the first dataset's start to the last one's end, from the run's events."""
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    starts = [e["t"] for e in events if e["event"] == "dataset_started"]
+    ends = [e["t"] for e in events if e["event"] in ("dataset_done", "dataset_failed")]
+    return max(ends) - min(starts)
+
+
+def run_once(work: Path, engine: str, setting: str, n: int) -> dict[str, Any]:
+    out = work / f"{engine}_{SETTINGS[setting]}_{n}"
+    cmd = [
+        sys.executable, "-m", "harness", f"output_dir={out}", f"outputs_root={work / 'outputs'}",
+        "tracking=none", "rerun=true", *ENGINES[engine],
+        f"max_concurrent_datasets={SETTINGS[setting]}",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=offline_env(work), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {
+        "evaluation_wall_s": evaluation_wall(out),
+        "total_time_s": summary["total_time_s"],
+        "process_wall_s": wall,
+        "metrics": {n: d["metrics"] for n, d in summary["datasets"].items()},
+    }
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    work = work_folder(args.out, "concurrency_")
+    engines = [e for e in args.engines.split(",") if e]
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        e: {s: [] for s in SETTINGS} for e in engines
+    }
+    for r in range(args.rounds):
+        for engine in engines:
+            order = list(SETTINGS)[r % 2 :] + list(SETTINGS)[: r % 2]
+            for setting in order:
+                runs[engine][setting].append(run_once(work, engine, setting, r))
+                print(f"round {r + 1} {engine} {setting}: done", flush=True)
+    print(f"\ndatasets at once, {args.rounds} rounds ({machine_description()}):\n")
+    print("| engine | evaluation wall, one after another s | at once s | ratio | total, one "
+          "after another s | at once s | ratio | metrics equal |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    figures: dict[str, Any] = {"rounds": args.rounds, "runs": runs, "engines": {}}
+    for engine in engines:
+        seq, par = runs[engine]["one after another"], runs[engine]["at once"]
+        row = {}
+        for key in ("evaluation_wall_s", "total_time_s"):
+            a = statistics.median(x[key] for x in seq)
+            b = statistics.median(x[key] for x in par)
+            row[key] = {"one after another": a, "at once": b, "ratio": b / a}
+        equal = all(x["metrics"] == seq[0]["metrics"] for x in seq + par)
+        row["metrics_equal"] = equal
+        figures["engines"][engine] = row
+        w, t = row["evaluation_wall_s"], row["total_time_s"]
+        print(
+            f"| {engine} | {w['one after another']:.1f} | {w['at once']:.1f} | {w['ratio']:.2f} | "
+            f"{t['one after another']:.1f} | {t['at once']:.1f} | {t['ratio']:.2f} | {equal} |"
+        )
+    write_json(args.json, figures)
+    return figures
+
+
+if __name__ == "__main__":
+    cli(__doc__, add_cli_args, main)
