@@ -269,3 +269,21 @@ def test_two_replicas_killed_resume_at_one(big_task, uninterrupted, tmp_path):
     assert outcome["requests_journaled"] == kept
     assert outcome["requests"] == REQUESTS - kept
     assert [s["data_parallel_size"] for s in outcome["journal_sources"]] == [2]
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_killed_inside_a_dataset_resumes_inside_it(big_task, uninterrupted, tmp_path):
+    """vLLM (the CPU build) in its own process: the whole run SIGKILLed mid-dataset, then the
+    same command: only what was not journaled goes to vLLM, and the metrics are the HF engine's
+    uninterrupted ones (vLLM's logprobs differ from HF's by about 1e-6, far below the gaps
+    between this model's choices: tests/engines/test_vllm.py)."""
+    out = tmp_path / "out"
+    vllm = ("strategy=vllm",)
+    kept = kill_when_journaled(start(args(big_task, out, *vllm), tmp_path), out, 2000)
+    assert 0 < kept < REQUESTS, kept
+    outcome, stdout = rerun(big_task, out, tmp_path, *vllm)
+    assert outcome["requests_journaled"] == kept
+    assert outcome["requests"] == REQUESTS - kept
+    assert outcome["metrics"] == uninterrupted["metrics"]
+    assert f"{kept} of {REQUESTS} requests from the journal" in stdout
