@@ -16,51 +16,42 @@ REQUESTS = DOCS * 4
 
 
 def write_big_task(folder: Path, docs: int = DOCS) -> Path:
-    """The task ``big_mc`` in ``folder``: its YAML and its data."""
-    sys.path.insert(0, str(PLUGINS_DIR / "tasks" / "synth"))
-    try:
-        import generate_data
-    finally:
-        sys.path.pop(0)
-    rows = generate_data.generate("arith_mc", seed=77, n=docs)
-    data = folder / "big_mc.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "big_mc.yaml").write_text(
-        "task: big_mc\n"
-        "dataset_path: json\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+    """The task ``big_mc`` in ``folder``: ``docs`` arithmetic questions of four choices."""
+    body = (
         "output_type: multiple_choice\ntest_split: test\ndoc_to_text: query\n"
         "doc_to_choice: choices\ndoc_to_target: label\ntarget_delimiter: ''\n"
         "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
         "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n"
-        "metadata:\n  version: 1.0\n"
     )
-    return folder
+    return _write_task(folder, "big_mc", "arith_mc", docs, body)
 
 
 def write_big_generation_task(folder: Path, docs: int) -> Path:
     """The task ``big_gen`` in ``folder``: ``docs`` successor questions answered by generation
-    (about 150 a second with the bundled model on one core: slow enough for SLURM to requeue
-    a job in the middle of it)."""
-    sys.path.insert(0, str(PLUGINS_DIR / "tasks" / "synth"))
-    try:
-        import generate_data
-    finally:
-        sys.path.pop(0)
-    rows = generate_data.generate("successor_gen", seed=77, n=docs)
-    data = folder / "big_gen.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "big_gen.yaml").write_text(
-        "task: big_gen\n"
-        "dataset_path: json\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+    (thousands a second with the bundled model on one core: 20,000 outlast SLURM's KillWait)."""
+    body = (
         "output_type: generate_until\ntest_split: test\ndoc_to_text: query\n"
         "doc_to_target: answer\ntarget_delimiter: ''\n"
         'generation_kwargs:\n  until: ["\\n"]\n  max_gen_toks: 12\n  do_sample: false\n'
         "  temperature: 0.0\n"
         "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
-        "metadata:\n  version: 1.0\n"
     )
+    return _write_task(folder, "big_gen", "successor_gen", docs, body)
+
+
+def _write_task(folder: Path, name: str, kind: str, docs: int, body: str) -> Path:
+    """Task ``name`` in ``folder``: ``docs`` rows of the synth generator's ``kind`` as a local
+    JSON file, and its YAML (``body``: what follows the data source)."""
+    sys.path.insert(0, str(PLUGINS_DIR / "tasks" / "synth"))
+    try:
+        import generate_data
+    finally:
+        sys.path.pop(0)
+    rows = generate_data.generate(kind, seed=77, n=docs)
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+    (folder / f"{name}.yaml").write_text(source + body + "metadata:\n  version: 1.0\n")
     return folder
 
 
