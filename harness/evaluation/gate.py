@@ -16,15 +16,12 @@ that raises fails (a dataset that fails does not take the others in flight down)
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,10 +42,6 @@ class EngineGate:
         self._queue: list[_Slice] = []
         self._thread: threading.Thread | None = None
         self._closed = False
-        self.calls = 0
-        """Calls made to the engine."""
-        self.merged_calls = 0
-        """Calls that carried slices of more than one dataset."""
 
     def send(self, op: str, requests: list[Any]) -> list[Any]:
         """The engine's answers to ``requests`` (one slice of one dataset), in order."""
@@ -87,8 +80,6 @@ class EngineGate:
         from harness.engines.process import EngineDied
 
         requests = [r for s in batch for r in s.requests]
-        self.calls += 1
-        self.merged_calls += len(batch) > 1
         try:
             answers = list(getattr(self._lm, op)(requests, disable_tqdm=True))
             if len(answers) != len(requests):
