@@ -102,9 +102,14 @@ def _is_console(handler: logging.Handler) -> bool:
     )
 
 
-def configure(verbose: bool) -> bool:
+def configure(verbose: bool, draws_bars: bool = True) -> bool:
     """Set this run's console up: what the root's console handlers show, and whether progress
-    bars are drawn. Returns whether the console is chatty."""
+    bars are drawn. Returns whether the console is chatty.
+
+    Args:
+        draws_bars: whether anything of this run may draw a progress bar; plan-only loads no
+            library that does, and gating tqdm costs its import (about 15 ms of a plan).
+    """
     from harness.secrets import mask_handlers
 
     loud = chatty(verbose)
@@ -116,7 +121,7 @@ def configure(verbose: bool) -> bool:
             handler.addFilter(ConsoleFilter(show_info=loud))
     global _bars_off
     _bars_off = not loud
-    if _bars_off:
+    if _bars_off and draws_bars:
         _gate_progress_bars()
     return loud
 

@@ -96,7 +96,7 @@ def write_plan_only(cfg: DictConfig, run_cfg: RunConfig, plan: Plan) -> None:
 
     run_dir = RunDirectory(resolve_output_dir(run_cfg))
     typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    run_dir.write_config(OmegaConf.to_yaml(typed))
+    run_dir.write_config(typed)
     say(f"plan written to {run_dir.write_plan(plan.to_dict())}")
 
 
@@ -178,7 +178,7 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     warn_shared_name(store.root, plan)  # another checkpoint's results under this name: said
     check_space(run_cfg, datasets, [run_dir.root, store.root])
     typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    run_dir.write_config(OmegaConf.to_yaml(typed))  # the config as typed; the plan beside it
+    run_dir.write_config(typed)  # the config as typed; the plan beside it
     run_dir.write_plan(plan.to_dict())
     work = work_list(run_cfg, plan, datasets, store)
     tracker = Tracker(run_cfg.tracking, uid=uid, own_process=True)  # MLflow off this process
@@ -358,7 +358,7 @@ def run(cfg: DictConfig) -> int:
     """
     started, started_at = time.perf_counter(), time.time()
     run_cfg = typed_config(cfg)
-    chatty = console.configure(run_cfg.verbose)
+    chatty = console.configure(run_cfg.verbose, draws_bars=not run_cfg.plan_only)
     set_offline(run_cfg.offline)
     plan = make_checked_plan(run_cfg)  # the only truth of the deployment from here on
     if run_cfg.plan_only:

@@ -64,11 +64,16 @@ def env_secrets(environ: dict[str, str] | None = None) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
-def mask(text: str) -> str:
-    """``text`` with every secret it holds replaced by ``***``."""
+def mask(text: str, secrets: list[str] | None = None) -> str:
+    """``text`` with every secret it holds replaced by ``***``.
+
+    Args:
+        secrets: the environment's secrets (``env_secrets()``), where the caller masks many
+            strings at once; read from the environment now when None.
+    """
     if not text:
         return text
-    for value in env_secrets():
+    for value in env_secrets() if secrets is None else secrets:
         if value in text:
             text = text.replace(value, MASK)
     if "//" in text:
@@ -93,14 +98,18 @@ def secret_parts(text: str) -> list[str] | None:
     return None if found is None else list(found.groups())
 
 
-def mask_tree(obj: Any) -> Any:
-    """A copy of nested dicts, lists and strings with every string masked (keys included)."""
+def mask_tree(obj: Any, secrets: list[str] | None = None) -> Any:
+    """A copy of nested dicts, lists and strings with every string masked (keys included).
+
+    The environment is read once per tree, not once per string (a config holds hundreds)."""
+    if secrets is None:
+        secrets = env_secrets()
     if isinstance(obj, str):
-        return mask(obj)
+        return mask(obj, secrets)
     if isinstance(obj, dict):
-        return {mask_tree(k): mask_tree(v) for k, v in obj.items()}
+        return {mask_tree(k, secrets): mask_tree(v, secrets) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [mask_tree(v) for v in obj]
+        return [mask_tree(v, secrets) for v in obj]
     return obj
 
 
