@@ -10,6 +10,11 @@ overlap) and of the whole run's ``total_time_s``, and their ratios (at once / on
 another). The metrics of the two settings are compared, dataset by dataset, and must be equal.
 Engines: ``vllm`` (strategy=vllm, the CPU build here) and ``hf_process`` (the HF engine in a
 process of its own).
+
+``--sweep`` adds the third row: a three-job local sweep of the bundled model (one dataset a job,
+``hydra/launcher=submitit_local``) with one core per job, packed onto this node, against the same
+sweep one job at a time (``array_parallelism=1``), and against the default (each job the whole
+node, so one at a time); figure: the sweep's wall time, metrics compared job by job.
 """
 
 from __future__ import annotations
@@ -31,11 +36,19 @@ ENGINES = {
     "hf_process": ["strategy=single", "strategy.replica_backend=process"],
 }
 SETTINGS = {"one after another": "1", "at once": "auto"}
+SWEEP = ["-m", "dataset=arith_mc,compare_mc,reverse_gen", "hydra/launcher=submitit_local"]
+SWEEP_SETTINGS = {
+    "one at a time, 1 core each": ["hydra.launcher.cpus_per_task=1",
+                                   "hydra.launcher.array_parallelism=1"],
+    "one at a time, whole node each (default)": [],
+    "packed, 1 core each": ["hydra.launcher.cpus_per_task=1"],
+}  # fmt: skip
 
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs of each setting")
     parser.add_argument("--engines", default="vllm,hf_process", help="comma-separated")
+    parser.add_argument("--sweep", action="store_true", help="also the three-job local sweep")
     add_common_args(parser)
 
 
@@ -66,6 +79,54 @@ def run_once(work: Path, engine: str, setting: str, n: int) -> dict[str, Any]:
         "process_wall_s": wall,
         "metrics": {n: d["metrics"] for n, d in summary["datasets"].items()},
     }
+
+
+def sweep_once(work: Path, setting: str, n: int) -> dict[str, Any]:
+    """One run of the three-job sweep: its wall time and each job's metrics and span."""
+    out = work / f"sweep_{list(SWEEP_SETTINGS).index(setting)}_{n}"
+    cmd = [
+        sys.executable, "-m", "harness", *SWEEP, *SWEEP_SETTINGS[setting], "tracking=none",
+        "rerun=true", f"outputs_root={out}",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=offline_env(work), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    (sweep_dir,) = (out / "multirun").iterdir()
+    jobs = {}
+    for path in sorted(sweep_dir.glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        jobs[path.parent.name] = {
+            "metrics": {n: d["metrics"] for n, d in summary["datasets"].items()},
+            "cpus": summary["resources"]["cpus"],
+            "span": [summary["started_at"], summary["ended_at"]],
+        }
+    return {"wall_s": wall, "jobs": jobs}
+
+
+def sweep_rows(work: Path, rounds: int) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in SWEEP_SETTINGS}
+    for r in range(rounds):
+        order = list(SWEEP_SETTINGS)[r % 3 :] + list(SWEEP_SETTINGS)[: r % 3]
+        for setting in order:
+            runs[setting].append(sweep_once(work, setting, r))
+            print(f"round {r + 1} sweep {setting}: done", flush=True)
+    packed = statistics.median(x["wall_s"] for x in runs["packed, 1 core each"])
+
+    def metrics(run: dict[str, Any]) -> dict[str, Any]:
+        return {name: job["metrics"] for name, job in run["jobs"].items()}
+
+    first = metrics(runs["packed, 1 core each"][0])
+    equal = all(metrics(x) == first for xs in runs.values() for x in xs)
+    print("\n| sweep of 3 jobs | wall s | packed / this |\n|---|---|---|")
+    rows = {}
+    for setting, xs in runs.items():
+        wall = statistics.median(x["wall_s"] for x in xs)
+        rows[setting] = {"wall_s": wall, "packed_ratio": packed / wall}
+        print(f"| {setting} | {wall:.1f} | {packed / wall:.2f} |")
+    print(f"metrics equal job by job in every run: {equal}")
+    return {"runs": runs, "rows": rows, "metrics_equal": equal}
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -100,6 +161,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             f"| {engine} | {w['one after another']:.1f} | {w['at once']:.1f} | {w['ratio']:.2f} | "
             f"{t['one after another']:.1f} | {t['at once']:.1f} | {t['ratio']:.2f} | {equal} |"
         )
+    if args.sweep:
+        figures["sweep"] = sweep_rows(work, args.rounds)
     write_json(args.json, figures)
     return figures
 

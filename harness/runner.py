@@ -249,6 +249,7 @@ def finish_run(
     ``timings`` are the load time and the run's start (``time.perf_counter()``); the total is
     taken once everything is written, and MLflow's end time is that same instant.
     """
+    from harness.machine.node import given_resources
     from harness.record.files import DiskFull
     from harness.record.provenance import record_run
     from harness.tracking.rundir import log_run_end, log_telemetry
@@ -277,7 +278,9 @@ def finish_run(
         "engine": engine_facts,
         "load_time_s": round(load_time, 4),
         "total_time_s": round(total_time, 4),
+        "started_at": round(ended_at - total_time, 3),  # seconds since the epoch
         "ended_at": round(ended_at, 3),  # seconds since the epoch: MLflow's end time (replay)
+        "resources": given_resources(),  # what this run was given: in a sweep, its share
         "datasets": {o.name: o.to_dict() for o in outcomes},
         "failed": [o.name for o in failed],
         "resumed": [o.name for o in outcomes if o.resumed],

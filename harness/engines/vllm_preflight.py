@@ -46,7 +46,7 @@ def vllm_problems(plan: Plan, run: RunConfig) -> list[str]:
     if plan.device == "cuda" and dist == CPU_DIST:
         problems.append(
             f"{who} runs vLLM on GPUs, but the vLLM here is the CPU build ({CPU_DIST} {version}). "
-            f"Fix: on a GPU host, in its own environment, {INSTALL[GPU_DIST]}; on this machine "
+            f"Fix: {INSTALL[GPU_DIST]}; on this machine "
             "a tier without GPUs (tier=local) runs the same strategy on the CPU."
         )
     if plan.device != "cpu":

@@ -103,7 +103,16 @@ def _cpus() -> tuple[int, str]:
     return len(os.sched_getaffinity(0)), "CPUs: this process's affinity"
 
 
+JOB_MEMORY_VAR = "HARNESS_JOB_MEMORY_GIB"
+"""The host memory a local sweep gave this job (``harness.sweep.packing``), as SLURM's
+``SLURM_MEM_PER_NODE`` gives a SLURM job its own: the job plans within it."""
+
+
 def _memory_gib(cpus: int) -> tuple[float, str]:
+    granted = os.environ.get(JOB_MEMORY_VAR, "")
+    with contextlib.suppress(ValueError):
+        if float(granted) > 0:
+            return float(granted), f"memory: the local sweep's share ({JOB_MEMORY_VAR})"
     per_node = os.environ.get("SLURM_MEM_PER_NODE", "")
     if per_node.isdigit():
         return int(per_node) / 1024, "memory: SLURM_MEM_PER_NODE"
@@ -119,6 +128,32 @@ def _memory_gib(cpus: int) -> tuple[float, str]:
     except OSError:
         pass
     return total, source
+
+
+def visible_gpu_ids(gpus: list[Gpu]) -> list[str]:
+    """How CUDA_VISIBLE_DEVICES names each GPU this process may use (``_visible``'s GPUs): the
+    variable's own entries where it is set (indices, UUIDs or MIG names), else NVML's indices."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        wanted = [v.strip() for v in visible.split(",") if v.strip()]
+        if all(v.isdigit() for v in wanted):
+            return [str(g.index) for g in gpus if str(g.index) in wanted]
+        return wanted[: len(gpus)]
+    return [str(g.index) for g in gpus]
+
+
+def given_resources() -> dict[str, Any]:
+    """What this process was given to run on: its host, GPUs (CUDA_VISIBLE_DEVICES; None where
+    unset, every GPU of the node), CPU cores (its affinity) and host memory (``this_node``'s)."""
+    import socket
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return {
+        "host": socket.gethostname(),
+        "gpus": None if visible is None else [v for v in visible.split(",") if v.strip()],
+        "cpus": sorted(os.sched_getaffinity(0)),
+        "host_memory_gib": round(this_node().host_memory_gib, 2),
+    }
 
 
 @functools.cache

@@ -72,6 +72,7 @@ def _run_task(
     if env.global_rank > 0:
         return join_engine(env)
     guard_time_limit_signal()
+    say_given(job_num)
     Singleton.set_state(singleton_state)
     drop_stock_local_config()
     setup_globals()
@@ -87,6 +88,22 @@ def _run_task(
         config=config,
         job_dir_key=job_dir_key,
         job_subdir_key="hydra.sweep.subdir",
+    )
+
+
+def say_given(job_num: int) -> None:
+    """One line in the job's log: what it was given to run on, as the job itself sees it (its
+    GPUs, its cores' affinity, its memory); summary.json's ``resources`` holds the same."""
+    from harness.machine.node import given_resources
+    from harness.sweep.packing import cpu_ranges
+
+    given = given_resources()
+    gpus = "all" if given["gpus"] is None else ",".join(given["gpus"]) or "none"
+    print(
+        f"job {job_num} on {given['host']} was given: GPUs {gpus}; CPUs "
+        f"{cpu_ranges(given['cpus'])}; {given['host_memory_gib']:g} GiB host memory",
+        file=sys.stderr,
+        flush=True,
     )
 
 

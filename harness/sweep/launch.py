@@ -11,6 +11,7 @@ from typing import Any
 
 from harness.sweep import record_exit
 from harness.sweep.outcome import format_outcomes, write_outcomes
+from harness.sweep.packing import NodePool
 from harness.sweep.plan import (
     Group,
     SweepJob,
@@ -187,6 +188,7 @@ def submit_and_wait(
     from harness.errors import Terminated
 
     submitted: list[Submitted] = []
+    pool: NodePool | None = None
     interrupted = 0
     previous = catch_sigterm()
     try:
@@ -195,8 +197,9 @@ def submit_and_wait(
                 for g in groups:
                     submitted += submit_group(launcher, g, state)
             else:
+                pool = NodePool.this_node()
                 submitted = [Submitted(job=j, handle=None) for g in groups for j in g.jobs]
-                start_local(launcher, groups, submitted, state)
+                start_local(launcher, groups, submitted, state, pool)
         except KeyboardInterrupt:
             raise
         except Exception as err:  # an sbatch that fails after others were submitted
@@ -208,7 +211,7 @@ def submit_and_wait(
             )
             record_exit(2)
             return None, 0
-        wait_all(launcher, submitted, groups, kind, state)
+        wait_all(launcher, submitted, groups, kind, state, pool)
     except KeyboardInterrupt as err:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
         terminated = isinstance(err, Terminated)

@@ -28,21 +28,29 @@ from typing import Any
 from submitit.core import utils
 from submitit.local.local import LocalExecutor, LocalJob
 
+from harness.sweep.packing import Grant
+
 
 class SweepLocalExecutor(LocalExecutor):
-    """submitit's LocalExecutor; its jobs' controllers are started by :func:`start_controller`."""
+    """submitit's LocalExecutor; its jobs' controllers are started by :func:`start_controller`,
+    each with the share of the node it was given (``grant``, ``harness.sweep.packing``)."""
+
+    grant: Grant | None = None
 
     def _submit_command(self, command: str) -> LocalJob[Any]:
-        # submitit 1.5.4's LocalExecutor._submit_command, with our start_controller
+        # submitit 1.5.4's LocalExecutor._submit_command, with our start_controller and the
+        # job's own GPUs (submitit would give every job GPUs 0..n-1)
         ntasks = self.parameters.get("tasks_per_node", 1)
         n_gpus = self.parameters.get("gpus_per_node", 0)
         visible_gpus = self.parameters.get("visible_gpus", ())
         gpus = range(n_gpus) if visible_gpus == () else visible_gpus[:n_gpus]
+        share = {} if self.grant is None else self.grant.environment()
         process = start_controller(
             folder=self.folder,
             command=command,
             tasks_per_node=ntasks,
-            cuda_devices=",".join(str(k) for k in gpus),
+            cuda_devices=share.pop("CUDA_VISIBLE_DEVICES", ",".join(str(k) for k in gpus)),
+            share=share,
             timeout_min=self.parameters.get("timeout_min", 2.0),
             signal_delay_s=self.parameters.get("signal_delay_s", 30),
             stderr_to_stdout=self.parameters.get("stderr_to_stdout", False),
@@ -62,9 +70,11 @@ def start_controller(
     signal_delay_s: int = 30,
     stderr_to_stdout: bool = False,
     setup: Any = (),
+    share: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """submitit's ``start_controller`` (same environment), in a session of its own, its output in
-    the job's folder, running :func:`main` instead of ``submitit.local._local``."""
+    the job's folder, running :func:`main` instead of ``submitit.local._local``; ``share`` holds
+    the variables that give the job its cores and memory (``Grant.environment``)."""
     import shlex
     import uuid
 
@@ -80,6 +90,7 @@ def start_controller(
         SUBMITIT_EXECUTOR="local",
         CUDA_VISIBLE_DEVICES=cuda_devices,
         SUBMITIT_LOCAL_WITH_SHELL="1" if setup else "",
+        **(share or {}),
     )
     cmd: Any = [sys.executable, "-m", "harness.sweep.local", str(folder)]
     if setup:
@@ -111,7 +122,12 @@ def signal_job(job: Any, sig: int) -> None:
 
 
 def main(folder: str) -> None:
-    """A local job's controller: submitit's, which leaves Ctrl-C to the job's tasks."""
+    """A local job's controller: submitit's, which leaves Ctrl-C to the job's tasks. It pins
+    itself to the job's cores first (``HARNESS_JOB_CPUS``): every process of the job inherits
+    that affinity, and ``tier=local`` plans the job's threads from it."""
+    cpus = os.environ.get("HARNESS_JOB_CPUS", "")
+    if cpus:
+        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
     signal.signal(signal.SIGINT, lambda signum, frame: None)  # reset to default in the tasks
     from submitit.local.local import Controller
 

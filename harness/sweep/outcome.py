@@ -6,6 +6,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+from harness.sweep.packing import Grant
 
 
 @dataclass
@@ -21,6 +24,12 @@ class JobOutcome:
     job_id: str
     detail: str = ""
     log: str = ""
+    given: dict[str, Any] | None = None
+    """The share of the node a local job was given (``Grant.to_dict``: GPUs, CPUs, memory);
+    None on SLURM, which keeps its own account."""
+    started_at: float | None = None
+    """When a local job started and ended, seconds since the epoch (SLURM's are in sacct)."""
+    ended_at: float | None = None
 
 
 def dataset_counts(run_dir: Path) -> tuple[int | None, int | None]:
@@ -57,7 +66,13 @@ def failed_datasets(run_dir: Path) -> list[str]:
 
 
 def format_outcomes(outcomes: Sequence[JobOutcome], sweep_dir: Path) -> str:
+    """The outcome table; for local jobs also each one's share of the node and when it ran
+    (seconds from the first start), which shows how the jobs were packed."""
     head = ["job", "model", "strategy", "tier", "state", "datasets ok/failed", "run dir", "job id"]
+    packed = any(o.given for o in outcomes)
+    if packed:
+        head += ["given", "ran (s)"]
+    first = min((o.started_at for o in outcomes if o.started_at is not None), default=0.0)
     rows = []
     for o in outcomes:
         counts = "-" if o.datasets_ok is None else f"{o.datasets_ok}/{o.datasets_failed}"
@@ -65,7 +80,14 @@ def format_outcomes(outcomes: Sequence[JobOutcome], sweep_dir: Path) -> str:
             where = str(Path(o.run_dir).relative_to(sweep_dir))
         except ValueError:
             where = o.run_dir
-        rows.append([str(o.index), o.model, o.strategy, o.tier, o.state, counts, where, o.job_id])
+        row = [str(o.index), o.model, o.strategy, o.tier, o.state, counts, where, o.job_id]
+        if packed:
+            ran = "-"
+            if o.started_at is not None:
+                end = "" if o.ended_at is None else f"{o.ended_at - first:.1f}"
+                ran = f"{o.started_at - first:.1f}-{end}"
+            row += [Grant.of(o.given).describe() if o.given else "-", ran]
+        rows.append(row)
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = [f"sweep outcome ({sweep_dir}):"]
     lines += [

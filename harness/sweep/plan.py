@@ -150,6 +150,32 @@ def launcher_problems(params: dict[str, Any]) -> list[str]:
     return problems
 
 
+def measured_here(cfg: DictConfig, key: str) -> bool:
+    """Whether the tier's ``key`` is read from the node where the job runs (``${machine:...}``),
+    not set on the command line."""
+    from omegaconf import OmegaConf
+
+    return bool(OmegaConf.is_interpolation(cfg.tier, key))
+
+
+def within_share(run: RunConfig, plan: Plan, params: dict[str, Any], measured: set[str]) -> Plan:
+    """The plan a local job makes of itself with ``tier=local``, where the figures it measures
+    (``measured``: those the command line did not set) are its share of the node (its cores'
+    affinity, ``HARNESS_JOB_MEMORY_GIB``): the sweep shows that one."""
+    import dataclasses
+
+    from harness.planning.preflight import checked_plan
+
+    tier = run.tier
+    cpus = int(params["cpus_per_task"]) if "cpus_per_task" in measured else tier.cpus_per_task
+    memory = float(params["mem_gb"]) if "host_memory_gib" in measured else tier.host_memory_gib
+    shared = dataclasses.replace(tier, cpus_per_task=cpus, host_memory_gib=memory)
+    try:
+        return checked_plan(dataclasses.replace(run, tier=shared))
+    except ConfigError:  # said by the plan of the whole node already
+        return plan
+
+
 def plan_job(
     cfg: DictConfig, index: int, overrides: Sequence[str], kind: str = "slurm"
 ) -> SweepJob:
@@ -187,6 +213,19 @@ def plan_job(
     except ConfigError as err:
         job.problems, job.bad_input = list(err.problems), True
         return job
+    tier = tier_of(run, plan)
+    composed = job.params
+    job.params = job_resources(composed, plan, tier)
+    node_problems: list[str] = []
+    if kind == "local":  # packed onto this node: its cores and memory, not the tier's
+        from harness.sweep.packing import Need, NodePool, local_resources
+
+        node = NodePool.this_node()
+        job.params = local_resources(composed, job.params, node)
+        node_problems = node.problems(Need.of(job.params), f"job {index}")
+        if tier.detected and not node_problems:  # the job plans itself within its share
+            measured = {k for k in ("cpus_per_task", "host_memory_gib") if measured_here(cfg, k)}
+            plan = within_share(run, plan, job.params, measured)
     from harness.views import format_plan_line
 
     job.model, job.strategy, job.tier = plan.model, plan.strategy, plan.tier
@@ -194,9 +233,7 @@ def plan_job(
     text = format_plan_line(plan).splitlines()
     cut = [i for i, line in enumerate(text) if line.endswith("problem(s):")]
     job.plan_text = "\n".join(text[: cut[0]] if cut else text)  # problems are listed apart
-    job.problems = list(plan.problems)
-    tier = tier_of(run, plan)
-    job.params = job_resources(job.params, plan, tier)
+    job.problems = list(plan.problems) + node_problems
     launcher = launcher_problems(job.params)
     job.problems += launcher
     job.bad_input = bool(plan.bad_input or launcher)
@@ -268,7 +305,7 @@ class Group:
             f"mem={p['mem_gb']}GB",
             f"time={p['timeout_min']}min",
             f"partition={p.get('partition') or '(default)'}",
-            f"at once={p['array_parallelism']}",
+            f"at once={p['array_parallelism'] or 'as the node has room'}",
         ]
         return " ".join(words)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.sweep.outcome import JobOutcome, dataset_counts, failed_datasets, last_error_line
+from harness.sweep.packing import Grant, Need, NodePool
 from harness.sweep.plan import Group, SweepJob
 from harness.sweep.slurm import (
     GENERIC_KEYS,
@@ -40,6 +41,12 @@ class Submitted:
     outcome: JobOutcome | None = None
     result: Any = None
     """The job's Hydra JobReturn, when it came back."""
+    grant: Grant | None = None
+    """The share of this node a local job was given (``harness.sweep.packing``)."""
+    started_at: float | None = None
+    """When a local job was started, seconds since the epoch (SLURM keeps its own)."""
+    finished_at: float | None = None
+    """When a local job was seen ended, seconds since the epoch."""
 
 
 def say(text: str, err: bool = False) -> None:
@@ -98,25 +105,48 @@ def _local_executor(params: dict[str, Any]) -> Any:
 
 
 def start_local(
-    launcher: Any, groups: Sequence[Group], submitted: Sequence[Submitted], state: Any
+    launcher: Any,
+    groups: Sequence[Group],
+    submitted: Sequence[Submitted],
+    state: Any,
+    pool: NodePool,
 ) -> None:
-    """Start local jobs while each group has fewer than its ``array_parallelism`` running."""
+    """Start every local job whose share of the node is free (``pool``), in the sweep's order,
+    while its group has fewer than its ``array_parallelism`` (if set) running.
+
+    A job that does not fit yet waits, and a later one that fits starts before it: the node is
+    kept busy, and the waiting job starts at the latest once every job before it has ended.
+    """
     by_index = {s.job.index: s for s in submitted}
     for g in groups:
-        running = sum(
-            1
-            for j in g.jobs
-            if by_index[j.index].handle is not None and not _ended_local(by_index[j.index])
-        )
+        cap = g.params.get("array_parallelism") or len(g.jobs)
+        running = sum(1 for j in g.jobs if _running_local(by_index[j.index]))
         for job in g.jobs:
             s = by_index[job.index]
-            if s.handle is not None or running >= g.params["array_parallelism"]:
+            if s.handle is not None or running >= cap:
+                continue
+            grant = pool.take(Need.of(g.params))
+            if grant is None:
                 continue
             ex = _local_executor(g.params)
+            ex.grant = grant
             s.handle = ex.submit(launcher, *_job_args(job, state))
-            s.state = "RUNNING"
+            s.grant, s.started_at, s.state = grant, time.time(), "RUNNING"
             running += 1
-            say(f"started job {job.index} as local process {s.handle.job_id}")
+            say(f"started job {job.index} as local process {s.handle.job_id}: {grant.describe()}")
+
+
+def _running_local(s: Submitted) -> bool:
+    return s.handle is not None and s.finished_at is None
+
+
+def release_local(s: Submitted, pool: NodePool | None) -> None:
+    """A local job has ended: when, and its share of the node is free for the next."""
+    if s.finished_at is not None:
+        return
+    s.finished_at = time.time()
+    if s.grant is not None and pool is not None:
+        pool.give_back(s.grant)
 
 
 def _ended_local(s: Submitted) -> bool:
@@ -146,7 +176,12 @@ def _poll(live: Sequence[Submitted], started: float) -> None:
 
 
 def wait_all(
-    launcher: Any, submitted: Sequence[Submitted], groups: Sequence[Group], kind: str, state: Any
+    launcher: Any,
+    submitted: Sequence[Submitted],
+    groups: Sequence[Group],
+    kind: str,
+    state: Any,
+    pool: NodePool | None = None,
 ) -> None:
     """Wait until every job has ended, printing each job's start and end.
 
@@ -171,6 +206,7 @@ def wait_all(
                 continue
             if kind != "slurm":
                 if _ended_local(s):
+                    release_local(s, pool)
                     s.outcome = outcome_of(s, kind, False)
                     _announce(s)
                 continue
@@ -188,9 +224,9 @@ def wait_all(
                     continue
                 s.outcome = outcome_of(s, kind, False)
                 _announce(s)
-        if kind != "slurm":
-            start_local(launcher, groups, submitted, state)
-        time.sleep(1.0)
+        if kind != "slurm" and pool is not None:
+            start_local(launcher, groups, submitted, state, pool)
+        time.sleep(0.25 if kind != "slurm" else 1.0)
 
 
 def _announce(s: Submitted) -> None:
@@ -264,6 +300,9 @@ def outcome_of(s: Submitted, kind: str, interrupted: bool) -> JobOutcome:
         job_id="-" if s.handle is None else str(s.handle.job_id),
     )
     out.datasets_ok, out.datasets_failed = dataset_counts(job.run_dir)
+    if s.grant is not None:
+        out.given = s.grant.to_dict()
+        out.started_at, out.ended_at = s.started_at, s.finished_at
     if s.handle is None:
         out.detail = "never started"
         return out
