@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from harness.paths import PLUGINS_DIR
+from tests.conftest import json_lines
 
 DOCS = 3000
 REQUESTS = DOCS * 4
@@ -57,11 +58,5 @@ def _write_task(folder: Path, name: str, kind: str, docs: int, body: str) -> Pat
 
 def journaled(out: Path) -> int:
     """Record lines in the journals under an ``outputs_root`` (read without harness's reader)."""
-    count = 0
-    for path in out.glob("store/*/journal/*.jsonl"):
-        for raw in path.read_bytes().splitlines():
-            try:
-                count += "k" in json.loads(raw)
-            except ValueError:
-                continue
-    return count
+    paths = out.glob("store/*/journal/*.jsonl")
+    return sum(1 for path in paths for line in json_lines(path) if "k" in line)

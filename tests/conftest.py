@@ -50,6 +50,25 @@ def compose_cfg() -> Callable[..., DictConfig]:
     return _compose
 
 
+def json_lines(path: Path) -> list[dict]:
+    """A JSON-lines file's lines that parse (events.jsonl, a request journal), read without
+    harness's own readers; a line being written as this reads it, or torn, is left out, and a
+    file not there yet reads as empty."""
+    import json
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in raw.splitlines():
+        try:
+            found.append(json.loads(line))
+        except ValueError:
+            continue
+    return found
+
+
 def offline_env(tmp_path: Path) -> dict[str, str]:
     """The environment of a fresh machine: no hub cache, no network."""
     env = dict(os.environ)

@@ -164,6 +164,19 @@ def sacct_states(job_ids: Sequence[str]) -> dict[str, dict[str, str]]:
     return {**pending, **out}
 
 
+def step_exit_codes(job_id: str) -> list[str]:
+    """The ExitCode of each step of one job (``<id>.batch``, ``<id>.0``, ...): a task killed by a
+    signal shows there (``0:9``) while the job's own DerivedExitCode may not have caught up,
+    and srun's exit code alone (``9:0``) does not say it was a signal."""
+    cmd = ["sacct", "-P", "-n", "-o", "JobID,ExitCode", "-j", job_id]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    rows = [line.split("|") for line in done.stdout.splitlines()]
+    return [code for step, code in (r for r in rows if len(r) == 2) if "." in step]
+
+
 def job_states(job_ids: Sequence[str]) -> dict[str, dict[str, str]]:
     """What SLURM says of each job: sacct's account, else squeue's (which answers without
     accounting, for recently ended jobs too). A job neither knows is missing."""

@@ -23,6 +23,7 @@ from harness.sweep.slurm import (
     slurm_detail,
     slurm_executor,
     squeue_states,
+    step_exit_codes,
 )
 
 DONE_GRACE_S = 5.0
@@ -315,7 +316,9 @@ def outcome_of(s: Submitted, kind: str, interrupted: bool) -> JobOutcome:
         info = job_states([s.handle.job_id]).get(s.handle.job_id, {})
         state = (info.get("state") or s.state or "UNKNOWN").split()[0]
         out.state = state
-        codes = (info.get("exit_code", ""), info.get("derived", ""))
+        codes = [info.get("exit_code", ""), info.get("derived", "")]
+        if state == "FAILED":  # a task killed by a signal may show only in its step's record
+            codes += step_exit_codes(s.handle.job_id)
         out.detail = slurm_detail(state, codes, info.get("elapsed", ""))
     elif interrupted:
         out.detail = "cancelled by Ctrl-C"

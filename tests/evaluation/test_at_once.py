@@ -20,7 +20,7 @@ import pytest
 
 from harness.telemetry.attribute import attribute
 from harness.telemetry.summary import GpuPhase, PhaseSummary
-from tests.conftest import BUNDLED_TASKS, FIXTURES, offline_env, run_harness
+from tests.conftest import BUNDLED_TASKS, FIXTURES, json_lines, offline_env, run_harness
 from tests.processes import wait_until
 
 OWN_PROCESS = "strategy.replica_backend=process"
@@ -37,13 +37,7 @@ def summary_of(out: Path) -> dict:
 
 def events_of(out: Path) -> list[dict]:
     """The run's events (a line being written as this reads it is left out)."""
-    events = []
-    for line in (run_dir_of(out) / "events.jsonl").read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue
-    return events
+    return json_lines(run_dir_of(out) / "events.jsonl")
 
 
 def figures(summary: dict) -> dict:

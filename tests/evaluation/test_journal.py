@@ -21,7 +21,7 @@ import pytest
 
 from harness.record.journal import RequestJournal, _line
 from tests.big_task import REQUESTS, journaled, write_big_task
-from tests.conftest import offline_env, run_harness
+from tests.conftest import json_lines, offline_env, run_harness
 from tests.processes import descendants, is_live, wait_until
 
 
@@ -53,15 +53,7 @@ def journal_files(out: Path) -> list[Path]:
 
 def records(path: Path) -> list[dict]:
     """The journal's record lines that parse (read here without harness's reader)."""
-    found = []
-    for raw in path.read_bytes().splitlines():
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue
-        if "k" in line:
-            found.append(line)
-    return found
+    return [line for line in json_lines(path) if "k" in line]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,14 @@ from pathlib import Path
 import pytest
 
 from harness.paths import PROJECT_ROOT
-from tests.conftest import FIXTURES, assert_clean_failure, offline_env, run_harness, run_module
+from tests.conftest import (
+    FIXTURES,
+    assert_clean_failure,
+    json_lines,
+    offline_env,
+    run_harness,
+    run_module,
+)
 from tests.processes import wait_until
 
 pytestmark = pytest.mark.slow
@@ -55,10 +62,7 @@ def start_harness(args: list[str], cwd: Path) -> subprocess.Popen[str]:
 
 
 def events_of(run_dir: Path) -> list[dict]:
-    path = run_dir / "events.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return json_lines(run_dir / "events.jsonl")
 
 
 def the_run_dir(outputs: Path) -> Path:

@@ -21,7 +21,7 @@ import pytest
 
 from harness.paths import PROJECT_ROOT
 from tests.big_task import journaled, write_big_generation_task
-from tests.conftest import TINY_MODEL, offline_env, run_module
+from tests.conftest import TINY_MODEL, json_lines, offline_env, run_module
 from tests.processes import wait_until
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
@@ -359,7 +359,7 @@ def test_a_job_requeued_inside_a_dataset_resumes_inside_it(slurm_cluster, tmp_pa
     runs = sacct([row["job_id"]], "JobID,State", "--duplicates")
     assert runs[0]["State"] == "REQUEUED", runs  # SLURM's own account: it ran twice
     run_dir = Path(row["run_dir"])
-    planned = [e for e in events_in(run_dir) if e["event"] == "planned"]
+    planned = [e for e in json_lines(run_dir / "events.jsonl") if e["event"] == "planned"]
     assert len(planned) == 2, "one run before the requeue, one after"
     big = json.loads((run_dir / "summary.json").read_text())["datasets"]["big_gen"]
     assert big["requests_journaled"] >= before > 0
@@ -372,10 +372,6 @@ def test_a_job_requeued_inside_a_dataset_resumes_inside_it(slurm_cluster, tmp_pa
     (plain_dir,) = (tmp_path / "plain" / "runs").iterdir()
     uninterrupted = json.loads((plain_dir / "summary.json").read_text())["datasets"]["big_gen"]
     assert big["metrics"] == uninterrupted["metrics"]
-
-
-def events_in(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
 
 
 GENERATIONS = 20000
