@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from harness.sweep.packing import Grant, Need, NodePool, cpu_ranges, local_resources
-from tests.conftest import FAKE_NVML, offline_env
+from tests.conftest import FAKE_NVML, offline_env, run_harness
 
 H100 = "NVIDIA H100 80GB HBM3:81559"
+DATASETS = ["arith_mc", "compare_mc", "reverse_gen"]
 
 
 def test_shares_are_disjoint_and_come_back_when_a_job_ends():
@@ -81,7 +82,7 @@ def test_cpu_ranges_are_written_as_taskset_writes_them():
 
 def sweep(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "harness", "-m", "dataset=[arith_mc]", "tracking=none",
+        [sys.executable, "-m", "harness", "-m", "tracking=none",
          "hydra/launcher=submitit_local", f"outputs_root={tmp_path / 'out'}", *args],
         cwd=tmp_path, env=env or offline_env(tmp_path), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
@@ -129,8 +130,7 @@ def watch_affinities(tmp_path: Path, proc: subprocess.Popen) -> dict[str, set[in
 def test_three_one_core_jobs_run_two_at_a_time_on_disjoint_cores(tmp_path):
     if len(os.sched_getaffinity(0)) != 2:
         pytest.skip("written for this project's 2-core machines (CI and the developers')")
-    limits = "dataset.arith_mc.limit=20,30,40"
-    proc = sweep(tmp_path, limits, "hydra.launcher.cpus_per_task=1")
+    proc = sweep(tmp_path, f"dataset={','.join(DATASETS)}", "hydra.launcher.cpus_per_task=1")
     seen = watch_affinities(tmp_path, proc)
     text = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, text[-3000:]
@@ -152,17 +152,18 @@ def test_three_one_core_jobs_run_two_at_a_time_on_disjoint_cores(tmp_path):
     table = (sweep_dir / "sweep_outcome.txt").read_text()
     assert "given" in table and "CPUs 0" in table and "CPUs 1" in table, table
 
-    # Every job's metrics equal its run alone, one job at a time on the whole node.
-    alone = tmp_path / "alone"
-    alone.mkdir()
-    proc = sweep(alone, limits)
-    text = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 0, text[-3000:]
-    for job, run_dir in runs_of(alone).items():
-        by_itself = json.loads((run_dir / "summary.json").read_text())
-        assert len(by_itself["resources"]["cpus"]) == 2
-        metrics = by_itself["datasets"]["arith_mc"]["metrics"]
-        assert summaries[job]["datasets"]["arith_mc"]["metrics"] == metrics
+    # Every job's metrics equal the same datasets' in one plain run on the whole node.
+    plain = run_harness(
+        [f"dataset=[{','.join(DATASETS)}]", "tracking=none", f"outputs_root={tmp_path / 'plain'}"],
+        tmp_path,
+    )
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    (plain_dir,) = (tmp_path / "plain" / "runs").iterdir()
+    whole = json.loads((plain_dir / "summary.json").read_text())
+    assert len(whole["resources"]["cpus"]) == 2
+    for summary in summaries.values():
+        ((name, outcome),) = summary["datasets"].items()
+        assert outcome["metrics"] == whole["datasets"][name]["metrics"], name
 
 
 @pytest.mark.slow
@@ -173,7 +174,7 @@ def test_two_four_gpu_jobs_get_disjoint_halves_of_an_eight_gpu_node(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join([str(FAKE_NVML), env.get("PYTHONPATH", "")])
     env["FAKE_NVML_GPUS"] = f"8x{H100}"
     proc = sweep(
-        tmp_path, "strategy=tp2", "strategy.pipeline_parallel_size=2",
+        tmp_path, "dataset=[arith_mc]", "strategy=tp2", "strategy.pipeline_parallel_size=2",
         "dataset.arith_mc.limit=4,8,12", env=env,
     )  # fmt: skip
     text = proc.communicate(timeout=300)[0]
