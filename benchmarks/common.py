@@ -57,6 +57,21 @@ def offline_env(work: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """Run a command to its end; its wall time. A failure ends the benchmark, with what the
+    command said."""
+    import subprocess
+    import sys
+    import time
+
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return wall
+
+
 def machine_description(*, host: bool = True, usable_cpus: bool = False) -> str:
     """``[host ]arch, N CPUs, Python X.Y.Z``; N counts this process's CPU affinity when
     ``usable_cpus``, else every CPU of the machine."""

@@ -22,13 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from common import add_common_args, cli, machine_description, offline_env, work_folder, write_json
+from common import (
+    add_common_args,
+    cli,
+    machine_description,
+    offline_env,
+    timed,
+    work_folder,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = {
@@ -67,11 +73,7 @@ def run_once(work: Path, engine: str, setting: str, n: int) -> dict[str, Any]:
         "tracking=none", "rerun=true", *ENGINES[engine],
         f"max_concurrent_datasets={SETTINGS[setting]}",
     ]  # fmt: skip
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=offline_env(work), capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    wall = timed(cmd, ROOT, offline_env(work))
     summary = json.loads((out / "summary.json").read_text())
     return {
         "evaluation_wall_s": evaluation_wall(out),
@@ -88,11 +90,7 @@ def sweep_once(work: Path, setting: str, n: int) -> dict[str, Any]:
         sys.executable, "-m", "harness", *SWEEP, *SWEEP_SETTINGS[setting], "tracking=none",
         "rerun=true", f"outputs_root={out}",
     ]  # fmt: skip
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=offline_env(work), capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    wall = timed(cmd, ROOT, offline_env(work))
     (sweep_dir,) = (out / "multirun").iterdir()
     jobs = {}
     for path in sorted(sweep_dir.glob("*/summary.json")):

@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from common import (
     loadavg,
     machine_description,
     offline_env,
+    timed,
     work_folder,
     write_json,
 )
@@ -78,12 +77,7 @@ def _env(work: Path) -> dict[str, str]:
 
 
 def _timed(cmd: list[str], work: Path) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(work), capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    return elapsed
+    return timed(cmd, ROOT, _env(work))
 
 
 def run_harness(work: Path, engine: str) -> tuple[float, dict[str, float], dict[str, Any]]:

@@ -1,6 +1,6 @@
 """The local SLURM cluster the ``slurm`` tests run on, started once per session.
 
-``slurm_cluster`` installs Debian's SLURM packages when they are missing and this is a root
+``local_slurm`` installs Debian's SLURM packages when they are missing and this is a root
 Debian machine (CI installs them itself, .ci/run), starts a single-node cluster with
 ``start_slurm.sh`` (munge, MariaDB + slurmdbd so that ``sacct`` works, slurmctld, slurmd), exports
 ``SLURM_CONF`` for every SLURM client the tests and the sweeps run, and stops the cluster at the
@@ -10,12 +10,15 @@ instead where ``HARNESS_REQUIRE_SLURM=1`` (CI).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,9 +66,54 @@ def _report(config: pytest.Config, line: str) -> None:
         reporter.write_line(line)
 
 
+def _script(name: str, env: dict[str, str], log: Path, mode: str, timeout: float) -> Any:
+    """Run tests/sweep/<name> with its output in ``log`` (the daemons it starts inherit it: a
+    file, never a pipe someone waits on)."""
+    with log.open(mode) as out:
+        return subprocess.run(
+            [str(HERE / name)], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
+            check=False,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """The cluster to this process alone while in the block (a file lock in its folder)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "tests.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _users(folder: Path, change: int) -> int:
+    """The pytest sessions using the cluster now, after ``change`` (call it locked)."""
+    path = folder / "tests.users"
+    users = max(0, int(path.read_text() or 0) if path.is_file() else 0) + change
+    path.write_text(str(users))
+    return users
+
+
+@pytest.fixture
+def slurm_cluster(local_slurm: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The local SLURM cluster, to this test alone: the tests of every pytest-xdist worker share
+    one cluster of two CPUs, and a job of one test waiting for the CPUs another test's jobs hold
+    would make time limits and waits depend on what else runs."""
+    with _locked(Path(local_slurm["dir"])):
+        yield local_slurm
+
+
 @pytest.fixture(scope="session")
-def slurm_cluster(request: pytest.FixtureRequest) -> dict[str, str]:
-    """A running single-node SLURM cluster: ``{"conf": SLURM_CONF, "dir": its folder}``."""
+def local_slurm(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """A running single-node SLURM cluster: ``{"conf": SLURM_CONF, "dir": its folder}``.
+
+    Every pytest-xdist worker that needs it comes here; the first starts it, and the last to
+    leave stops it if a session of these tests started it (a cluster started by hand is left
+    running). A worker's session can end while another's tests still use the cluster."""
     if _missing():
         _install_or_skip()
     if not Path("/sys/fs/cgroup").is_dir():
@@ -73,25 +121,21 @@ def slurm_cluster(request: pytest.FixtureRequest) -> dict[str, str]:
     folder = Path(
         os.environ.get("SLURM_LOCAL_DIR") or Path(tempfile.gettempdir()) / "harness-slurm"
     )
-    folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SLURM_LOCAL_DIR=str(folder))
     log = folder / "start.log"
-    started = time.perf_counter()
-    # The daemons inherit the script's output: a file, never a pipe someone waits on.
-    with log.open("w") as out:
-        done = subprocess.run(
-            [str(HERE / "start_slurm.sh")],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=300,
-            check=False,
-        )
-    took = time.perf_counter() - started
-    text = log.read_text()
-    if done.returncode != 0:
-        pytest.fail(f"the local SLURM cluster did not start:\n{text[-4000:]}")
-    ours = "already running" not in text
+    marker = folder / "tests.started"
+    with _locked(folder):
+        started = time.perf_counter()
+        done = _script("start_slurm.sh", env, log, "w", timeout=300)
+        took = time.perf_counter() - started
+        text = log.read_text()
+        if done.returncode != 0:
+            pytest.fail(f"the local SLURM cluster did not start:\n{text[-4000:]}")
+        ours = "already running" not in text
+        if ours:  # nobody used it before: a count left by a killed session is void
+            marker.write_text("started by a test session\n")
+            (folder / "tests.users").write_text("0")
+        _users(folder, +1)
     conf = str(folder / "etc" / "slurm.conf")
     before = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = conf
@@ -105,13 +149,7 @@ def slurm_cluster(request: pytest.FixtureRequest) -> dict[str, str]:
         os.environ.pop("SLURM_CONF", None)
     else:
         os.environ["SLURM_CONF"] = before
-    if ours:
-        with log.open("a") as out:
-            subprocess.run(
-                [str(HERE / "stop_slurm.sh")],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=120,
-                check=False,
-            )
+    with _locked(folder):
+        if _users(folder, -1) == 0 and marker.is_file():
+            marker.unlink()
+            _script("stop_slurm.sh", env, log, "a", timeout=120)
