@@ -76,8 +76,8 @@ def format_outcomes(outcomes: Sequence[JobOutcome], sweep_dir: Path) -> str:
     rows = []
     for o in outcomes:
         counts = "-" if o.datasets_ok is None else f"{o.datasets_ok}/{o.datasets_failed}"
-        try:
-            where = str(Path(o.run_dir).relative_to(sweep_dir))
+        try:  # the run dir may be relative to the working directory (outputs_root's default)
+            where = str(Path(o.run_dir).resolve().relative_to(sweep_dir.resolve()))
         except ValueError:
             where = o.run_dir
         row = [str(o.index), o.model, o.strategy, o.tier, o.state, counts, where, o.job_id]
