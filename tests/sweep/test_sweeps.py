@@ -341,7 +341,7 @@ def test_a_job_requeued_inside_a_dataset_resumes_inside_it(slurm_cluster, tmp_pa
         sweep_args(tmp_path, "tier=slurm_1cpu", *data, "tracking=none"), cwd=tmp_path,
         env=offline_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    guard = threading.Timer(500, proc.kill)  # a test that fails, never one that hangs
+    guard = threading.Timer(900, proc.kill)  # fails, never hangs (CI: up to 560 s)
     guard.start()
     try:
         reached = wait_until(lambda: journaled(out) >= 2000, timeout=300, interval=0.05)
@@ -350,7 +350,7 @@ def test_a_job_requeued_inside_a_dataset_resumes_inside_it(slurm_cluster, tmp_pa
         requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
         before = journaled(out)
         assert requeued.returncode == 0, requeued.stderr
-        text = proc.communicate(timeout=480)[0]
+        text = proc.communicate(timeout=880)[0]
     finally:
         guard.cancel()
     assert proc.returncode == 0, text[-3000:]
