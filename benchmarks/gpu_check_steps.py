@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import gpu_check_wheels as wheels
+from common import offline_env
 
 ROOT = wheels.ROOT
 FAKE_NVML = ROOT / "tests" / "fake_nvml"
@@ -87,10 +88,7 @@ def env(ctx: Context, *, fake_gpu: bool = True, **extra: str) -> dict[str, str]:
     site first (gpu_check.sh); in the dry run the node's missing packages hidden (a
     ``sitecustomize``) and, where ``fake_gpu``, the tests' fake NVML of an H200."""
     path = [str(ROOT), str(ROOT / "plugins")]
-    values = {
-        "HF_HOME": str(ctx.work / "hf_home"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
+    values: dict[str, str] = {
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "PYTHONUNBUFFERED": "1",
@@ -102,7 +100,7 @@ def env(ctx: Context, *, fake_gpu: bool = True, **extra: str) -> dict[str, str]:
         values["FAKE_NVML_GPUS"] = FAKE_H200
     inherited = os.environ.get("PYTHONPATH", "")
     values["PYTHONPATH"] = os.pathsep.join([*path, inherited] if inherited else path)
-    return {**os.environ, **values, **extra}
+    return offline_env(ctx.work, **values, **extra)
 
 
 def blocker(ctx: Context) -> Path:

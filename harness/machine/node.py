@@ -78,12 +78,18 @@ def detect_gpus() -> list[Gpu]:
         nvml.nvmlShutdown()
 
 
+def cuda_visible() -> list[str] | None:
+    """CUDA_VISIBLE_DEVICES's entries (indices, UUIDs or MIG names); None where it is unset."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return None if visible is None else [v.strip() for v in visible.split(",") if v.strip()]
+
+
 def _visible(gpus: list[Gpu]) -> tuple[list[Gpu], str]:
     """The GPUs a job here may use: SLURM's count, else CUDA_VISIBLE_DEVICES, else all."""
     source = f"GPUs: NVML ({len(gpus)})" if gpus else "GPUs: NVML finds none"
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        wanted = [v.strip() for v in visible.split(",") if v.strip()]
+    wanted = cuda_visible()
+    if wanted is not None:
+        visible = os.environ["CUDA_VISIBLE_DEVICES"]
         if all(v.isdigit() for v in wanted):
             gpus = [g for g in gpus if str(g.index) in wanted]
         else:  # GPU UUIDs or MIG names: as many as listed
@@ -131,13 +137,11 @@ def _memory_gib(cpus: int) -> tuple[float, str]:
 
 
 def visible_gpu_ids(gpus: list[Gpu]) -> list[str]:
-    """How CUDA_VISIBLE_DEVICES names each GPU this process may use (``_visible``'s GPUs): the
-    variable's own entries where it is set (indices, UUIDs or MIG names), else NVML's indices."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        wanted = [v.strip() for v in visible.split(",") if v.strip()]
-        if all(v.isdigit() for v in wanted):
-            return [str(g.index) for g in gpus if str(g.index) in wanted]
+    """How CUDA_VISIBLE_DEVICES names each GPU this process may use (``_visible``'s GPUs, already
+    narrowed by it): the variable's own entries where they are UUIDs or MIG names, else NVML's
+    indices."""
+    wanted = cuda_visible()
+    if wanted is not None and not all(v.isdigit() for v in wanted):
         return wanted[: len(gpus)]
     return [str(g.index) for g in gpus]
 
@@ -147,10 +151,9 @@ def given_resources() -> dict[str, Any]:
     unset, every GPU of the node), CPU cores (its affinity) and host memory (``this_node``'s)."""
     import socket
 
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     return {
         "host": socket.gethostname(),
-        "gpus": None if visible is None else [v for v in visible.split(",") if v.strip()],
+        "gpus": cuda_visible(),
         "cpus": sorted(os.sched_getaffinity(0)),
         "host_memory_gib": round(this_node().host_memory_gib, 2),
     }
