@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import subprocess
 import sys
 from typing import Any
 
@@ -205,6 +204,8 @@ def route_library_logs(*libraries: str) -> None:
 def _git_commit_hash() -> str | None:
     """lm-eval's ``get_git_commit_hash`` (the current directory's commit, stored in each
     result), without git's "fatal: not a git repository" on stderr outside a checkout."""
+    import subprocess
+
     from lm_eval.loggers.utils import get_commit_from_path
 
     try:

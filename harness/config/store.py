@@ -7,8 +7,10 @@ resolvers, since jobs that Hydra launches elsewhere (submitit) resolve the confi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import secrets
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from harness.config.schema import RunConfig, name_of
@@ -113,6 +115,57 @@ def compose_once(argv: list[str]) -> None:
         return hydras_own(self, config_name, overrides)
 
     Hydra.get_mode = get_mode  # type: ignore[method-assign]
+
+
+@functools.cache
+def _libyaml_loader() -> Any:
+    """OmegaConf's YAML loader (``omegaconf._utils.get_yaml_loader``: duplicate keys refused,
+    YAML 1.2 floats, no timestamps) on libyaml's parser instead of PyYAML's pure-Python one."""
+    import yaml
+    from omegaconf._utils import get_yaml_loader
+
+    class LibyamlOmegaConfLoader(yaml.CSafeLoader):
+        # OmegaConf's own check, repeated: its method calls super() of its own class.
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            keys = set()
+            for key_node, _ in node.value:
+                if key_node.tag != yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG:
+                    continue
+                if key_node.value in keys:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {key_node.value}",
+                        key_node.start_mark,
+                    )
+                keys.add(key_node.value)
+            return super().construct_mapping(node, deep=deep)
+
+    # OmegaConf's implicit resolvers (its float rule, no timestamps), not PyYAML's.
+    LibyamlOmegaConfLoader.yaml_implicit_resolvers = get_yaml_loader().yaml_implicit_resolvers
+    return LibyamlOmegaConfLoader
+
+
+@contextlib.contextmanager
+def libyaml_loading() -> Iterator[None]:
+    """Within: ``OmegaConf.load`` (every config file Hydra composes) parses with libyaml, ten
+    times faster than PyYAML's pure-Python parser (35 ms against 3.3 ms for conf/'s and Hydra's 61
+    files on the developers' machine): a fifth of plan-only's compose. The same loader rules,
+    the same values (tests/config/test_libyaml_loading.py holds it for every file). Where PyYAML
+    was built without libyaml, nothing changes."""
+    import yaml
+    from omegaconf import _utils
+
+    if not getattr(yaml, "__with_libyaml__", False):
+        yield
+        return
+    loader = _libyaml_loader()
+    pythons = _utils.get_yaml_loader
+    _utils.get_yaml_loader = lambda: loader
+    try:
+        yield
+    finally:
+        _utils.get_yaml_loader = pythons
 
 
 register_resolvers()

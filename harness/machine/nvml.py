@@ -75,8 +75,45 @@ class Link:
     NODE, SYS); ``NV`` for NVLink."""
 
 
+NVML_LIBRARY = "libnvidia-ml.so.1"
+"""The driver's NVML library, by the name nvidia-ml-py opens it on Linux."""
+
+
+def _bindings_without_driver() -> bool:
+    """Whether the installed nvidia-ml-py would only find that this node has no NVIDIA driver.
+
+    Importing ``pynvml`` takes 10 ms (its thousands of ctypes declarations): a third of what
+    plan-only with ``tier=local`` may add to lm-eval's own start-up (benchmarks/RESULTS.md,
+    "Plan-only latency"). Its ``nvmlInit`` then fails at once where the driver's library cannot
+    be opened, so that is tried first, on Linux, and only for the ``pynvml`` that site-packages
+    holds: any other (one already imported, one put first on the path) is imported and asked.
+    """
+    import importlib.util
+    import site
+    import sys
+
+    if not sys.platform.startswith("linux") or "pynvml" in sys.modules:
+        return False
+    spec = importlib.util.find_spec("pynvml")
+    if spec is None or spec.origin is None:
+        return False  # no bindings: the import says so
+    installed = {os.path.realpath(p) for p in (*site.getsitepackages(), site.getusersitepackages())}
+    if os.path.realpath(os.path.dirname(spec.origin)) not in installed:
+        return False
+    import ctypes
+
+    try:
+        ctypes.CDLL(NVML_LIBRARY)
+    except OSError:
+        return True
+    return False
+
+
 def import_nvml() -> tuple[Any, str | None]:
     """``pynvml`` initialised, or None and why not (no package, no driver, no GPU)."""
+    if _bindings_without_driver():
+        # The words of pynvml's own NVMLError_LibraryNotFound, which the import would have led to.
+        return None, "NVML finds no driver (NVML Shared Library Not Found)"
     try:
         import pynvml
     except ImportError:

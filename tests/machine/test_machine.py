@@ -81,3 +81,41 @@ def test_gpu_family_from_nvml_name(name, family):
     from harness.machine.node import gpu_type
 
     assert gpu_type(name) == family
+
+
+def _driver_library_opens() -> bool:
+    import ctypes
+
+    from harness.machine.nvml import NVML_LIBRARY
+
+    try:
+        ctypes.CDLL(NVML_LIBRARY)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_driver_library_opens(), reason="this node has an NVIDIA driver")
+def test_without_a_driver_nvml_is_not_imported_and_says_the_same():
+    """The shortcut (``_bindings_without_driver``) answers as the installed bindings would."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "{first}"
+        "from harness.machine.nvml import import_nvml\n"
+        "nvml, why = import_nvml()\n"
+        "print(nvml, why, 'pynvml' in sys.modules, sep='|')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed pynvml
+    said = {}
+    for way, first in (("shortcut", ""), ("imported", "import pynvml\n")):
+        done = subprocess.run(
+            [sys.executable, "-c", script.format(first=first)],
+            capture_output=True, text=True, env=env, check=True,
+        )  # fmt: skip
+        said[way] = done.stdout.strip().split("|")
+    assert said["shortcut"] == ["None", said["imported"][1], "False"]
+    no_driver = "NVML finds no driver (NVML Shared Library Not Found)"
+    assert said["imported"] == ["None", no_driver, "True"]
