@@ -11,6 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# One compute thread per process, here and in every process a test starts (torch reads it at
+# import; offline_env copies the environment): pytest runs two workers on two cores, and a
+# process computing with two OpenMP threads beside other work waits at every parallel region for
+# its descheduled thread. Measured: 4,000 generations of the bundled model take 6.3 s alone and
+# 63 s beside two busy loops with 2 threads, 7.7 s and 11.7 s with 1. vLLM's CPU ranks are bound
+# by harness (engines/vllm_cpu.py) whatever this says.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -105,6 +114,35 @@ def run_harness(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m harness`` in a subprocess from a neutral cwd."""
     return run_module("harness", *args, cwd=tmp_path, timeout=timeout)
+
+
+LM_EVAL_CLI = """
+import sys
+from functools import partialmethod
+from lm_eval.tasks import TaskManager
+TaskManager.__init__ = partialmethod(TaskManager.__init__, include_defaults=False)
+from lm_eval.__main__ import cli_evaluate
+sys.argv = ["lm_eval", *sys.argv[1:]]
+cli_evaluate()
+"""
+"""lm-eval's own CLI entry, its task index limited to ``--include_path`` as harness's own
+(``evaluation/tasks.build_task_manager``) is: the built-in index parses about 14,000 YAML files
+(10 s a call, 20 s beside another worker) and holds none of the bundled tasks the tests use."""
+
+
+def run_lm_eval_cli(
+    args: list[str], tmp_path: Path, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run ``lm_eval <args>`` (its CLI, flags as a user types them) from the project folder."""
+    return subprocess.run(
+        [sys.executable, "-c", LM_EVAL_CLI, *args],
+        cwd=PROJECT_ROOT,
+        env=offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 TESTS_DIR = Path(__file__).parent

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from harness.paths import PLUGINS_DIR, PROJECT_ROOT
-from tests.conftest import BUNDLED_TASKS, TINY_MODEL, offline_env, run_harness
+from harness.paths import PLUGINS_DIR
+from tests.conftest import BUNDLED_TASKS, TINY_MODEL, run_harness, run_lm_eval_cli
 
 pytestmark = pytest.mark.slow
 
@@ -18,33 +16,14 @@ pytestmark = pytest.mark.slow
 def both(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity")
     cli_out = tmp / "cli"
-    cli = subprocess.run(
+    cli = run_lm_eval_cli(
         [
-            sys.executable,
-            "-m",
-            "lm_eval",
-            "--model",
-            "hf",
-            "--model_args",
-            f"pretrained={TINY_MODEL},dtype=float32",
-            "--tasks",
-            ",".join(BUNDLED_TASKS),
-            "--include_path",
-            str(PLUGINS_DIR / "tasks"),
-            "--device",
-            "cpu",
-            "--batch_size",
-            "32",
-            "--output_path",
-            str(cli_out),
+            "--model", "hf", "--model_args", f"pretrained={TINY_MODEL},dtype=float32",
+            "--tasks", ",".join(BUNDLED_TASKS), "--include_path", str(PLUGINS_DIR / "tasks"),
+            "--device", "cpu", "--batch_size", "32", "--output_path", str(cli_out),
         ],
-        cwd=PROJECT_ROOT,
-        env=offline_env(tmp),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+        tmp,
+    )  # fmt: skip
     assert cli.returncode == 0, cli.stderr[-3000:]
     (cli_file,) = cli_out.rglob("results_*.json")
     harness = run_harness([f"output_dir={tmp / 'harness'}", "tracking=none"], tmp)

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from harness.paths import PLUGINS_DIR, PROJECT_ROOT
-from tests.conftest import offline_env, run_harness
+from harness.paths import PLUGINS_DIR
+from tests.conftest import run_harness, run_lm_eval_cli
 
 pytestmark = pytest.mark.slow
 
@@ -94,17 +92,14 @@ def dataset_folder(root: Path) -> Path:
     return root / "conf"
 
 
-def lm_eval_cli(name: str, out: Path, env: dict) -> dict:
+def lm_eval_cli(name: str, out: Path) -> dict:
     task, _, flags = VARIANTS[name]
     args = [
-        sys.executable, "-m", "lm_eval", "run", "--model", "hf",
-        "--model_args", f"pretrained={CHAT_MODEL},dtype=float32", "--tasks", task,
-        "--include_path", str(PLUGINS_DIR / "tasks"), "--device", "cpu", "--batch_size", "32",
-        "--output_path", str(out / name), *flags,
+        "run", "--model", "hf", "--model_args", f"pretrained={CHAT_MODEL},dtype=float32",
+        "--tasks", task, "--include_path", str(PLUGINS_DIR / "tasks"), "--device", "cpu",
+        "--batch_size", "32", "--output_path", str(out / name), *flags,
     ]  # fmt: skip
-    proc = subprocess.run(
-        args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900, check=False
-    )
+    proc = run_lm_eval_cli(args, out)
     assert proc.returncode == 0, f"{name}: {proc.stderr[-3000:]}"
     (results,) = (out / name).rglob("results_*.json")
     found = {"results": json.loads(results.read_text())}
@@ -117,10 +112,9 @@ def lm_eval_cli(name: str, out: Path, env: dict) -> dict:
 @pytest.fixture(scope="module")
 def both(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("settings_parity")
-    env = offline_env(tmp)
     conf = dataset_folder(tmp)
-    with ThreadPoolExecutor(max_workers=2) as pool:  # lm-eval's CLI indexes its tasks: 2 at once
-        found = pool.map(lambda n: lm_eval_cli(n, tmp / "cli", env), VARIANTS)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two CLI runs at once, one per core
+        found = pool.map(lambda n: lm_eval_cli(n, tmp / "cli"), VARIANTS)
         cli = dict(zip(VARIANTS, found, strict=True))
     run_dir = tmp / "ours"  # not "harness": python -m would import that folder from the cwd
     proc = run_harness(
