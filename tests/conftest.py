@@ -16,8 +16,9 @@ import pytest
 # import; offline_env copies the environment): pytest runs two workers on two cores, and a
 # process computing with two OpenMP threads beside other work waits at every parallel region for
 # its descheduled thread. Measured: 4,000 generations of the bundled model take 6.3 s alone and
-# 63 s beside two busy loops with 2 threads, 7.7 s and 11.7 s with 1. vLLM's CPU ranks are bound
-# by harness (engines/vllm_cpu.py) whatever this says.
+# 63 s beside two busy loops with 2 threads, 7.7 s and 11.7 s with 1. vLLM's CPU ranks bind their
+# own threads whatever this says (harness's engines/vllm_cpu.py for tp > 1, vLLM's auto binding
+# for one rank).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from hydra import compose, initialize_config_dir
@@ -93,20 +94,28 @@ def offline_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_module(
-    module: str, *args: str, cwd: Path, timeout: float = 600
+def run_offline(
+    command: list[str], cwd: Path, home: Path | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m <module> <args>`` in a subprocess from ``cwd`` (a neutral folder, whose
-    own hf_home the offline environment points at), as a user would on a fresh machine."""
+    """Run ``command`` to its end from ``cwd`` in the offline environment of ``home`` (its
+    hf_home; ``cwd`` unless given), its output captured as text; the exit code is the caller's."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        command,
         cwd=cwd,
-        env=offline_env(cwd),
+        env=offline_env(home or cwd),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+def run_module(
+    module: str, *args: str, cwd: Path, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <module> <args>`` in a subprocess from ``cwd`` (a neutral folder, whose
+    own hf_home the offline environment points at), as a user would on a fresh machine."""
+    return run_offline([sys.executable, "-m", module, *args], cwd, timeout=timeout)
 
 
 def run_harness(
@@ -134,15 +143,8 @@ def run_lm_eval_cli(
     args: list[str], tmp_path: Path, timeout: float = 900
 ) -> subprocess.CompletedProcess[str]:
     """Run ``lm_eval <args>`` (its CLI, flags as a user types them) from the project folder."""
-    return subprocess.run(
-        [sys.executable, "-c", LM_EVAL_CLI, *args],
-        cwd=PROJECT_ROOT,
-        env=offline_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    command = [sys.executable, "-c", LM_EVAL_CLI, *args]
+    return run_offline(command, PROJECT_ROOT, home=tmp_path, timeout=timeout)
 
 
 TESTS_DIR = Path(__file__).parent

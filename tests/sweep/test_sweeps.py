@@ -21,7 +21,7 @@ import pytest
 
 from harness.paths import PROJECT_ROOT
 from tests.big_task import journaled, write_big_generation_task
-from tests.conftest import TINY_MODEL, json_lines, offline_env, run_module
+from tests.conftest import TINY_MODEL, json_lines, offline_env, run_module, run_offline
 from tests.processes import wait_until
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
@@ -39,15 +39,7 @@ def run_sweep(
     tmp_path: Path, *args: str, timeout: float = 300
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     """Run a sweep to its end; returns the process and the sweep directory."""
-    proc = subprocess.run(
-        sweep_args(tmp_path, *args),
-        cwd=tmp_path,
-        env=offline_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    proc = run_offline(sweep_args(tmp_path, *args), tmp_path, timeout=timeout)
     assert (tmp_path / "out" / "multirun").is_dir(), proc.stdout + proc.stderr
     return proc, the_sweep_dir(tmp_path)
 
