@@ -7,7 +7,9 @@ Each round runs both settings once, in a rotating order, as separate processes (
 ``tracking=none``); the figures are medians over rounds of the evaluation wall (from the first
 ``dataset_started`` to the last dataset's end, from events.jsonl: what the datasets at once
 overlap) and of the whole run's ``total_time_s``, and their ratios (at once / one after
-another). The metrics of the two settings are compared, dataset by dataset, and must be equal.
+another). The metrics of the two settings are compared, dataset by dataset, and must be equal;
+each run's planned ``datasets_at_once`` (``summary.json["plan"]``) is shown beside the most
+datasets its events had in flight together.
 Engines: ``vllm`` (strategy=vllm, the CPU build here) and ``hf_process`` (the HF engine in a
 process of its own).
 
@@ -58,12 +60,27 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     add_common_args(parser)
 
 
-def evaluation_wall(run_dir: Path) -> float:
+def events_of(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def evaluation_wall(events: list[dict[str, Any]]) -> float:
     """From the first dataset's start to the last one's end, from the run's events."""
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     starts = [e["t"] for e in events if e["event"] == "dataset_started"]
     ends = [e["t"] for e in events if e["event"] in ("dataset_done", "dataset_failed")]
     return max(ends) - min(starts)
+
+
+def most_in_flight(events: list[dict[str, Any]]) -> int:
+    """The most datasets in flight together: started and not yet done or failed."""
+    now = most = 0
+    for event in events:
+        if event["event"] == "dataset_started":
+            now += 1
+            most = max(most, now)
+        elif event["event"] in ("dataset_done", "dataset_failed"):
+            now -= 1
+    return most
 
 
 def run_once(work: Path, engine: str, setting: str, n: int) -> dict[str, Any]:
@@ -75,10 +92,13 @@ def run_once(work: Path, engine: str, setting: str, n: int) -> dict[str, Any]:
     ]  # fmt: skip
     wall = timed(cmd, ROOT, offline_env(work))
     summary = json.loads((out / "summary.json").read_text())
+    events = events_of(out)
     return {
-        "evaluation_wall_s": evaluation_wall(out),
+        "evaluation_wall_s": evaluation_wall(events),
         "total_time_s": summary["total_time_s"],
         "process_wall_s": wall,
+        "datasets_at_once": summary["plan"]["datasets_at_once"],
+        "most_in_flight": most_in_flight(events),
         "metrics": {n: d["metrics"] for n, d in summary["datasets"].items()},
     }
 
@@ -137,8 +157,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         for engine in engines:
             order = list(SETTINGS)[r % 2 :] + list(SETTINGS)[: r % 2]
             for setting in order:
-                runs[engine][setting].append(run_once(work, engine, setting, r))
-                print(f"round {r + 1} {engine} {setting}: done", flush=True)
+                got = run_once(work, engine, setting, r)
+                runs[engine][setting].append(got)
+                print(
+                    f"round {r + 1} {engine} {setting}: done (planned "
+                    f"{got['datasets_at_once']} at once, {got['most_in_flight']} in flight)",
+                    flush=True,
+                )
     print(f"\ndatasets at once, {args.rounds} rounds ({machine_description()}):\n")
     print("| engine | evaluation wall, one after another s | at once s | ratio | total, one "
           "after another s | at once s | ratio | metrics equal |")  # fmt: skip

@@ -151,9 +151,9 @@ def hop(rounds: int, limit: int, work: Path) -> dict[str, Any]:
 
     from harness.config.schema import to_run_config
     from harness.config.store import register_configs
-    from harness.engines.hf import HFEngine
-    from harness.engines.process import EngineProcess
-    from harness.evaluation.loop import run_lm_eval
+    from harness.engines.inprocess.hf import HFEngine
+    from harness.engines.process.engine import EngineProcess
+    from harness.evaluation.dataset import run_lm_eval
     from harness.evaluation.tasks import prepare_datasets
     from harness.paths import CONF_DIR
     from harness.runner import make_checked_plan
@@ -168,7 +168,7 @@ def hop(rounds: int, limit: int, work: Path) -> dict[str, Any]:
     plan = make_checked_plan(run)
     prepared = prepare_datasets(run)
     engines: dict[str, Any] = {"in process": HFEngine(plan)}
-    engines["own process"] = EngineProcess("harness.engines.hf:HFEngine", plan)
+    engines["own process"] = EngineProcess("harness.engines.inprocess.hf:HFEngine", plan)
     times: dict[str, dict[str, list[float]]] = {n: {d: [] for d in prepared} for n in engines}
     load = [loadavg()]
     try:

@@ -1,5 +1,5 @@
 """What the request journal costs: lm-eval's evaluation of a dataset with the engine's LM handed
-over as it is, against the same LM behind the journal (a fresh journal each time).
+over as it is, against the same engine behind the journal (a fresh journal each time).
 
     python benchmarks/journal_overhead.py [--rounds 5] [--docs 3000] [--json result.json]
 
@@ -8,7 +8,10 @@ round by round on each dataset: a generated arithmetic task of ``--docs`` questi
 each: loglikelihood), and the bundled generation and rolling-loglikelihood tasks. The journaled
 way pays for hashing every request, writing every answer (one write per slice, an fsync every
 5 s), and sending the engine slices of about 5 s instead of one call (the HF engine sorts and
-batches within a call). Medians of the wall time per dataset, and of the per-round ratios.
+batches within a call), and for the token counts ``engine.answer`` returns with each slice
+(what the dataset's throughput is measured from). Both ways pass lm-eval the same requests; the
+journaled one sends them through a pass-through gate, as a run with one dataset at a time does.
+Medians of the wall time per dataset, and of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -43,9 +46,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from harness.config.schema import to_run_config
     from harness.config.store import register_configs
     from harness.engines.base import RequestMeter
-    from harness.engines.hf import HFEngine
+    from harness.engines.inprocess.hf import HFEngine
+    from harness.evaluation.dataset import run_lm_eval
     from harness.evaluation.journaled import JournaledLM
-    from harness.evaluation.loop import run_lm_eval
     from harness.evaluation.tasks import prepare_datasets
     from harness.paths import CONF_DIR
     from harness.record.journal import RequestJournal
@@ -79,7 +82,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     journal = RequestJournal(journals, f"{name}-{r}-{way}", "bench")
                     start = time.perf_counter()
                     if way == "journaled":
-                        lm = JournaledLM(engine.lm, journal, {"pid": os.getpid()}, meter=meter)
+                        lm = JournaledLM(engine, journal, {"pid": os.getpid()}, meter=meter)
                     run_lm_eval(lm, prepared[name], run)
                     journal.close()
                     times[way][name].append(time.perf_counter() - start)

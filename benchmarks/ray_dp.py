@@ -28,10 +28,11 @@ def main(datasets: list[str]) -> dict[str, Any]:
 
     from harness.config.schema import to_run_config
     from harness.config.store import register_configs
-    from harness.engines.cluster import connect
-    from harness.engines.hf import HFEngine
-    from harness.engines.ray_dp import RayDPEngine
-    from harness.evaluation.loop import run_lm_eval
+    from harness.engines import ENGINES
+    from harness.engines.inprocess.hf import HFEngine
+    from harness.engines.ray.cluster import connect
+    from harness.engines.ray.replicas import RayDPEngine
+    from harness.evaluation.dataset import run_lm_eval
     from harness.evaluation.tasks import prepare_datasets
     from harness.paths import CONF_DIR
     from harness.record.metrics import headline_entry, metric_items
@@ -70,13 +71,16 @@ def main(datasets: list[str]) -> dict[str, Any]:
     engine.close()
 
     start = time.perf_counter()
-    cluster = connect(run, len(os.sched_getaffinity(0)))
+    cluster = connect(plan.ray_address, len(os.sched_getaffinity(0)))
     figures["ray start s"] = round(time.perf_counter() - start, 2)
     try:
         for dp in (1, 2):
             name = f"ray dp={dp}"
             start = time.perf_counter()
-            engine = RayDPEngine(run, replace(plan, data_parallel_size=dp))
+            entry = ENGINES[plan.engine]
+            engine = RayDPEngine(
+                replace(plan, data_parallel_size=dp), entry.factory, entry.own_process
+            )
             figures[name] = {"build_s": round(time.perf_counter() - start, 2)}
             evaluate(name, engine)
             figures[name]["builds"] = engine.describe()["builds"]

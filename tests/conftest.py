@@ -17,8 +17,8 @@ import pytest
 # process computing with two OpenMP threads beside other work waits at every parallel region for
 # its descheduled thread. Measured: 4,000 generations of the bundled model take 6.3 s alone and
 # 63 s beside two busy loops with 2 threads, 7.7 s and 11.7 s with 1. vLLM's CPU ranks bind their
-# own threads whatever this says (harness's engines/vllm_cpu.py for tp > 1, vLLM's auto binding
-# for one rank).
+# own threads whatever this says (harness's engines/vllm_support/cpu.py for tp > 1, vLLM's auto
+# binding for one rank).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from hydra import compose, initialize_config_dir
@@ -30,13 +30,27 @@ from harness.paths import CONF_DIR, PROJECT_ROOT
 register_configs()
 
 
-# README's test command runs two pytest-xdist workers, each test file on one worker
-# (--dist loadfile: a module's fixtures are built once, and tests that read what an earlier one
-# left, as replay's do, see it). Its workers ignore SIGINT (its controller takes Ctrl-C), and an
-# ignored SIGINT is inherited by every process they start: a test that presses Ctrl-C on a run
-# would press it on a run that cannot hear it. The workers take Python's own handler back.
+# The test commands (README, docs/testing.md) run two pytest-xdist workers, each test file on
+# one worker (--dist loadfile: a module's fixtures are built once, and tests that read what an
+# earlier one left, as replay's do, see it). Its workers ignore SIGINT (its controller takes
+# Ctrl-C), and an ignored SIGINT is inherited by every process they start: a test that presses
+# Ctrl-C on a run would press it on a run that cannot hear it. The workers take Python's own
+# handler back.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+NOT_FAST = ("slow", "gpu", "vllm", "ray", "slurm", "browser")
+"""Markers of what the fast tier leaves out: end-to-end runs and the real parts."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects: the mark must be there to be seen
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``fast`` every test that has none of ``NOT_FAST``: the fast tier is then one name,
+    ``python -m pytest -m fast`` (docs/testing.md), and a new test joins it unless marked."""
+    for item in items:
+        if not any(item.get_closest_marker(name) for name in NOT_FAST):
+            item.add_marker(pytest.mark.fast)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -1,8 +1,8 @@
 """A stand-in engine for the process tests: no model, but processes of its own like vLLM's.
 
-``FakeEngine`` answers lm-eval's three request methods deterministically and, like a vLLM
-``LLM``, starts helper processes (spawned, like vLLM's EngineCore) that ignore SIGTERM and would
-outlive their parent if nothing killed them.
+``FakeEngine`` answers lm-eval's three request methods deterministically (its tokens are
+characters) and, like a vLLM ``LLM``, starts helper processes (spawned, like vLLM's EngineCore)
+that ignore SIGTERM and would outlive their parent if nothing killed them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from harness.engines.base import Answered, answer_with
 
 
 def _helper() -> None:
@@ -36,6 +38,8 @@ class FakeLM:
             raise ValueError("asked to raise")
         if any(r.args[0] == "die" for r in requests):
             os._exit(3)
+        if any(r.args[0] == "hang" for r in requests):  # a stalled engine: alive, no answer
+            time.sleep(600)
         return [r.args[0][::-1] for r in requests]
 
     tokenizer_name = "fake-tokenizer"
@@ -54,8 +58,8 @@ class FakeEngine:
     def describe(self) -> dict[str, Any]:
         return {"kind": "fake", "pid": os.getpid(), "helpers": [p.pid for p in self.helpers]}
 
-    def count_tokens(self, texts: Sequence[str]) -> int:
-        return sum(len(t) for t in texts)
+    def answer(self, op: str, requests: Sequence[Any]) -> Answered:
+        return answer_with(self.lm, op, requests, lambda texts: [len(t) for t in texts])
 
     def close(self) -> None:
         for proc in self.helpers:
@@ -64,7 +68,7 @@ class FakeEngine:
 
 
 if __name__ == "__main__":  # the "harness process" of the SIGKILL test: build, report, wait
-    from harness.engines.process import EngineProcess
+    from harness.engines.process.engine import EngineProcess
 
     engine = EngineProcess("tests.fake_engine:FakeEngine", int(sys.argv[1]))
     print(engine.pid, *engine.describe()["helpers"], flush=True)

@@ -7,7 +7,11 @@ test fails. A part is required where ``HARNESS_REQUIRE_<PART>=1`` (``.ci/run`` s
 where ``CI`` is set, so that CI never counts a skipped real part as a pass.
 
 SLURM is checked by its session fixture (``tests/sweep/conftest.py``), which installs Debian's
-packages where it can before it gives up; it calls ``unavailable()`` with its own reason.
+packages only where SLURM is required (CI), never on a developer's plain run; it calls
+``unavailable()`` with its own reason.
+
+The fast tier (``python -m pytest -m fast``, docs/testing.md) is every test marked with none of
+these parts and not ``slow`` (``tests/conftest.py`` marks it): it needs only ``.[test]``.
 """
 
 from __future__ import annotations
@@ -29,21 +33,19 @@ class Part:
 
 
 def _vllm() -> str | None:
-    from harness.engines.vllm_install import CPU_DIST, INSTALL, installed_vllm
+    from harness.engines.vllm_support.install import CPU_DIST, INSTALL, installed_vllm
 
     if installed_vllm() is not None:
         return None
-    return (
-        f"vLLM is not installed here; the README's test command installs it ({INSTALL[CPU_DIST]})"
-    )
+    return f"vLLM is not installed here; the full suite's install has it ({INSTALL[CPU_DIST]})"
 
 
 def _ray() -> str | None:
-    from harness.engines.cluster import INSTALL_RAY, ray_installed
+    from harness.engines.ray.cluster import INSTALL_RAY, ray_installed
 
     if ray_installed():
         return None
-    return f"Ray is not installed here; the README's test command installs it ({INSTALL_RAY})"
+    return f"Ray is not installed here; the full suite's install has it ({INSTALL_RAY})"
 
 
 def _browser() -> str | None:

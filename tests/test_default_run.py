@@ -13,8 +13,8 @@ from tests.conftest import BUNDLED_TASKS, assert_mlflow_matches_results, run_har
 pytestmark = pytest.mark.slow
 
 # Chance level of each bundled task's headline metric and the margin the trained model must
-# clear (README, "The bundled model"). For bits_per_byte lower is better: chance is a uniform
-# guess over the tokenizer's vocabulary, log2(vocab) bits per character.
+# clear (docs/getting-started.md, "The bundled model"). For bits_per_byte lower is better:
+# chance is a uniform guess over the tokenizer's vocabulary, log2(vocab) bits per character.
 CHANCE = {
     "arith_mc": ("acc", 0.25),
     "compare_mc": ("acc", 0.5),

@@ -5,7 +5,8 @@ The page is Hydra's own help mechanism: ``conf/config.yaml`` selects ``hydra/hel
 that must stay true to the config files are interpolations of the resolver ``harness_help``
 defined here: ``${harness_help:groups}`` lists every option of every group with the one-line
 description from its file's header comment, ``${harness_help:settings}`` the top-level settings
-with the docstrings of ``RunConfig`` in harness/config/schema.py. Hydra resolves the template only
+with the docstrings of ``RunConfig`` in harness/config/schema.py (and the group keys no option
+file spells, ``GROUP_SETTINGS``: ``strategy.engine_args``). Hydra resolves the template only
 when it prints the page, so a run only pays for registering the resolver.
 
 Header convention of an option file: an optional ``# @package ...`` line, then a usage command
@@ -117,11 +118,17 @@ def _default_text(node: ast.expr | None) -> str:
     return "..."
 
 
-def settings() -> list[tuple[str, str, str]]:
-    """(key, default, docstring) of RunConfig's own settings, read from its source."""
+GROUP_SETTINGS = {"strategy.engine_args": "{max_num_seqs:256,enable_prefix_caching:true}"}
+"""Keys inside a group shown among the settings, each with an example value: the ones no option
+file of the group spells (its options list their other keys), so that nothing else shows them."""
+
+
+def settings(config: type | None = None) -> list[tuple[str, str, str]]:
+    """(key, default, docstring) of a config dataclass's own settings (RunConfig's unless
+    ``config`` names another), read from its source."""
     from harness.config.schema import RunConfig
 
-    (cls,) = ast.parse(textwrap.dedent(inspect.getsource(RunConfig))).body
+    (cls,) = ast.parse(textwrap.dedent(inspect.getsource(config or RunConfig))).body
     assert isinstance(cls, ast.ClassDef)
     found = []
     for stmt, after in zip(cls.body, cls.body[1:], strict=False):
@@ -137,9 +144,23 @@ def settings() -> list[tuple[str, str, str]]:
     return found
 
 
+def group_settings() -> list[tuple[str, str]]:
+    """``GROUP_SETTINGS`` as rows: ``group.key=default``, its docstring and its example."""
+    from harness.config import schema
+
+    configs = {"strategy": schema.StrategyConfig}
+    rows = []
+    for name, example in GROUP_SETTINGS.items():
+        group, key = name.split(".")
+        default, doc = {k: (d, doc) for k, d, doc in settings(configs[group])}[key]
+        rows.append((f"{name}={default}", f"{doc} Example: {name}={example}"))
+    return rows
+
+
 def format_settings() -> str:
-    """The top-level settings, ``key=default`` and what each does."""
-    return "\n".join(_rows((f"{key}={default}", doc) for key, default, doc in settings()))
+    """The top-level settings, ``key=default`` and what each does; then ``GROUP_SETTINGS``."""
+    rows = [(f"{key}={default}", doc) for key, default, doc in settings()]
+    return "\n".join(_rows(rows + group_settings()))
 
 
 def _resolve(section: str, *, _root_: Any) -> str:

@@ -232,7 +232,7 @@ def engine_rules(strategy: StrategyConfig) -> list[str]:
         strategy.pipeline_parallel_size,
         strategy.data_parallel_size,
     )
-    # data parallel is replicas of the engine, any kind (harness.engines.ray_dp)
+    # data parallel is replicas of the engine, any kind (harness.engines.ray.replicas)
     problems = []
     if strategy.engine == EngineKind.hf and any(v > 1 for v in sizes[:2]):
         problems = [

@@ -274,7 +274,7 @@ class TelemetryConfig:
 
 @dataclass
 class RayConfig:
-    """The Ray cluster data-parallel replicas run on (harness/engines/cluster.py)."""
+    """The Ray cluster data-parallel replicas run on (harness/engines/ray/cluster.py)."""
 
     address: str | None = None
     """Join this existing cluster (``ray://host:10001``, ``host:6379`` or ``auto``); None: the

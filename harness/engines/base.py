@@ -1,24 +1,88 @@
-"""The engine contract: what the evaluation loop needs from any way of serving a model."""
+"""The engine protocol: what the evaluation loop needs from any way of serving a model.
+
+Two kinds of engine, written down here once:
+
+- ``Engine``: a model loaded once and kept resident. ``lm`` is an lm-eval ``LM`` (what
+  ``simple_evaluate`` is handed attributes from: ``tokenizer_name``, chat templates, ``rank``);
+  the loop sends every request batch through ``answer``, which returns the answers with their
+  token counts, so nothing crosses a process boundary twice.
+- ``RemoteEngine``: an engine that lives somewhere else (a process of its own, Ray actors, later
+  a server over HTTP). It can be asked whether it is healthy (``check``), rebuilt (``revive``) and
+  killed (``kill``); when it is gone, its calls raise ``EngineDied``, which the loop catches by
+  type and answers by rebuilding it once and resuming the dataset from its journal.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+
+REQUEST_TYPES = ("loglikelihood", "loglikelihood_rolling", "generate_until")
+"""lm-eval's three request methods, the operations ``Engine.answer`` takes."""
+HEALTH_TIMEOUT_S = 300.0
+"""Longest a remote engine's health check may take: the first request to a fresh vLLM engine
+warms it up (measured 3-25 s on 2 CPU cores)."""
+
+
+class EngineDied(RuntimeError):
+    """The engine (its process, its actors) ended while the harness still needed it."""
+
+
+def stalled(limit: float | None) -> EngineDied:
+    """What a remote engine raises once the stall watchdog killed it: it answered nothing for
+    ``limit`` seconds (``Plan.stall_timeout_s``) while a dataset ran. The loop rebuilds it once and
+    resumes the dataset from its journal."""
+    return EngineDied(
+        f"the engine answered nothing for {limit or 0:.0f}s while a dataset ran (stalled; "
+        "strategy.stall_timeout_s): killed"
+    )
+
+
+class EngineError(RuntimeError):
+    """An exception raised inside a remote engine; its traceback is in ``remote``."""
+
+    def __init__(self, error_type: str, message: str, remote: str) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.remote = remote
+
+
+@dataclass
+class Answered:
+    """An engine's answers to one batch of requests of one type, with their token counts."""
+
+    answers: list[Any]
+    """lm-eval's answers, one per request, in order."""
+    prompt_tokens: list[int]
+    """Tokens the model read for each request (its context and scored continuation)."""
+    generated_tokens: list[int]
+    """Tokens the model produced for each request (0 but for ``generate_until``)."""
+
+    def part(self, start: int, stop: int) -> Answered:
+        """The answers of requests ``start`` to ``stop`` (one dataset's slice of a merged call)."""
+        return Answered(
+            self.answers[start:stop],
+            self.prompt_tokens[start:stop],
+            self.generated_tokens[start:stop],
+        )
 
 
 class Engine(Protocol):
     """A model loaded once and kept resident while every dataset is evaluated."""
 
     lm: Any
-    """The lm-eval ``LM`` instance handed to ``lm_eval.simple_evaluate``."""
+    """The engine's lm-eval ``LM``: what lm-eval asks of the model besides requests
+    (``tokenizer_name``, ``chat_template``, ``apply_chat_template``, ``rank``)."""
+
+    def answer(self, op: str, requests: Sequence[Any]) -> Answered:
+        """Answer ``requests`` (lm-eval ``Instance``-likes: only ``args`` is read) of request type
+        ``op`` (one of ``REQUEST_TYPES``), with the tokens each read and produced."""
+        ...
 
     def describe(self) -> dict[str, Any]:
         """Facts about the loaded engine (kind, device, dtype, parallel sizes) for the record."""
-        ...
-
-    def count_tokens(self, texts: Sequence[str]) -> int:
-        """Tokens in ``texts`` under the model's tokenizer, without special tokens."""
         ...
 
     def close(self) -> None:
@@ -26,10 +90,73 @@ class Engine(Protocol):
         ...
 
 
+@runtime_checkable
+class RemoteEngine(Engine, Protocol):
+    """An engine that lives outside this process: it can be checked, rebuilt and killed."""
+
+    def call(self, op: str, payload: Any = None, timeout: float | None = None) -> Any:
+        """Send one operation to the engine and wait for its answer; ``EngineDied`` when the
+        engine is gone, ``EngineError`` when it raised, ``TimeoutError`` past ``timeout``."""
+        ...
+
+    def check(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
+        """The health check (one request for one generated token); raises as ``call`` does."""
+        ...
+
+    def revive(self, rebuild: bool = True) -> bool:
+        """Check the engine and, if it is unhealthy and ``rebuild`` allows, build it anew;
+        True when it rebuilt. Raises what ``check`` raised when it may not rebuild."""
+        ...
+
+    def kill(self) -> None:
+        """Kill the engine at once (a stalled engine; ``revive`` then rebuilds it)."""
+        ...
+
+
+def load_factory(factory: str) -> Callable[..., Engine]:
+    """The engine class a ``"module:Class"`` string names (``ENGINES``' factories), imported."""
+    module, _, name = factory.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def answer_with(
+    lm: Any, op: str, requests: Sequence[Any], token_lengths: Callable[[Sequence[str]], list[int]]
+) -> Answered:
+    """``Engine.answer`` for an engine whose ``lm`` answers in this process: ``lm``'s own answers,
+    counted with ``token_lengths`` (each text's tokens under the model's tokenizer)."""
+    if op not in REQUEST_TYPES:
+        raise ValueError(f"unknown request type {op!r}: one of {', '.join(REQUEST_TYPES)}")
+    if not requests:
+        return Answered([], [], [])
+    answers = list(getattr(lm, op)(list(requests), disable_tqdm=True))
+    if len(answers) != len(requests):
+        raise RuntimeError(f"the engine answered {len(answers)} of {len(requests)} requests")
+    if op == "generate_until":
+        prompt = token_lengths([r.args[0] for r in requests])
+        texts = [a if isinstance(a, str) else "" for a in answers]
+        generated = token_lengths(texts)
+    else:  # loglikelihood args are (context, continuation); rolling args are (text,)
+        per_arg = token_lengths([a for r in requests for a in r.args[:2]])
+        prompt, at = [], 0
+        for request in requests:
+            width = len(request.args[:2])
+            prompt.append(sum(per_arg[at : at + width]))
+            at += width
+        generated = [0] * len(requests)
+    return Answered(answers, prompt, generated)
+
+
+def lengths_with(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """Each text's tokens under a Hugging Face tokenizer, without special tokens (what every
+    engine reports, so throughput compares across engines)."""
+    if not texts:
+        return []
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
 @dataclass
 class RequestMeter:
-    """Counts requests and tokens one dataset sends to the engine (its ``JournaledLM`` records
-    each slice it sends)."""
+    """Counts the requests and tokens one dataset sends to the engine."""
 
     requests: int = 0
     """Requests served since the last reset."""
@@ -44,32 +171,16 @@ class RequestMeter:
         self.requests = self.prompt_tokens = self.generated_tokens = 0
         self.by_type = {}
 
-    def record(
-        self,
-        request_type: str,
-        requests: Sequence[Any],
-        outputs: Sequence[Any],
-        count_tokens: Callable[[Sequence[str]], int],
-    ) -> None:
-        self.requests += len(requests)
-        self.by_type[request_type] = self.by_type.get(request_type, 0) + len(requests)
-        if request_type == "generate_until":
-            self.prompt_tokens += count_tokens([r.args[0] for r in requests])
-            self.generated_tokens += count_tokens([o for o in outputs if isinstance(o, str)])
-        else:
-            # loglikelihood args are (context, continuation); rolling args are (text,).
-            self.prompt_tokens += count_tokens([a for r in requests for a in r.args[:2]])
+    def record(self, request_type: str, answered: Answered) -> None:
+        """Count one batch the engine answered."""
+        count = len(answered.answers)
+        self.requests += count
+        self.by_type[request_type] = self.by_type.get(request_type, 0) + count
+        self.prompt_tokens += sum(answered.prompt_tokens)
+        self.generated_tokens += sum(answered.generated_tokens)
 
 
 def recordable(value: Any) -> Any:
     """A value read back from an engine as summary.json can hold it: plain as it is, else its
     text (an enum, a config object)."""
     return value if isinstance(value, bool | int | float | str | type(None)) else str(value)
-
-
-def count_with(tokenizer: Any, texts: Sequence[str]) -> int:
-    """Tokens in ``texts`` under a Hugging Face tokenizer, without special tokens (what every
-    engine's ``count_tokens`` reports, so throughput compares across engines)."""
-    if not texts:
-        return 0
-    return sum(len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"])

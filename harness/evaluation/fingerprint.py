@@ -144,12 +144,12 @@ JOURNAL_FREE = ("bootstrap_iters", "log_samples")
 
 def journal_key(key: dict[str, Any]) -> dict[str, Any]:
     """The part of a dataset's key that can change an engine's answers: a request journal is
-    reused under it. The data-parallel size is left out (each replica is the same engine; a run
-    killed at two replicas resumes at one), as are the settings of what is computed from the
-    answers; tensor parallel size, batch size and the engine stay (they can move logprobs)."""
-    kept = {k: v for k, v in key.items() if k not in JOURNAL_FREE}
-    kept["deployment"] = {k: v for k, v in key["deployment"].items() if k != "dp"}
-    return kept
+    reused under it. The settings of what is computed from the answers are left out; the whole
+    deployment stays: the engine, tensor parallel size and batch size can move logprobs, and so
+    can the data-parallel size (each replica batches a different share of the requests, and
+    batch composition moves logprobs), as the result key says too. So a run killed at two
+    replicas resumes its journal at two; at one it starts the dataset over."""
+    return {k: v for k, v in key.items() if k not in JOURNAL_FREE}
 
 
 def fingerprint(key: dict[str, Any]) -> str:

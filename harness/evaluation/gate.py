@@ -1,13 +1,16 @@
-"""Where the datasets in flight meet the one engine: their slices of requests, merged into one
-call per request type, made from one thread of its own.
+"""Where the datasets in flight meet the one engine: every slice of requests a dataset sends goes
+through the gate, to ``engine.answer``.
 
-With ``max_concurrent_datasets`` above 1, every dataset's ``JournaledLM`` sends its slices here
-instead of to the engine. While the engine answers one call, the slices that arrive queue up; the
-next call takes every queued slice of the first one's request type, so the engine batches the
-requests of several datasets together (vLLM's scheduler fills its batch across them). Each
-request keeps its own arguments, generation settings and stop strings included: lm-eval's engines
-read them per request (its vLLM model builds one ``SamplingParams`` per request and cuts each
-answer at that request's own ``until``), so nothing of one dataset's settings reaches another's.
+A gate for one dataset at a time is a pass-through: the slice is answered in the caller's
+thread. A gate for several (``Plan.datasets_at_once`` above 1) merges their slices into one call
+per request type, made from one thread of its own: while the engine answers one call, the slices
+that arrive queue up; the next call takes every queued slice of the first one's request type, so
+the engine batches the requests of several datasets together (vLLM's scheduler fills its batch
+across them). Each request keeps its own arguments, generation settings and stop strings
+included: lm-eval's engines read them per request (its vLLM model builds one ``SamplingParams``
+per request and cuts each answer at that request's own ``until``), so nothing of one dataset's
+settings reaches another's. Each slice gets its own part of the call's ``Answered`` (its
+answers and their token counts).
 
 A call that fails fails every slice in it when the engine is gone (``EngineDied``, a stall); any
 other error is one dataset's own, so its slices are asked again one by one and only the slice
@@ -21,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from harness.engines.base import Answered, Engine, EngineDied
+
 T = TypeVar("T")
 
 
@@ -28,23 +33,32 @@ T = TypeVar("T")
 class _Slice:
     op: str
     requests: list[Any]
-    answers: list[Any] = field(default_factory=list)
+    answered: Answered | None = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
 
 class EngineGate:
-    """The one way to the engine's ``lm`` for the datasets in flight together."""
+    """The one way to the engine for the datasets of a run.
 
-    def __init__(self, lm: Any) -> None:
-        self._lm = lm
+    Args:
+        engine: the resident engine; its ``answer`` is the only thing the gate calls.
+        at_once: how many datasets may send at once; 1 makes the gate a pass-through.
+    """
+
+    def __init__(self, engine: Engine, at_once: int = 1) -> None:
+        self.engine = engine
+        self.at_once = at_once
         self._cond = threading.Condition()
         self._queue: list[_Slice] = []
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def send(self, op: str, requests: list[Any]) -> list[Any]:
-        """The engine's answers to ``requests`` (one slice of one dataset), in order."""
+    def send(self, op: str, requests: Sequence[Any]) -> Answered:
+        """The engine's answers to ``requests`` (one slice of one dataset), in order, with the
+        tokens each read and produced."""
+        if self.at_once <= 1:  # nothing to merge with: no queue, no thread
+            return _answered(self.engine, op, list(requests))
         item = _Slice(op, list(requests))
         with self._cond:
             if self._closed:
@@ -57,7 +71,8 @@ class EngineGate:
         item.done.wait()
         if item.error is not None:
             raise item.error
-        return item.answers
+        assert item.answered is not None
+        return item.answered
 
     def close(self) -> None:
         with self._cond:
@@ -77,13 +92,9 @@ class EngineGate:
             self._answer(op, batch)
 
     def _answer(self, op: str, batch: list[_Slice]) -> None:
-        from harness.engines.process import EngineDied
-
         requests = [r for s in batch for r in s.requests]
         try:
-            answers = list(getattr(self._lm, op)(requests, disable_tqdm=True))
-            if len(answers) != len(requests):
-                raise RuntimeError(f"the engine answered {len(answers)} of {len(requests)}")
+            answered = _answered(self.engine, op, requests)
         except BaseException as err:  # handed to the dataset threads
             if len(batch) > 1 and not isinstance(err, EngineDied | TimeoutError):
                 for item in batch:  # one dataset's error stays that dataset's
@@ -95,9 +106,16 @@ class EngineGate:
             return
         start = 0
         for item in batch:
-            item.answers = answers[start : start + len(item.requests)]
+            item.answered = answered.part(start, start + len(item.requests))
             start += len(item.requests)
             item.done.set()
+
+
+def _answered(engine: Engine, op: str, requests: list[Any]) -> Answered:
+    answered = engine.answer(op, requests)
+    if len(answered.answers) != len(requests):
+        raise RuntimeError(f"the engine answered {len(answered.answers)} of {len(requests)}")
+    return answered
 
 
 def in_flight(calls: Sequence[Callable[[], T]], at_once: int) -> list[T]:

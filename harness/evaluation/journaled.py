@@ -2,11 +2,14 @@
 from the engine, in slices whose answers are journaled as each comes back whole.
 
 Every engine goes through it (the HF model in process, an engine in its own process, data-parallel
-replicas), since it wraps whatever ``engine.lm`` is. lm-eval asks an ``LM`` for all requests of
-one type in one call; sent as one call, a run killed at 90% of it would have journaled nothing,
-so the requests the journal cannot answer go to the engine in slices sized to take about
-``strategy.journal_slice_s`` each (the first is small, the next sized from the throughput
-measured; vLLM keeps its batch full within a slice).
+replicas): it sends every request batch through the run's gate (``harness/evaluation/gate.py``) to
+``engine.answer``, which returns the answers with their token counts, and takes what lm-eval asks
+of the model besides requests (tokenizer name, chat templates, rank) from ``engine.lm``. lm-eval
+asks an ``LM`` for all requests of one type in one call; sent as one call, a run killed at 90%
+of it would have journaled nothing, so the requests the journal cannot answer go to the engine in
+slices sized to take about ``strategy.journal_slice_s`` each (the first is small, the next sized
+from the throughput measured; vLLM keeps its batch full within a slice). Each answered slice is
+counted in the dataset's ``RequestMeter`` with the token counts the engine returned.
 
 A request's key is a hash of its type, its arguments (context and continuation, or context and
 generation settings) and its occurrence: the n-th identical request of the dataset is its own
@@ -23,10 +26,9 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
 from typing import Any
 
-from harness.engines.base import RequestMeter
+from harness.engines.base import Engine, RequestMeter
 from harness.evaluation.gate import EngineGate
 from harness.record.journal import RequestJournal
 
@@ -77,33 +79,35 @@ def _answer(op: str, stored: Any) -> Any:
 
 
 class JournaledLM(_lm_base()):  # type: ignore[misc]
-    """One dataset's ``LM``: journal first, then ``inner`` (the engine's ``lm``) in slices.
+    """One dataset's ``LM``: journal first, then the engine, in slices, through the gate.
 
     Args:
-        inner: the engine's lm-eval ``LM``.
+        engine: the resident engine (its ``lm`` answers lm-eval's questions besides requests).
         journal: the dataset's journal, not yet opened.
         session: facts of this run, written before its records (who wrote what).
+        gate: the run's way to ``engine.answer`` (merged with the other datasets in flight);
+            None: a pass-through gate of its own.
         seeded: the run fixes a seed, so sampled generations may be journaled too.
         slice_s: about how long one slice sent to the engine should take.
-        meter: counts what this dataset sends to the engine (requests, tokens).
-        count_tokens: the engine's token counter, for ``meter``.
-        gate: where the slices go when datasets are in flight together (merged with theirs);
-            None: straight to ``inner``.
+        meter: counts what this dataset sends to the engine (requests, tokens); None: one of
+            its own (``meter``).
     """
 
     def __init__(
         self,
-        inner: Any,
+        engine: Engine,
         journal: RequestJournal,
         session: dict[str, Any],
+        gate: EngineGate | None = None,
         seeded: bool = False,
         slice_s: float = 5.0,
         meter: RequestMeter | None = None,
-        count_tokens: Callable[[Sequence[str]], int] | None = None,
-        gate: EngineGate | None = None,
     ) -> None:
         super().__init__()
-        self._inner = inner
+        self._inner = engine.lm
+        self._gate = gate if gate is not None else EngineGate(engine)
+        self.meter = meter if meter is not None else RequestMeter()
+        """What this dataset sent to the engine: each answered slice, with its tokens."""
         self._journal = journal
         contents = journal.read()
         self._answers = contents.answers
@@ -113,23 +117,21 @@ class JournaledLM(_lm_base()):  # type: ignore[misc]
         """Requests answered from the journal in this run."""
         self._seeded = seeded
         self._slice_s = slice_s
-        self._meter = meter
-        self._count_tokens = count_tokens or (lambda texts: 0)
-        self._gate = gate
         self._seen: Counter[str] = Counter()
         self._slice = FIRST_SLICE
         journal.open(session)
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-        return self._answer_all("loglikelihood", requests, disable_tqdm)
+        return self._answer_all("loglikelihood", requests)
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-        return self._answer_all("loglikelihood_rolling", requests, disable_tqdm)
+        return self._answer_all("loglikelihood_rolling", requests)
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-        return self._answer_all("generate_until", requests, disable_tqdm)
+        return self._answer_all("generate_until", requests)
 
-    def _answer_all(self, op: str, requests: list[Any], disable_tqdm: bool) -> list[Any]:
+    def _answer_all(self, op: str, requests: list[Any]) -> list[Any]:
+        """Every request's answer: the journal's where it has one, the engine's for the rest."""
         answers: list[Any] = [None] * len(requests)
         missing: list[tuple[int, str | None]] = []  # (position, key; None: never journaled)
         for i, request in enumerate(requests):
@@ -149,22 +151,16 @@ class JournaledLM(_lm_base()):  # type: ignore[misc]
             part = missing[start : start + self._slice]
             sent = [requests[i] for i, _ in part]
             began = time.perf_counter()
-            if self._gate is not None:
-                got = self._gate.send(op, sent)
-            else:
-                got = list(getattr(self._inner, op)(sent, disable_tqdm=disable_tqdm))
+            answered = self._gate.send(op, sent)
             self._resize(len(part), time.perf_counter() - began)
-            if len(got) != len(part):
-                raise RuntimeError(f"the engine answered {len(got)} of {len(part)} requests")
+            got = answered.answers  # as many as sent: the gate checks
+            self.meter.record(op, answered)
             for (i, _), answer in zip(part, got, strict=True):
                 answers[i] = answer
             self._journal.append(
                 (key, answer) for (_, key), answer in zip(part, got, strict=True) if key
             )
             start += len(part)
-        if self._meter is not None and missing:  # tokens counted once a call, not a slice
-            sent = [requests[i] for i, _ in missing]
-            self._meter.record(op, sent, [answers[i] for i, _ in missing], self._count_tokens)
         return answers
 
     def _resize(self, sent: int, took: float) -> None:

@@ -8,6 +8,8 @@ the typed configs: no torch, no vLLM, so plan-only mode answers in well under a 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -96,6 +98,18 @@ class Plan:
     """The stall watchdog's limit: an engine of its own process that answers nothing for this
     long while a dataset runs is killed and rebuilt (``strategy.stall_timeout_s``, else
     ``stall_timeout``)."""
+    datasets_at_once: int = 1
+    """How many datasets are evaluated at once against the one engine (``max_concurrent_datasets``
+    resolved: ``auto`` is every dataset of the run for an engine that lives outside this process,
+    else 1; a number is that number, at most the run's datasets). The loop runs the smaller of it
+    and the datasets left to evaluate."""
+    seed: int | None = None
+    """The run's seed, as the engine is built with it (``seed``; None: the engine's default)."""
+    ray_address: str | None = None
+    """The Ray cluster to join (``ray.address``); None: one is started for the run."""
+    ray_wait_timeout_s: float | None = None
+    """How long to wait for a Ray cluster's nodes and resources (``ray.wait_timeout_s``); None:
+    the engine's default."""
     model_facts: dict[str, Any] = field(default_factory=dict)
     """The model figures planned from (pretrained, layers, heads, parameters, dtype, ...)."""
     engine_args: dict[str, Any] = field(default_factory=dict)
@@ -263,12 +277,51 @@ def replica_backend_of(strategy: StrategyConfig) -> str:
     return "inline" if strategy.engine == EngineKind.hf else "process"
 
 
-def cpu_threads_per_rank(engine: EngineKind, ranks: int, cpus: int) -> int:
+def datasets_at_once(run: RunConfig, replica_backend: str) -> int:
+    """How many datasets are evaluated at once: ``max_concurrent_datasets``, where ``auto`` is
+    every dataset of the run for an engine outside this process (its own process, Ray actors:
+    their requests merge into its batches) and 1 for one in this process; never more than the
+    run's datasets. A value the config's rules refuse (``config_problems``) plans as 1."""
+    datasets = max(1, len(run.dataset))
+    wanted = run.max_concurrent_datasets
+    if wanted == "auto":
+        return datasets if replica_backend in ("process", "ray") else 1
+    if isinstance(wanted, int) and not isinstance(wanted, bool) and wanted >= 1:
+        return min(wanted, datasets)
+    return 1
+
+
+def cpu_threads_per_rank(
+    engine: EngineKind, ranks: int, cpus: int, limit: int | None = None
+) -> int:
     """Threads each rank of a CPU deployment gets: an equal share of the CPUs; a single vLLM
-    rank leaves one core to its EngineCore (vLLM's own x86 default); the HF engine takes all."""
-    if engine == EngineKind.vllm and ranks == 1:
-        return max(1, cpus - 1)
-    return max(1, cpus // ranks)
+    rank leaves one core to its EngineCore (vLLM's own x86 default); the HF engine takes all.
+    ``limit`` (the user's ``OMP_NUM_THREADS``, :func:`user_threads`) caps it."""
+    share = max(1, cpus - 1) if engine == EngineKind.vllm and ranks == 1 else max(1, cpus // ranks)
+    return min(share, limit) if limit else share
+
+
+def user_threads(environ: Mapping[str, str] | None = None) -> int | None:
+    """The ``OMP_NUM_THREADS`` the user set (its outer level when it lists several, ``4,2``);
+    None when unset or not a positive whole number (OpenMP ignores such a value too)."""
+    value = (os.environ if environ is None else environ).get("OMP_NUM_THREADS", "")
+    first = value.split(",")[0].strip()
+    return int(first) if first.isdigit() and int(first) > 0 else None
+
+
+def planned_threads(strategy: StrategyConfig, tier: TierConfig) -> tuple[int, str | None]:
+    """Threads per rank of a CPU deployment, and a note when the user's ``OMP_NUM_THREADS``
+    lowered them: a user who set it (a shared machine, a job beside others) asked for no more."""
+    ranks = strategy.tensor_parallel_size * strategy.pipeline_parallel_size
+    cpus = max(1, tier.cpus_per_task // strategy.data_parallel_size)  # each replica's share
+    share = cpu_threads_per_rank(strategy.engine, ranks, cpus)
+    threads = cpu_threads_per_rank(strategy.engine, ranks, cpus, user_threads())
+    if threads == share:
+        return share, None
+    return threads, (
+        f"OMP_NUM_THREADS={threads} is set: {threads} thread(s) per rank, not the {share} its "
+        f"{cpus} CPU(s) would give. Unset it (or raise it) to use them."
+    )
 
 
 def make_plan(
@@ -285,6 +338,8 @@ def make_plan(
     if not memory.fits and (device != "cuda" or tier.gpus_per_node > 0):
         problems.append(_does_not_fit(memory, device, tier, max_len))
     notes = []
+    threads, capped = planned_threads(strategy, tier) if device != "cuda" else (0, None)
+    notes += [capped] if capped else []
     if model.trust_remote_code:
         notes.append(
             f"trust_remote_code is ON for {model.name}: the checkpoint's own Python code will run."
@@ -308,14 +363,12 @@ def make_plan(
         max_model_len=max_len,
         concurrent_seqs=strategy.concurrent_seqs,
         memory=memory,
-        threads_per_rank=0
-        if device == "cuda"
-        else cpu_threads_per_rank(
-            strategy.engine,
-            strategy.tensor_parallel_size * strategy.pipeline_parallel_size,
-            max(1, tier.cpus_per_task // strategy.data_parallel_size),  # each replica's share
-        ),
+        threads_per_rank=threads,
         stall_timeout_s=strategy.stall_timeout_s or stall_timeout(model.num_params, device),
+        seed=run.seed,
+        ray_address=run.ray.address,
+        ray_wait_timeout_s=run.ray.wait_timeout_s,
+        datasets_at_once=datasets_at_once(run, replica_backend_of(strategy)),
         model_facts={k: getattr(v, "value", v) for k, v in asdict(model).items()},
         problems=problems,
         explanation=explanation,

@@ -6,7 +6,7 @@ then per dataset ``dataset_started`` and ``dataset_done`` or ``dataset_failed`` 
 ``dataset_resumed`` for a stored result), and ``run_done``. Every line has ``event``, ``time``
 (ISO 8601, UTC) and ``t`` (seconds since the epoch), then the event's own fields; each dataset's
 last event carries its whole ``outcome``, so that a run killed before its summary.json was written
-can still be told whole from this file (``killed_summary``).
+can still be told whole from this file (``harness.record.summary.killed_summary``).
 
 Listeners (GPU telemetry marking its phases) are called with each event. A file that cannot be
 written is a warning, never the end of the run.
@@ -113,30 +113,6 @@ def still_running(events: Sequence[dict[str, Any]]) -> int | None:
     except PermissionError:
         pass
     return pid
-
-
-def killed_summary(events: Sequence[dict[str, Any]], plan: dict[str, Any]) -> dict[str, Any]:
-    """summary.json's fields for a run that ended before writing it (SIGTERM, Ctrl-C, SIGKILL):
-    what finished, from each dataset's last event; ``status`` KILLED; the times the events saw."""
-    planned = next((e for e in events if e.get("event") == "planned"), {})
-    loaded = next((e for e in events if e.get("event") == "loaded"), {})
-    datasets: dict[str, Any] = {}
-    for e in events:
-        last = e.get("event") in ("dataset_done", "dataset_failed", "dataset_resumed")
-        if last and isinstance(e.get("outcome"), dict):
-            datasets[e["dataset"]] = e["outcome"]
-    times = [e["t"] for e in events if isinstance(e.get("t"), int | float)]
-    return {
-        "model": planned.get("model") or plan.get("model"),
-        "strategy": planned.get("strategy") or plan.get("strategy"),
-        "plan": plan,
-        "status": "KILLED",
-        "load_time_s": loaded.get("load_time_s", 0.0),
-        "total_time_s": round(max(times) - min(times), 4) if times else 0.0,
-        "datasets": datasets,
-        "failed": [n for n, d in datasets.items() if d.get("status") != "ok"],
-        "resumed": [n for n, d in datasets.items() if d.get("resumed")],
-    }
 
 
 def dataset_times(events: Sequence[dict[str, Any]]) -> dict[str, tuple[float, float]]:

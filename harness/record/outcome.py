@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -62,4 +62,16 @@ class DatasetOutcome:
         }
 
     def to_dict(self) -> dict[str, Any]:
+        """The outcome as summary.json, the events and the store hold it."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any], name: str = "") -> DatasetOutcome:
+        """An outcome as ``to_dict`` wrote it, by this commit or an earlier one: a key it no
+        longer knows is left out, one it did not write yet takes its default (``name``: the
+        dataset's key in the summary, where the entry lacks one)."""
+        known = {f.name for f in fields(cls)}
+        given = {k: v for k, v in entry.items() if k in known}
+        given.setdefault("name", name)
+        given.setdefault("task", "")
+        return cls(**given)

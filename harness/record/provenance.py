@@ -28,6 +28,7 @@ from harness.paths import PROJECT_ROOT
 if TYPE_CHECKING:
     from harness.config.schema import RunConfig
     from harness.planning.plan import Plan
+    from harness.record.rundir import RunDirectory
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def tags(record: Mapping[str, Any]) -> dict[str, str]:
 
 
 def record_run(
-    root: Path,
+    run_dir: RunDirectory,
     run: RunConfig,
     plan: Plan,
     engine_facts: Mapping[str, Any],
@@ -192,7 +193,7 @@ def record_run(
 
     try:
         record = build(run, plan, engine_facts, fingerprints)
-        path = root / "reproducibility.json"
+        path = run_dir.reproducibility
         write_json_atomic(path, record)
     except Exception as err:  # the record is worth a warning, never the run's results
         log.warning("reproducibility record not written (%s: %s)", type(err).__name__, err)

@@ -1,7 +1,21 @@
-"""The run directory: what one run leaves on disk, every file named here.
+"""The run directory: what one run leaves on disk, every file named here and nowhere else.
 
-Per-dataset results in lm-eval's JSON shape, the config as typed, the plan, a summary; Hydra's own
-record of the job masked in place. Every write goes through ``harness.record.files``.
+| file | written by | what it holds |
+| --- | --- | --- |
+| ``config.yaml`` | the run, plan-only too | the config as typed (resolved, masked) |
+| ``plan.json`` | the run, plan-only, a sweep's planning | the deployment as planned |
+| ``events.jsonl`` | the run, line by line | what happened when (harness/record/events.py) |
+| ``results/<dataset>.json`` | each dataset that finished | lm-eval's result |
+| ``results/<dataset>.error.json`` | each dataset that failed | its error and traceback |
+| ``samples/<dataset>.jsonl.gz`` | ``log_samples=true`` | lm-eval's per-sample records |
+| ``telemetry.json``, ``.csv``, ``.png`` | GPU telemetry | phases, readings, the plot |
+| ``reproducibility.json`` | the run | code, libraries, host, seeds (provenance.py) |
+| ``summary.json`` | the finished run | ``RunSummary`` (harness/record/summary.py) |
+| ``harness.log`` | Hydra's file handler (conf/config.yaml) | the run's log |
+| ``.hydra/*.yaml`` | Hydra | the job's config and overrides, masked here |
+
+Every write goes through ``harness.record.files`` (atomic, masked); every reader (replay,
+tracking, telemetry, a sweep's outcome) asks ``RunDirectory`` for the path.
 """
 
 from __future__ import annotations
@@ -10,69 +24,76 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.record.config_yaml import config_yaml
 from harness.record.files import json_default, write_json_atomic, write_text_atomic
+from harness.record.summary import RunSummary
 from harness.secrets import mask
 
-_READS_AS_BOOL = {
-    *("y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE"),
-    *("false", "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF"),
-}
-"""Strings that YAML 1.1 (and so OmegaConf) reads back as a bool unless quoted."""
-
-
-def config_yaml(config: dict[str, Any]) -> str:
-    """``config`` as YAML, the very text ``OmegaConf.to_yaml`` writes, through libyaml's emitter
-    where it is built (about 10x faster: a plan-only call writes one, tests/record holds them
-    equal). As OmegaConf does, a string that would read back as a bool or a number is quoted."""
-    import yaml
-
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-    class ConfigDumper(dumper):  # type: ignore[misc, valid-type]
-        pass
-
-    def string(dumper: Any, data: str) -> Any:
-        quoted = data in _READS_AS_BOOL or _reads_as_number(data)
-        tag = "tag:yaml.org,2002:str"
-        return dumper.represent_scalar(tag, data, style="'" if quoted else None)
-
-    ConfigDumper.add_representer(str, string)
-    text = yaml.dump(
-        config, Dumper=ConfigDumper, default_flow_style=False, allow_unicode=True, sort_keys=False
-    )
-    return str(text)
-
-
-def _reads_as_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+_LEGACY_SAMPLES = ".samples.json"
+"""Where commits before the samples folder kept a dataset's samples (``results/``)."""
 
 
 class RunDirectory:
-    """Files of one run: ``config.yaml``, ``plan.json``, ``results/<dataset>.json`` (and
-    ``.error.json``), ``samples/<dataset>.jsonl.gz``, ``summary.json``."""
+    """The files of one run directory, by what they hold (the table above)."""
+
+    CONFIG = "config.yaml"
+    PLAN = "plan.json"
+    EVENTS = "events.jsonl"
+    SUMMARY = "summary.json"
+    REPRODUCIBILITY = "reproducibility.json"
+    LOG = "harness.log"
+    RESULTS = "results"
+    SAMPLES = "samples"
+    TELEMETRY = ("telemetry.json", "telemetry.csv", "telemetry.png")
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.results_dir = root / "results"
+        self.config = root / self.CONFIG
+        """The config as typed."""
+        self.plan = root / self.PLAN
+        """The deployment as planned."""
+        self.events = root / self.EVENTS
+        """The live record, one JSON line per event."""
+        self.summary = root / self.SUMMARY
+        """What the run did, written once it finished."""
+        self.reproducibility = root / self.REPRODUCIBILITY
+        """Code, libraries, host and seeds."""
+        self.log = root / self.LOG
+        """The run's log (Hydra writes it: conf/config.yaml names the same file)."""
+        self.results_dir = root / self.RESULTS
+        """Each dataset's result or error."""
+        self.samples_dir = root / self.SAMPLES
+        """Each dataset's samples (``log_samples=true``)."""
+        self.telemetry_json, self.telemetry_csv, self.telemetry_png = (
+            root / name for name in self.TELEMETRY
+        )
+        """Telemetry's figures, its readings, its plot."""
 
     def dataset_result(self, name: str) -> Path:
+        """``results/<name>.json``: a finished dataset's lm-eval result."""
         return self.results_dir / f"{name}.json"
+
+    def dataset_error(self, name: str) -> Path:
+        """``results/<name>.error.json``: why a dataset failed."""
+        return self.results_dir / f"{name}.error.json"
+
+    def dataset_samples(self, name: str) -> Path:
+        """``samples/<name>.jsonl.gz``: a dataset's samples, one record a line."""
+        return self.samples_dir / f"{name}.jsonl.gz"
+
+    def telemetry_files(self) -> tuple[Path, Path, Path]:
+        """telemetry.json, telemetry.csv and telemetry.png."""
+        return self.telemetry_json, self.telemetry_csv, self.telemetry_png
 
     def write_config(self, config: dict[str, Any]) -> Path:
         """``config.yaml``: the config as typed (a plain tree: resolved, masked)."""
-        path = self.root / "config.yaml"
-        write_text_atomic(path, config_yaml(config))
-        return path
+        write_text_atomic(self.config, config_yaml(config))
+        return self.config
 
     def write_plan(self, plan: dict[str, Any]) -> Path:
         """``plan.json``: the deployment as planned (the only truth of what runs)."""
-        path = self.root / "plan.json"
-        write_json_atomic(path, plan)
-        return path
+        write_json_atomic(self.plan, plan)
+        return self.plan
 
     def write_result(self, name: str, result: dict[str, Any]) -> tuple[Path, Path | None]:
         """Store one dataset's lm-eval result as ``results/<name>.json`` and, when lm-eval logged
@@ -89,20 +110,61 @@ class RunDirectory:
             for task, records in samples.items()
             for record in records
         ]
-        samples_path = self.root / "samples" / f"{name}.jsonl.gz"
+        samples_path = self.dataset_samples(name)
         write_text_atomic(samples_path, "".join(lines), compress=True)
         return path, samples_path
 
     def write_error(self, name: str, error: dict[str, Any]) -> Path:
         """Record why a dataset failed (type, message, traceback) beside the results."""
-        path = self.results_dir / f"{name}.error.json"
+        path = self.dataset_error(name)
         write_json_atomic(path, error)
         return path
 
-    def write_summary(self, summary: dict[str, Any]) -> Path:
-        path = self.root / "summary.json"
-        write_json_atomic(path, summary)
-        return path
+    def write_summary(self, summary: RunSummary) -> Path:
+        """``summary.json``: what the run did."""
+        write_json_atomic(self.summary, summary.to_dict())
+        return self.summary
+
+    def read_config(self) -> dict[str, Any]:
+        """The config as typed (empty when the file is)."""
+        import yaml
+
+        return yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
+
+    def read_plan(self) -> dict[str, Any]:
+        """The plan as written, or empty when there is none."""
+        return _read_json(self.plan) or {}
+
+    def read_summary(self) -> RunSummary | None:
+        """summary.json as ``RunSummary`` (written by this commit or an earlier one), or None
+        when there is none or it cannot be read."""
+        data = _read_json(self.summary)
+        return RunSummary.from_dict(data) if isinstance(data, dict) else None
+
+    def read_reproducibility(self) -> dict[str, Any]:
+        """reproducibility.json, or empty when there is none or it cannot be read."""
+        data = _read_json(self.reproducibility)
+        return data if isinstance(data, dict) else {}
+
+    def written_results(self) -> tuple[list[str], list[str]]:
+        """The datasets with a result and those with an error in ``results/`` (what a run that
+        ended before its summary had finished)."""
+        names = sorted(p.name for p in self.results_dir.glob("*.json"))
+        failed = [n.removesuffix(".error.json") for n in names if n.endswith(".error.json")]
+        done = [
+            n.removesuffix(".json")
+            for n in names
+            if not n.endswith((".error.json", _LEGACY_SAMPLES))
+        ]
+        return done, failed
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is absent or not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def mask_files(folder: Path, pattern: str = "*.yaml") -> None:

@@ -10,7 +10,6 @@ differ with the weights); the names are, in MLflow and in the report, hence the 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -20,8 +19,7 @@ from harness.console import say
 from harness.paths import resolve_project_path
 from harness.planning.checkpoint import is_local
 from harness.planning.plan import Plan
-
-log = logging.getLogger(__name__)
+from harness.record.store import ResultStore
 
 SHOWN = 3
 """Other checkpoints named in the warning at most (the rest are counted)."""
@@ -40,18 +38,9 @@ def stored_checkpoints(store_root: Path) -> dict[str, str]:
     """``model.pretrained`` of every checkpoint with a result in ``store_root``, by identity,
     newest record first (a record that cannot be read is passed over: the store itself says so
     when it is asked for it)."""
-    if not store_root.is_dir():
-        return {}
-    records = [p for p in store_root.glob("*.json") if not p.name.startswith(".")]
     found: dict[str, str] = {}
-    for path in sorted(records, key=lambda p: p.stat().st_mtime, reverse=True):
-        try:
-            pretrained = json.loads(path.read_text(encoding="utf-8"))["payload"]["key"]["model"][
-                "pretrained"
-            ]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            log.debug("%s: no checkpoint to read (%s)", path, err)
-            continue
+    for key in ResultStore(store_root).stored_keys():
+        pretrained = (key.get("model") or {}).get("pretrained")
         if isinstance(pretrained, str):
             found.setdefault(identity(pretrained), pretrained)
     return found

@@ -1,4 +1,9 @@
-"""Completed dataset results across runs, keyed by fingerprint: what makes a run resumable."""
+"""Completed dataset results across runs, keyed by fingerprint: what makes a run resumable.
+
+The store's files are read here and nowhere else: ``<outputs_root>/store/<model>/`` holds one
+record per dataset and fingerprint (``<dataset>-<fingerprint>.json``) and, under ``journal/``,
+the request journals of datasets a run stopped inside (harness/record/journal.py).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.record.files import json_default, write_json_atomic
+from harness.record.journal import RequestJournal
 from harness.secrets import mask
 
 log = logging.getLogger(__name__)
@@ -26,8 +32,19 @@ class ResultStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @classmethod
+    def of_model(cls, outputs_root: Path, model: str) -> ResultStore:
+        """The store of one model name (``model.name``) under ``outputs_root``."""
+        return cls(outputs_root / "store" / model)
+
     def path(self, dataset: str, fingerprint: str) -> Path:
+        """Where the record of ``dataset`` under ``fingerprint`` is kept."""
         return self.root / f"{dataset}-{fingerprint}.json"
+
+    def journal(self, dataset: str, fingerprint: str) -> RequestJournal:
+        """The request journal of ``dataset`` under its journal ``fingerprint``, beside the
+        results (a rerun writes a new run directory, but finds the same store)."""
+        return RequestJournal(self.root / "journal", dataset, fingerprint)
 
     def save(
         self,
@@ -71,3 +88,20 @@ class ResultStore:
             return None
         payload: dict[str, Any] = record["payload"]
         return payload
+
+    def stored_keys(self) -> list[dict[str, Any]]:
+        """The key of every record that can be read, newest first (unchecked: the key says
+        what wrote it, the checksum only whether its result may be reused, ``load``)."""
+        if not self.root.is_dir():
+            return []
+        records = [p for p in self.root.glob("*.json") if not p.name.startswith(".")]
+        found = []
+        for path in sorted(records, key=lambda p: p.stat().st_mtime, reverse=True):
+            try:
+                key = json.loads(path.read_text(encoding="utf-8"))["payload"]["key"]
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                log.debug("%s: no key to read (%s)", path, err)
+                continue
+            if isinstance(key, dict):
+                found.append(key)
+        return found

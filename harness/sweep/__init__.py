@@ -24,7 +24,7 @@ Ctrl-C reaches the sweep, which sends each job one SIGINT, as Ctrl-C reaches a r
 
 In the job (``job``): only rank 0 runs the evaluation, and submitit's time-limit signal is kept
 from being taken for a dataset's failure. A requeued job starts again and resumes from the result
-store (``harness.record.rundir.ResultStore``): stored datasets are not evaluated again.
+store (``harness.record.store.ResultStore``): stored datasets are not evaluated again.
 
 Checked before submitting: the config's keys and rules, the model's facts, datasets and task
 folders, where the weights are (real sweeps), and the plan's fit on its tier. Checked in the job,

@@ -164,12 +164,12 @@ def drop_stock_local_config() -> None:
 
 def join_engine(env: Any) -> None:
     """What a rank > 0 task of a job does: join the Ray cluster its rank 0 starts, when the job
-    spans several nodes (``harness.engines.cluster.join_slurm_head``: a Ray worker node on this
+    spans several nodes (``harness.engines.ray.cluster.join_slurm_head``: a Ray worker node on this
     node, until the head goes away). On one node (``tasks_per_node`` > 1), or without Ray or
     that module, there is nothing to join: the task says so and ends, leaving rank 0 the job.
     """
     try:
-        from harness.engines.cluster import join_slurm_head, ray_installed
+        from harness.engines.ray.cluster import join_slurm_head, ray_installed
         from harness.machine.slurm import slurm_allocation
     except ImportError:  # the distributed engine is not part of this version
         alloc, ready = None, False

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.record.rundir import RunDirectory
 from harness.sweep.packing import Grant
 
 
@@ -35,33 +35,26 @@ class JobOutcome:
 def dataset_counts(run_dir: Path) -> tuple[int | None, int | None]:
     """Datasets that succeeded and failed in a run directory: from its summary.json when the run
     finished, else from the result files it wrote before it ended."""
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        try:
-            data = json.loads(summary.read_text())
-            failed = len(data.get("failed", []))
-            return len(data.get("datasets", {})) - failed, failed
-        except (OSError, ValueError):
-            pass
-    results = run_dir / "results"
-    if not results.is_dir():
+    record = RunDirectory(run_dir)
+    summary = record.read_summary()
+    if summary is not None:
+        failed = len(summary.failed)
+        return len(summary.datasets) - failed, failed
+    if not record.results_dir.is_dir():
         return None, None
-    names = [p.name for p in results.glob("*.json")]
-    failed = sum(1 for n in names if n.endswith(".error.json"))
-    ok = sum(1 for n in names if not n.endswith((".error.json", ".samples.json")))
-    return ok, failed
+    done, failed_names = record.written_results()
+    return len(done), len(failed_names)
 
 
 def failed_datasets(run_dir: Path) -> list[str]:
     """``<dataset> (<error type>: <message>)`` for each failed dataset of a finished run."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
+    summary = RunDirectory(run_dir).read_summary()
+    if summary is None:
         return []
     out = []
-    for name in summary.get("failed", []):
-        d = summary.get("datasets", {}).get(name, {})
-        out.append(f"{name} ({d.get('error_type')}: {d.get('error_message')})")
+    for name in summary.failed:
+        d = summary.datasets[name]
+        out.append(f"{name} ({d.error_type}: {d.error_message})")
     return out
 
 

@@ -8,9 +8,11 @@ by, as a SLURM job's plan reads ``SLURM_MEM_PER_NODE``). With ``tier=local`` the
 made from what it was given: its thread count from its cores, its KV cache from its memory.
 
 What a job needs (:func:`local_resources`): its plan's GPUs; CPU cores and memory in proportion
-(a tp4 job on an 8-GPU node takes half the cores and half the memory), or, on a node without GPUs,
-the whole node unless ``hydra.launcher.array_parallelism`` (cores split among that many jobs) or
-``hydra.launcher.cpus_per_task`` says otherwise. A key set in the launcher config wins.
+(a tp4 job on an 8-GPU node takes half the cores and half the memory), or, for a job without
+GPUs, the cores its tier asks for (``tier.cpus_per_task``, which its plan's threads come from;
+``tier=local`` measures the whole node), at most the node, or its share of the node when
+``hydra.launcher.array_parallelism`` splits the cores among that many jobs, and memory in
+proportion to its cores. A key set in the launcher config wins.
 ``array_parallelism`` still caps how many of a group run at once; left null, the node decides.
 A job that needs more than this node has is refused before anything starts.
 """
@@ -164,10 +166,14 @@ def local_resources(
     gpus = int(out.get("gpus_per_node") or 0)
     at_once = launcher.get("array_parallelism")
     # With GPUs, the job's share of them; without, the whole node, or the cores split among the
-    # jobs said to run at once.
+    # jobs said to run at once, and no more than its tier's cores, which its plan's threads
+    # come from (tier.cpus_per_task=1: two jobs run side by side on two cores).
     share = gpus / len(node.gpus) if gpus and node.gpus else 1.0 / (at_once or 1)
     if launcher.get("cpus_per_task") is None:
-        out["cpus_per_task"] = max(1, math.floor(len(node.cpus) * share))
+        cpus = max(1, math.floor(len(node.cpus) * share))
+        if not gpus:
+            cpus = min(cpus, int(out.get("cpus_per_task") or cpus))
+        out["cpus_per_task"] = cpus
     if launcher.get("mem_gb") is None:
         if not gpus:
             share = out["cpus_per_task"] / max(1, len(node.cpus))

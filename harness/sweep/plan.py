@@ -369,8 +369,9 @@ def format_refusal(jobs: Sequence[SweepJob], extra: Sequence[str] = ()) -> str:
 
 
 def write_plans(jobs: Sequence[SweepJob]) -> None:
-    from harness.record.files import write_json_atomic
+    """Each planned job's ``plan.json`` in its run directory, before anything is submitted."""
+    from harness.record.rundir import RunDirectory
 
     for job in jobs:
         if job.plan is not None:
-            write_json_atomic(job.run_dir / "plan.json", job.plan)
+            RunDirectory(job.run_dir).write_plan(job.plan)

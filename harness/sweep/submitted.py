@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.record.rundir import RunDirectory
 from harness.sweep.outcome import JobOutcome, dataset_counts, failed_datasets, last_error_line
 from harness.sweep.packing import Grant, Need, NodePool
 from harness.sweep.plan import Group, SweepJob
@@ -351,7 +352,7 @@ def _from_result(s: Submitted, task: Any, out: JobOutcome) -> None:
     code = ret.return_value
     if isinstance(code, int) and code != 0:
         out.state = "FAILED"
-        out.log = str(s.job.run_dir / "harness.log")
+        out.log = str(RunDirectory(s.job.run_dir).log)
         failed = failed_datasets(s.job.run_dir)
         if failed:
             out.detail = f"{len(failed)} dataset(s) failed: {'; '.join(failed)}"

@@ -9,14 +9,12 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harness.record.files import write_json_atomic, write_text_atomic
+from harness.record.rundir import RunDirectory
 from harness.telemetry.sampler import Phase, Recording
 from harness.telemetry.summary import PhaseSummary
-
-if TYPE_CHECKING:
-    pass
 
 CSV_COLUMNS = (
     "node",
@@ -134,7 +132,8 @@ def write_files(
     root: Path, recordings: list[Recording], phases: list[Phase], described: dict[str, Any]
 ) -> list[Path]:
     """telemetry.json and telemetry.csv in the run directory."""
-    json_path, csv_path = root / "telemetry.json", root / "telemetry.csv"
+    run_dir = RunDirectory(root)
+    json_path, csv_path = run_dir.telemetry_json, run_dir.telemetry_csv
     write_json_atomic(json_path, described)
     write_text_atomic(csv_path, to_csv(recordings, phases))
     return [json_path, csv_path]

@@ -161,6 +161,7 @@ class Telemetry:
         outcomes: Sequence[DatasetOutcome],
         recs: list[Recording],
     ) -> dict[str, Any]:
+        from harness.record.rundir import RunDirectory
         from harness.telemetry import export
         from harness.telemetry.summary import summarize
 
@@ -179,7 +180,8 @@ class Telemetry:
             from harness.telemetry.plot import plot
 
             where = ", ".join(rec.node for rec in recs)
-            files.append(plot(recs, marked, root / "telemetry.png", f"{self.title} | {where}"))
+            png = RunDirectory(root).telemetry_png
+            files.append(plot(recs, marked, png, f"{self.title} | {where}"))
         except Exception as err:  # a missing or broken matplotlib costs the plot only
             log.warning("telemetry plot not drawn (%s: %s)", type(err).__name__, err)
 

@@ -93,8 +93,10 @@ def run_uid(root: Path) -> str:
     carried one is known by its absolute path and the time of its first event (the time tells
     apart two runs written to the same ``output_dir``), or by its path alone.
     """
+    from harness.record.rundir import RunDirectory
+
     first: dict[str, Any] = {}
-    events = root / "events.jsonl"
+    events = RunDirectory(root).events
     if events.is_file():
         with events.open(encoding="utf-8") as f:
             first = json.loads(f.readline() or "{}")
@@ -132,7 +134,9 @@ def parent_tags(model: str, strategy: str, root: Path) -> dict[str, str]:
 def fresh_run_uid(root: Path) -> str:
     """The ``run_uid`` for a run about to write its ``planned`` event into ``root``: the
     directory's own when it holds events already (a resumed run is the same run), else new."""
-    events = root / "events.jsonl"
+    from harness.record.rundir import RunDirectory
+
+    events = RunDirectory(root).events
     if events.is_file() and events.stat().st_size:
         return run_uid(root)
     import uuid

@@ -16,6 +16,8 @@ from typing import Any
 from harness.record.metrics import headline
 from harness.record.outcome import DatasetOutcome
 from harness.record.provenance import tags as record_tags
+from harness.record.rundir import RunDirectory
+from harness.record.summary import RunSummary
 from harness.telemetry.export import csv_points
 from harness.tracking.names import LOGGED_TAG, flatten
 from harness.tracking.tracker import Tracker
@@ -89,22 +91,18 @@ def track_outcome(
     tracker.set_tags({f"{outcome.name}/{k}": v for k, v in tags.items()})
 
 
-TELEMETRY_FILES = ("telemetry.json", "telemetry.csv", "telemetry.png")
-"""What a run directory holds of telemetry, logged under the ``telemetry/`` artifacts."""
-
-
-def log_telemetry(tracker: Tracker, root: Path) -> None:
-    """Log the telemetry of the run directory ``root`` from its files (the live run, after writing
-    them, and replay both log here): per-phase figures on the child runs (``load`` on the parent,
-    as ``load/...``) and each dataset's headline as ``<dataset>/...`` on the parent, the series
+def log_telemetry(tracker: Tracker, run_dir: RunDirectory) -> None:
+    """Log the telemetry of ``run_dir`` from its files (the live run, after writing them, and
+    replay both log here): per-phase figures on the child runs (``load`` on the parent, as
+    ``load/...``) and each dataset's headline as ``<dataset>/...`` on the parent, the series
     read from telemetry.csv, the tags and the files."""
-    if not ((root / "telemetry.json").is_file() and (root / "telemetry.csv").is_file()):
+    if not (run_dir.telemetry_json.is_file() and run_dir.telemetry_csv.is_file()):
         return  # nothing was sampled (no GPU, telemetry off)
     try:
-        described = json.loads((root / "telemetry.json").read_text(encoding="utf-8"))
-        points = csv_points((root / "telemetry.csv").read_text(encoding="utf-8"))
+        described = json.loads(run_dir.telemetry_json.read_text(encoding="utf-8"))
+        points = csv_points(run_dir.telemetry_csv.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:  # telemetry never ends a run, nor its logging
-        log.warning("telemetry of %s not logged (%s: %s)", root, type(err).__name__, err)
+        log.warning("telemetry of %s not logged (%s: %s)", run_dir.root, type(err).__name__, err)
         return
     headline = ("telemetry/energy_j", "telemetry/peak_memory_gib", "tokens_per_joule")
     for name, metrics in described["mlflow"]["metrics"].items():
@@ -116,9 +114,9 @@ def log_telemetry(tracker: Tracker, root: Path) -> None:
         tracker.log_metrics({f"{name}/{k}": metrics[k] for k in headline if k in metrics})
     tracker.log_series(points)
     tracker.set_tags(described["mlflow"]["tags"])
-    for file in TELEMETRY_FILES:
-        if (root / file).is_file():
-            tracker.log_artifact(root / file, artifact_path="telemetry")
+    for file in run_dir.telemetry_files():
+        if file.is_file():
+            tracker.log_artifact(file, artifact_path="telemetry")
 
 
 def log_record(tracker: Tracker, path: Path) -> None:
@@ -134,28 +132,22 @@ def log_record(tracker: Tracker, path: Path) -> None:
 
 
 def log_run_end(
-    tracker: Tracker, root: Path, summary: dict[str, Any], end_time: float | None = None
+    tracker: Tracker, run_dir: RunDirectory, summary: RunSummary, end_time: float | None = None
 ) -> None:
     """What ends a run in MLflow, from its run directory: the run's totals, config.yaml,
     summary.json and the reproducibility record on the parent, the experiment's runs-table view,
     and last the ``harness.logged=complete`` mark (the live run and replay both end here)."""
-    failed = summary.get("failed") or []
     tracker.log_metrics(
-        {"total_time_s": summary["total_time_s"], "datasets_failed": float(len(failed))}
+        {"total_time_s": summary.total_time_s, "datasets_failed": float(len(summary.failed))}
     )
-    for name in ("config.yaml", "plan.json", "summary.json"):
-        if (root / name).is_file():
-            tracker.log_artifact(root / name)
-    if (root / "reproducibility.json").is_file():
-        log_record(tracker, root / "reproducibility.json")
-    datasets = summary.get("datasets") or {}
-    headlines = [
-        f"{n}/{h}" for n, d in datasets.items() if (h := headline(set(d.get("metrics") or {})))
-    ]
+    for path in (run_dir.config, run_dir.plan, run_dir.summary):
+        if path.is_file():
+            tracker.log_artifact(path)
+    if run_dir.reproducibility.is_file():
+        log_record(tracker, run_dir.reproducibility)
+    headlines = [f"{n}/{h}" for n, d in summary.datasets.items() if (h := headline(set(d.metrics)))]
     tracker.set_view(headlines)
-    if summary.get("status") == "KILLED":  # what finished before the run was killed
-        tracker.set_tags({"status": "killed", LOGGED_TAG: "complete"})
-        tracker.end(status="KILLED", end_time=end_time)
-        return
-    tracker.set_tags({"status": "failed" if failed else "ok", LOGGED_TAG: "complete"})
-    tracker.end(status="FAILED" if failed else "FINISHED", end_time=end_time)
+    status = summary.status  # KILLED: what finished before the run was killed
+    tag = {"KILLED": "killed", "FAILED": "failed", "FINISHED": "ok"}[status]
+    tracker.set_tags({"status": tag, LOGGED_TAG: "complete"})
+    tracker.end(status=status, end_time=end_time)

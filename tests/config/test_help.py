@@ -80,6 +80,14 @@ def test_help_lists_the_settings(help_page):
         assert f" {setting} " in page
 
 
+def test_help_shows_the_engines_own_keywords_with_an_example(help_page):
+    page = squash(help_page)
+    settings = page.split("== Settings: key=value (default) ==")[1].split("== Examples ==")[0]
+    assert " strategy.engine_args=null More keyword arguments for the engine" in settings, page
+    example = "strategy.engine_args={max_num_seqs:256,enable_prefix_caching:true}"
+    assert f"Example: {example}" in settings, page
+
+
 def test_help_shows_the_five_readme_examples(help_page):
     readme = (PROJECT_ROOT / "README.md").read_text()
     top_block = readme.split("```")[1]

@@ -1,4 +1,5 @@
-"""The engine in its own process: requests forwarded, errors carried, nothing left behind.
+"""The engine in its own process: requests answered with their token counts in one round trip,
+errors carried, a stall ended, nothing left behind.
 
 A stand-in engine (``tests/fake_engine.py``) starts helper processes that ignore SIGTERM, as a
 vLLM ``LLM`` starts an EngineCore; the real vLLM engine is tested in ``test_vllm.py``.
@@ -11,10 +12,12 @@ import os
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
-from harness.engines.process import EngineDied, EngineError, EngineProcess
+from harness.engines.base import EngineDied, EngineError, RemoteEngine
+from harness.engines.process.engine import EngineProcess
 from harness.paths import PROJECT_ROOT
 from tests.fake_engine import FakeLM
 from tests.processes import descendants, group_members, is_live, live, wait_until
@@ -53,7 +56,7 @@ def test_requests_cross_and_close_leaves_nothing():
         assert engine.lm.loglikelihood_rolling(rolling) == local.loglikelihood_rolling(rolling)
         assert engine.lm.generate_until(gen) == ["cba", "yx"]
         assert engine.lm.loglikelihood([]) == []
-        assert engine.count_tokens(["ab", "cde"]) == 5
+        assert isinstance(engine, RemoteEngine)
         assert engine.lm.tokenizer_name == "fake-tokenizer"
         assert (engine.lm.rank, engine.lm.world_size) == (0, 1)
         with pytest.raises(EngineError, match="ValueError: asked to raise") as info:
@@ -68,6 +71,61 @@ def test_requests_cross_and_close_leaves_nothing():
     engine.close()  # twice is fine
     with pytest.raises(EngineDied):
         engine.lm.generate_until(gen)
+
+
+def test_answers_come_back_with_their_token_counts_in_one_round_trip(monkeypatch):
+    """The child counts each request's tokens (the stand-in's tokens are characters): what the
+    request meter records crosses the pipe once, with the answers."""
+    engine = EngineProcess("tests.fake_engine:FakeEngine", 0)
+    trips: list[str] = []
+    call = engine.call
+
+    def counted(op: str, *args: Any, **kwargs: Any) -> Any:
+        trips.append(op)
+        return call(op, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "call", counted)
+    try:
+        ll = engine.answer("loglikelihood", [Req("ab", "c"), Req("abc", "de")])
+        assert ll.answers == [(-1.0, True), (-2.0, False)]
+        assert (ll.prompt_tokens, ll.generated_tokens) == ([3, 5], [0, 0])
+        rolling = engine.answer("loglikelihood_rolling", [Req("hello")])
+        assert (rolling.answers, rolling.prompt_tokens, rolling.generated_tokens) == (
+            [-5.0],
+            [5],
+            [0],
+        )
+        gen = engine.answer("generate_until", [Req("abcd", {}), Req("xy", {"max_gen_toks": 1})])
+        assert (gen.answers, gen.prompt_tokens, gen.generated_tokens) == (
+            ["dcba", "yx"],
+            [4, 2],
+            [4, 2],
+        )
+        assert gen.part(1, 2).answers == ["yx"]
+        assert trips == ["answer"] * 3  # one round trip a batch: no second one to count tokens
+        empty = engine.answer("generate_until", [])
+        assert (empty.answers, trips) == ([], ["answer"] * 3)
+        with pytest.raises(ValueError, match="unknown request type 'describe'"):
+            engine.answer("describe", [Req("x")])
+    finally:
+        engine.close()
+    assert spawned() == {}
+
+
+def test_a_stalled_engine_is_killed_and_reported_dead():
+    """No answer within the stall limit: the watchdog kills the engine's process group and the
+    call raises ``EngineDied`` (which the loop answers by rebuilding it once)."""
+    engine = EngineProcess("tests.fake_engine:FakeEngine", 1, stall_timeout_s=2)
+    try:
+        helpers = engine.describe()["helpers"]
+        with pytest.raises(EngineDied, match=r"answered nothing for 2s .*stall_timeout_s"):
+            engine.answer("generate_until", [Req("hang", {})])
+        assert wait_until(lambda: live([engine.pid, *helpers]) == {}, 10)
+        assert engine.revive() is True
+        assert engine.answer("generate_until", [Req("ab", {})]).answers == ["ba"]
+    finally:
+        engine.close()
+    assert spawned() == {}
 
 
 def test_a_failed_build_is_reported_and_leaves_nothing():
@@ -92,7 +150,7 @@ def test_killing_the_engine_process_kills_its_helpers():
     helpers = engine.describe()["helpers"]
     os.kill(engine.pid, signal.SIGKILL)
     with pytest.raises(EngineDied, match="signal 9"):
-        engine.count_tokens(["x"])
+        engine.answer("generate_until", [Req("x", {})])
     assert wait_until(lambda: live(helpers) == {}, 10), live(helpers)
     engine.close()
     assert group_members(engine.pid) == []
@@ -182,12 +240,13 @@ def test_a_killed_engine_is_rebuilt_behind_the_same_lm():
 SIGPIPE_CHECK = """
 import os, signal, time
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as the harness CLI sets it
-from harness.engines.process import EngineDied, EngineProcess
+from harness.engines.base import EngineDied
+from harness.engines.process.engine import EngineProcess
 engine = EngineProcess("tests.fake_engine:FakeEngine", 1)
 os.kill(engine.pid, signal.SIGKILL)
 time.sleep(0.5)
 try:
-    engine.call("count_tokens", ["x"])  # writes to a pipe nobody reads any more
+    engine.call("describe")  # writes to a pipe nobody reads any more
 except EngineDied:
     pass
 assert engine.revive() is True

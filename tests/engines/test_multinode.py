@@ -1,4 +1,4 @@
-"""One vLLM engine across nodes (``harness.engines.multinode``): the cluster before the engine.
+"""One vLLM engine across nodes (``harness.engines.ray.multinode``): the cluster, then the engine.
 
 No GPU and no multi-node vLLM can run here, so the engine is a stand-in that does what vLLM's Ray
 executor does first: ``ray.init()`` in its own process, joining whatever cluster ``RAY_ADDRESS``
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harness.engines.multinode import multinode_problems, spans_nodes
+from harness.engines.ray.multinode import multinode_problems, spans_nodes
 from harness.planning.auto import plan_run
 from tests.fake_engine import FakeLM
 from tests.planning.test_plan import run_config
@@ -40,42 +40,42 @@ class RayJoiningEngine:
             "gpus": self.gpus,
         }
 
-    def count_tokens(self, texts: Any) -> int:
-        return 0
-
     def close(self) -> None:
         import ray
 
         ray.shutdown()
 
 
-def xlarge_plan() -> tuple[Any, Any]:
-    run = run_config("falcon_180b", "tp4_pp2", "xlarge")
-    return run, plan_run(run)
+def xlarge_plan() -> Any:
+    return plan_run(run_config("falcon_180b", "tp4_pp2", "xlarge"))
 
 
 def test_a_plan_over_two_nodes_needs_them_and_says_how(monkeypatch):
     for key in ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NODELIST", "SLURM_NODEID"):
         monkeypatch.delenv(key, raising=False)
-    run, plan = xlarge_plan()
+    plan = xlarge_plan()
     assert spans_nodes(plan) and plan.nodes_needed == 2
-    (problem,) = [p for p in multinode_problems(plan, run) if "node(s)" in p]
+    (problem,) = [p for p in multinode_problems(plan) if "node(s)" in p]
     assert "spans 2 nodes, but this process is on 1 node(s)" in problem
     assert "hydra/launcher=slurm" in problem and "ray.address=" in problem
     # inside a SLURM allocation of two nodes, or with a cluster to join: nothing to refuse
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[01-02]")
     monkeypatch.setenv("SLURM_NODEID", "0")
-    assert not [p for p in multinode_problems(plan, run) if "node(s)" in p]
+    assert not [p for p in multinode_problems(plan) if "node(s)" in p]
     monkeypatch.delenv("SLURM_JOB_NODELIST")
-    with_address = replace(run, ray=replace(run.ray, address="head:6379"))
-    assert not [p for p in multinode_problems(plan, with_address) if "node(s)" in p]
+    with_address = replace(plan, ray_address="head:6379")
+    assert not [p for p in multinode_problems(with_address) if "node(s)" in p]
+    # ray.address reaches the plan (the engines read the plan, never the config)
+    run = run_config("falcon_180b", "tp4_pp2", "xlarge")
+    joined = plan_run(replace(run, ray=replace(run.ray, address="head:6379", wait_timeout_s=9)))
+    assert (joined.ray_address, joined.ray_wait_timeout_s) == ("head:6379", 9)
     # the HF engine cannot span nodes as one engine
-    hf = replace(plan, engine="hf", executor_backend="none")
-    assert any("only vLLM's Ray executor" in p for p in multinode_problems(hf, with_address))
+    hf = replace(with_address, engine="hf", executor_backend="none")
+    assert any("only vLLM's Ray executor" in p for p in multinode_problems(hf))
     # one node: nothing to say
     one = plan_run(run_config("falcon_180b", "tp4_pp2", "large"))
-    assert not spans_nodes(one) and multinode_problems(one, run) == []
+    assert not spans_nodes(one) and multinode_problems(one) == []
 
 
 @pytest.mark.ray
@@ -83,10 +83,11 @@ def test_the_engine_joins_the_cluster_once_it_has_the_nodes_and_gpus():
     import ray
     from ray.cluster_utils import Cluster
 
-    from harness.engines.multinode import ClusteredEngine
-    from harness.engines.process import EngineProcess
+    from harness.engines.base import RemoteEngine
+    from harness.engines.process.engine import EngineProcess
+    from harness.engines.ray.multinode import ClusteredEngine
 
-    run, plan = xlarge_plan()
+    plan = xlarge_plan()
     before = os.environ.get("RAY_ADDRESS")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 4})
     try:
@@ -96,9 +97,8 @@ def test_the_engine_joins_the_cluster_once_it_has_the_nodes_and_gpus():
         address = ray.get_runtime_context().gcs_address
         called: list[str] = []
         engine = ClusteredEngine(
-            run,
             plan,
-            build=lambda: EngineProcess("tests.engines.test_multinode:RayJoiningEngine"),  # type: ignore[arg-type,return-value]
+            build=lambda: EngineProcess("tests.engines.test_multinode:RayJoiningEngine"),
             on_cluster=lambda: called.append(os.environ["RAY_ADDRESS"]),
         )
         try:
@@ -108,6 +108,8 @@ def test_the_engine_joins_the_cluster_once_it_has_the_nodes_and_gpus():
             assert facts["ray_cluster"] == "existing" and len(facts["nodes"]) == 2
             assert called == [address], "telemetry's hook ran once, before the engine was built"
             assert engine.builds == 1
+            assert isinstance(engine, RemoteEngine)
+            engine.check()  # the health check reaches the engine's process
         finally:
             engine.close()
         assert os.environ.get("RAY_ADDRESS") == before
@@ -122,11 +124,10 @@ def test_a_cluster_short_of_gpus_is_named_before_the_engine_is_built():
     import ray
     from ray.cluster_utils import Cluster
 
-    from harness.engines.cluster import ClusterError
-    from harness.engines.multinode import ClusteredEngine
+    from harness.engines.ray.cluster import ClusterError
+    from harness.engines.ray.multinode import ClusteredEngine
 
-    run, plan = xlarge_plan()
-    run = replace(run, ray=replace(run.ray, wait_timeout_s=2))
+    plan = replace(xlarge_plan(), ray_wait_timeout_s=2)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 4})
     built: list[int] = []
     try:
@@ -134,7 +135,7 @@ def test_a_cluster_short_of_gpus_is_named_before_the_engine_is_built():
         with pytest.raises(
             ClusterError, match=r"8 GPU\(s\) on 2 node\(s\): missing 4 GPU\(s\), 1 node\(s\)"
         ):
-            ClusteredEngine(run, plan, build=lambda: built.append(1))  # type: ignore[arg-type,return-value]
+            ClusteredEngine(plan, build=lambda: built.append(1))  # type: ignore[arg-type,return-value]
         assert built == []
     finally:
         ray.shutdown()

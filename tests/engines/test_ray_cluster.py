@@ -1,4 +1,4 @@
-"""The Ray cluster under the replicas (``harness.engines.cluster``).
+"""The Ray cluster under the replicas (``harness.engines.ray.cluster``).
 
 - SLURM's environment read into an allocation (node list expansion, node rank, head port);
 - waiting for resources: a clear error naming what is missing, after the timeout;
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from harness.engines.cluster import ClusterError, Needs, RayCluster, needs_of
+from harness.engines.ray.cluster import ClusterError, Needs, RayCluster, needs_of
 from harness.machine.slurm import BASE_PORT, expand_nodelist, slurm_allocation
 from tests.engines.test_ray_dp import cli_run, describe_times, is_ray, metrics
 from tests.processes import descendants, wait_until
@@ -172,6 +172,6 @@ def test_a_slurm_allocation_of_two_nodes_starts_and_joins_its_own_cluster(
 
 JOIN = """
 import sys
-from harness.engines.cluster import join_slurm_head
+from harness.engines.ray.cluster import join_slurm_head
 sys.exit(join_slurm_head(timeout=float(sys.argv[1])))
 """

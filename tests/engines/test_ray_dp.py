@@ -1,4 +1,4 @@
-"""Data-parallel replicas as Ray actors (``harness.engines.ray_dp``).
+"""Data-parallel replicas as Ray actors (``harness.engines.ray.replicas``).
 
 - sharding: balanced by size, same-context requests together, answers back in order (no Ray);
 - a stand-in engine on two replicas in this process: order kept over many requests, errors
@@ -23,10 +23,9 @@ from typing import Any
 
 import pytest
 
-from harness.config.schema import RayConfig
-from harness.engines.cluster import INSTALL_RAY
-from harness.engines.process import EngineDied, EngineError
-from harness.engines.ray_dp import cpu_shares, request_size, shard
+from harness.engines.base import EngineDied, EngineError, RemoteEngine
+from harness.engines.ray.cluster import INSTALL_RAY
+from harness.engines.ray.shards import cpu_shares, request_size, shard
 from harness.paths import PROJECT_ROOT
 from tests.conftest import assert_clean_failure, offline_env, run_harness
 from tests.processes import Watcher, descendants, live, wait_until
@@ -80,9 +79,8 @@ def test_cpu_shares_are_equal_disjoint_and_refuse_too_many_replicas():
 # ---------------------------------------------------------------- a stand-in engine, in process
 
 
-def stub_run_and_plan(dp: int) -> tuple[Any, Any]:
-    run = SimpleNamespace(ray=RayConfig(wait_timeout_s=60))
-    plan = SimpleNamespace(
+def stub_plan(dp: int) -> Any:
+    return SimpleNamespace(
         data_parallel_size=dp,
         device="cpu",
         tensor_parallel_size=1,
@@ -91,19 +89,20 @@ def stub_run_and_plan(dp: int) -> tuple[Any, Any]:
         engine="hf",
         memory=SimpleNamespace(weights_total_gb=0.0),
         stall_timeout_s=None,
+        ray_address=None,
+        ray_wait_timeout_s=60,
     )
-    return run, plan
 
 
 @pytest.mark.ray
 def test_replicas_answer_in_order_survive_a_death_and_leave_nothing(monkeypatch):
-    from harness.engines.ray_dp import RayDPEngine
+    from harness.engines.ray.replicas import RayDPEngine
 
     monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))  # the actors import tests.fake_engine
     watcher = Watcher(os.getpid())
-    run, plan = stub_run_and_plan(2)
-    engine = RayDPEngine(run, plan, "tests.fake_engine:FakeEngine", (0,), False)
+    engine = RayDPEngine(stub_plan(2), "tests.fake_engine:FakeEngine", False, args=(0,))
     try:
+        assert isinstance(engine, RemoteEngine)
         facts = engine.describe()
         assert facts["kind"] == "fake" and facts["builds"] == 2
         assert len({r["pid"] for r in facts["replicas"]}) == 2
@@ -114,7 +113,12 @@ def test_replicas_answer_in_order_survive_a_death_and_leave_nothing(monkeypatch)
             (-float(len(r.args[1])), len(r.args[0]) % 2 == 0) for r in ll
         ]
         assert engine.lm.loglikelihood_rolling([Req("hello")]) == [-5.0]
-        assert engine.count_tokens(["ab", "cde"]) == 5
+        answered = engine.answer("generate_until", gen)  # each replica counts its shard's
+        assert answered.answers == [r.args[0][::-1] for r in gen]
+        lengths = [len(r.args[0]) for r in gen]  # the stand-in's tokens are characters
+        assert answered.prompt_tokens == lengths and answered.generated_tokens == lengths
+        scored = engine.answer("loglikelihood", ll)
+        assert scored.prompt_tokens == [len(r.args[0]) + len(r.args[1]) for r in ll]
         assert engine.lm.tokenizer_name == "fake-tokenizer"
         with pytest.raises(EngineError, match="asked to raise"):
             engine.lm.generate_until([Req("raise", {})])
@@ -127,6 +131,11 @@ def test_replicas_answer_in_order_survive_a_death_and_leave_nothing(monkeypatch)
             engine.revive(rebuild=False)
         assert engine.revive() is True and engine.builds == 3  # the dead replica, once
         assert engine.lm.generate_until(gen) == [r.args[0][::-1] for r in gen]
+        engine.stall_timeout_s = 5  # one replica stalls: the watchdog ends them all
+        with pytest.raises(EngineDied, match="answered nothing for 5s"):
+            engine.answer("generate_until", [Req("hang", {}), *gen])
+        assert engine.revive() is True and engine.builds == 5
+        assert engine.answer("generate_until", gen).answers == [r.args[0][::-1] for r in gen]
     finally:
         engine.close()
     seen = watcher.stop()

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from harness.engines.vllm_cpu import threads_bind
-from harness.engines.vllm_install import CPU_DIST, installed_vllm
+from harness.engines.vllm_support.cpu import threads_bind
+from harness.engines.vllm_support.install import CPU_DIST, installed_vllm
 from tests.conftest import offline_env
 from tests.processes import Watcher, live, wait_until
 
@@ -192,7 +192,7 @@ try:  # lm-eval alone cannot import its vLLM wrapper under the CPU build's name
     sys.exit("lm-eval imported its vLLM wrapper without the fix")
 except md.PackageNotFoundError:
     pass
-from harness.engines.vllm_install import import_lm_eval_vllm, vllm_version
+from harness.engines.vllm_support.install import import_lm_eval_vllm, vllm_version
 cls = import_lm_eval_vllm()
 module = sys.modules["lm_eval.models.vllm_causallms"]
 assert cls is module.VLLM
@@ -262,7 +262,7 @@ def test_tp2_builds_once_binds_threads_and_leaves_nothing(tp2_run):
 def test_tp1_tp2_and_hf_metrics_are_equal(hf_run, tp2_run, tp1_killed_then_resumed):
     """Exact equality, no tolerance: accuracy is an argmax over four choices and exact_match
     compares greedy outputs; vLLM's prompt logprobs differ from HF's by at most 7.4e-6 and TP=2's
-    from TP=1's by 6.2e-6 (shared/notes/vllm-cpu.md), far below the gaps between this model's
+    from TP=1's by 6.2e-6 (docs/architecture.md), far below the gaps between this model's
     choices, so no answer flips. A flip would show here as a real difference in the numbers."""
     hf = metrics(hf_run["summary"])
     tp1 = metrics(tp1_killed_then_resumed["resumed"]["summary"])

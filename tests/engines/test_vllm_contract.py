@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from harness.config.schema import Quantization
-from harness.engines.vllm import engine_kwargs
-from harness.engines.vllm_install import CPU_DIST, GPU_DIST, SUPPORTED, installed_vllm
+from harness.engines.inprocess.vllm import engine_kwargs
+from harness.engines.vllm_support.install import CPU_DIST, GPU_DIST, SUPPORTED, installed_vllm
 from harness.paths import PROJECT_ROOT
 from harness.planning.auto import plan_run
 from tests.planning.test_plan import run_config
@@ -67,7 +67,8 @@ def deployments() -> dict[str, dict[str, Any]]:
         run = replace(run, model=replace(run.model, revision="main"))
         plan = plan_run(run)
         assert plan.strategy_config is not None
-        kwargs = engine_kwargs(plan, run.seed)
+        kwargs = engine_kwargs(plan)
+        assert kwargs["seed"] == 1234  # the run's seed, read from the plan
         kwargs["model"] = kwargs.pop("pretrained")
         kwargs.pop("batch_size")  # lm-eval's own
         out[name] = kwargs
@@ -203,7 +204,7 @@ def test_engine_args_checked_against_the_gpu_release():
 
 def test_quantization_names_are_vllm_methods_of_both_releases():
     """int8 and fp8 quantize at load time; int4 reads the method from the checkpoint."""
-    from harness.engines.vllm import QUANTIZATION
+    from harness.engines.inprocess.vllm import QUANTIZATION
 
     assert QUANTIZATION[Quantization.int4] is None and QUANTIZATION[Quantization.none] is None
     assert {q for q in QUANTIZATION.values() if q} == {"fp8", "int8_per_channel_weight_only"}

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.engines.vllm_cpu import replica_environment
+from harness.engines.vllm_support.cpu import replica_environment
 from tests.conftest import assert_clean_failure, run_harness
 
 

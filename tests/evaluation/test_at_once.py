@@ -1,9 +1,11 @@
 """Datasets at once against the one resident engine (``max_concurrent_datasets``): the HF engine
 in a process of its own, where ``auto`` means every dataset of the run.
 
-Each dataset's metrics, requests and tokens stay its own and equal the sequential run's; the
-events overlap; a failing dataset does not take the others in flight down; a run killed with
-datasets in flight resumes; generation settings never cross from one dataset to another.
+The plan decides how many (``Plan.datasets_at_once``), and plan.json, summary.json and MLflow's
+``plan.*`` record the number that ran at once. Each dataset's metrics, requests and tokens stay
+its own and equal the sequential run's; the events overlap; a failing dataset does not take the
+others in flight down; a run killed with datasets in flight resumes; generation settings never
+cross from one dataset to another.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ import pytest
 from harness.telemetry.attribute import attribute
 from harness.telemetry.summary import GpuPhase, PhaseSummary
 from tests.conftest import BUNDLED_TASKS, FIXTURES, json_lines, offline_env, run_harness
+from tests.evaluation.in_flight import PLACES, recorded_at_once
 from tests.processes import wait_until
 
 OWN_PROCESS = "strategy.replica_backend=process"
@@ -46,26 +50,41 @@ def figures(summary: dict) -> dict:
     return {n: {k: d[k] for k in keep} for n, d in summary["datasets"].items()}
 
 
-@pytest.fixture(scope="module")
-def sequential(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("sequential")
-    args = [f"outputs_root={tmp / 'out'}", "tracking=none", OWN_PROCESS]
-    proc = run_harness([*args, "max_concurrent_datasets=1"], tmp)
+@dataclass
+class Run:
+    summary: dict
+    run_dir: Path
+    db: Path
+    """Its MLflow store (``tracking=local``)."""
+    stdout: str
+
+
+def tracked_run(tmp: Path, *more: str) -> Run:
+    """A run of the five bundled datasets, the HF engine in a process of its own, tracked."""
+    out, db = tmp / "out", tmp / "mlflow.db"
+    args = [f"outputs_root={out}", "tracking=local", f"tracking.uri=sqlite:///{db}", OWN_PROCESS]
+    proc = run_harness([*args, *more], tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return summary_of(tmp / "out")
+    return Run(summary_of(out), run_dir_of(out), db, proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory) -> Run:
+    return tracked_run(tmp_path_factory.mktemp("sequential"), "max_concurrent_datasets=1")
 
 
 @pytest.mark.slow
 def test_five_datasets_at_once_give_the_sequential_figures(sequential, tmp_path):
-    out = tmp_path / "out"
-    proc = run_harness([f"outputs_root={out}", "tracking=none", OWN_PROCESS], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "5 datasets at once against the resident engine" in proc.stdout
-    summary = summary_of(out)
-    assert figures(summary) == figures(sequential)
+    run = tracked_run(tmp_path)
+    assert "5 datasets at once against the resident engine" in run.stdout
+    summary = run.summary
+    assert figures(summary) == figures(sequential.summary)
+    # What ran at once is what the plan said, recorded in every place the plan is.
+    assert recorded_at_once(run.run_dir, run.db) == dict.fromkeys(PLACES, 5)
+    assert recorded_at_once(sequential.run_dir, sequential.db) == dict.fromkeys(PLACES, 1)
     assert summary["engine"]["builds"] == 1
     # The events overlap: every dataset starts before the first one is done.
-    events = [e for e in events_of(out) if e["event"].startswith("dataset_")]
+    events = [e for e in events_of(tmp_path / "out") if e["event"].startswith("dataset_")]
     first_done = min(i for i, e in enumerate(events) if e["event"] == "dataset_done")
     started = {e["dataset"] for e in events[:first_done] if e["event"] == "dataset_started"}
     assert started == set(BUNDLED_TASKS), [e["event"] + " " + e["dataset"] for e in events]
@@ -85,7 +104,7 @@ def test_a_failing_dataset_leaves_the_others_in_flight_whole(sequential, tmp_pat
     assert summary["failed"] == ["boom"]
     got = figures(summary)
     for name in ("arith_mc", "compare_mc"):
-        assert got[name] == figures(sequential)[name]
+        assert got[name] == figures(sequential.summary)[name]
 
 
 @pytest.mark.slow
@@ -111,7 +130,7 @@ def test_a_run_killed_with_datasets_in_flight_resumes(sequential, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = summary_of(out)
     resumed = {n: d["metrics"] for n, d in summary["datasets"].items()}
-    assert resumed == {n: d["metrics"] for n, d in sequential["datasets"].items()}
+    assert resumed == {n: d["metrics"] for n, d in sequential.summary["datasets"].items()}
 
 
 @pytest.mark.slow
@@ -139,6 +158,30 @@ def test_each_dataset_keeps_its_own_generation_settings(tmp_path):
     assert max(len(a) for a in reverse) > 2  # not cut at 2 tokens
     summary = summary_of(out)
     assert summary["datasets"]["reverse_gen"]["metrics"]["exact_match"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        ([], 1),  # auto, the HF engine in this process: one at a time
+        ([OWN_PROCESS], 5),  # auto, an engine of its own: every dataset of the run
+        (["strategy=vllm"], 5),
+        (["strategy=dp", "strategy.engine=hf"], 5),  # Ray replicas
+        (["dataset=[arith_mc,compare_mc]", OWN_PROCESS], 2),
+        (["max_concurrent_datasets=2", OWN_PROCESS], 2),
+        (["max_concurrent_datasets=3"], 3),  # asked for, in this process too
+        (["max_concurrent_datasets=9"], 5),  # never more than the run has
+    ],
+)
+def test_the_plan_decides_how_many_datasets_share_the_engine(compose_cfg, overrides, expected):
+    from harness.config.schema import to_run_config
+    from harness.planning.auto import plan_run
+    from harness.views import format_plan
+
+    plan = plan_run(to_run_config(compose_cfg(*overrides)))
+    assert plan.datasets_at_once == expected
+    assert plan.to_dict()["datasets_at_once"] == expected  # plan.json, summary, MLflow plan.*
+    assert f"at once        {expected} dataset(s) evaluated at once" in format_plan(plan)
 
 
 def test_energy_of_datasets_in_flight_together_is_split_by_tokens():

@@ -238,9 +238,11 @@ def test_the_quick_record_line_is_the_generic_one():
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_two_replicas_killed_resume_at_one(big_task, uninterrupted, tmp_path):
-    """Two HF replicas as Ray actors, the whole run SIGKILLed mid-dataset; resumed with one
-    replica in process: the data-parallel size changes no answer, so the journal is read."""
+def test_two_replicas_killed_resume_at_two_and_start_over_at_one(big_task, uninterrupted, tmp_path):
+    """Two HF replicas as Ray actors, the whole run SIGKILLed mid-dataset. The data-parallel size
+    can move logprobs (each replica batches its own share of the requests), so the journal's key
+    holds it as the result's does: resumed at one replica, the dataset starts over and the two
+    replicas' journal is left as it was; resumed at two, that journal answers what it holds."""
     from tests.processes import Watcher, live
 
     out = tmp_path / "out"
@@ -255,12 +257,19 @@ def test_two_replicas_killed_resume_at_one(big_task, uninterrupted, tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert 0 < kept < REQUESTS
+    (two_replicas,) = journal_files(out)
 
-    outcome, _ = rerun(big_task, out, tmp_path, *dp, "strategy.data_parallel_size=1")
-    assert outcome["metrics"] == uninterrupted["metrics"]
-    assert outcome["requests_journaled"] == kept
-    assert outcome["requests"] == REQUESTS - kept
-    assert [s["data_parallel_size"] for s in outcome["journal_sources"]] == [2]
+    one, _ = rerun(big_task, out, tmp_path, *dp, "strategy.data_parallel_size=1")
+    assert one["requests_journaled"] == 0 and one["requests"] == REQUESTS
+    assert one["metrics"] == uninterrupted["metrics"]
+    assert journal_files(out) == [two_replicas]  # not read, not deleted
+
+    two, _ = rerun(big_task, out, tmp_path, *dp)
+    assert two["metrics"] == uninterrupted["metrics"]
+    assert two["requests_journaled"] == kept
+    assert two["requests"] == REQUESTS - kept
+    assert [s["data_parallel_size"] for s in two["journal_sources"]] == [2]
+    assert journal_files(out) == []
 
 
 @pytest.mark.vllm

@@ -17,6 +17,7 @@ import pytest
 
 from harness.paths import PLUGINS_DIR
 from tests.conftest import run_harness, run_lm_eval_cli
+from tests.evaluation.in_flight import PLACES, recorded_at_once
 
 pytestmark = pytest.mark.slow
 
@@ -148,8 +149,9 @@ def both(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vllm_run(both, tmp_path_factory):
-    """Every variant but the HF-only batch size, on vLLM's CPU build, in one run."""
+def vllm_run(tmp_path_factory):
+    """Every variant but the HF-only batch size, on vLLM's CPU build, in one run (tracked in
+    MLflow: ``mlflow.db`` beside the run directory)."""
     tmp = tmp_path_factory.mktemp("settings_parity_vllm")
     conf = dataset_folder(tmp)
     run_dir = tmp / "ours_vllm"
@@ -161,7 +163,8 @@ def vllm_run(both, tmp_path_factory):
             "strategy=vllm",
             f"output_dir={run_dir}",
             f"outputs_root={tmp / 'outputs'}",
-            "tracking=none",
+            "tracking=local",
+            f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
         ],
         tmp,
     )
@@ -173,7 +176,7 @@ def vllm_run(both, tmp_path_factory):
 def test_vllm_gives_lm_eval_clis_numbers_for_every_setting(both, vllm_run):
     """The same settings through vLLM's CPU build (its own process, chat templates applied
     there): the numbers of lm-eval's CLI (whose HF model this tiny model matches exactly on
-    vLLM, shared/notes/vllm-cpu.md), and predict_only's outputs alike."""
+    vLLM, docs/architecture.md "Measured facts"), and predict_only's outputs alike."""
     cli, _ = both
     for name, (task, _, _) in VARIANTS.items():
         if name in ("auto_batch", "predict"):
@@ -183,6 +186,16 @@ def test_vllm_gives_lm_eval_clis_numbers_for_every_setting(both, vllm_run):
     with gzip.open(vllm_run / "samples" / "predict.jsonl.gz", "rt") as f:
         ours_out = {s["doc_id"]: s["filtered_resps"] for s in map(json.loads, f)}
     assert ours_out == {s["doc_id"]: s["filtered_resps"] for s in cli["predict"]["samples"]}
+
+
+@pytest.mark.vllm
+def test_vllm_runs_every_dataset_at_once_and_records_it(vllm_run):
+    """An engine of its own (vLLM): ``max_concurrent_datasets=auto`` plans every dataset of the
+    run at once, all eight ran at once (their events overlap), and plan.json, summary.json and
+    MLflow's ``plan.*`` say so."""
+    at_once = len(VARIANTS) - 1  # all but auto_batch
+    recorded = recorded_at_once(vllm_run, vllm_run.parent / "mlflow.db")
+    assert recorded == dict.fromkeys(PLACES, at_once)
 
 
 def scores(result: dict, task: str) -> dict[str, float]:

@@ -61,7 +61,7 @@ def test_planned_memory_holds_on_the_gpu(tmp_path, compose_cfg):
     cuda()
     import torch
 
-    from harness.engines.hf import HFEngine
+    from harness.engines.inprocess.hf import HFEngine
 
     folder = tmp_path / "llama3_1_8b_4layers"
     params = _checkpoint(folder)

@@ -166,7 +166,8 @@ def test_pipeline_stages_go_one_per_node_when_the_tier_has_the_nodes():
     assert (tp8.gpus_needed, tp8.nodes_needed) == (8, 1)
 
 
-def test_cpu_replicas_share_the_cores_and_the_host_memory():
+def test_cpu_replicas_share_the_cores_and_the_host_memory(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the threads the cores give
     run = run_config("tiny_char", "dp", "local")
     one = plan_run(replace(run, strategy=replace(run.strategy, data_parallel_size=1)))
     four = replace(run.strategy, data_parallel_size=4)
@@ -176,6 +177,33 @@ def test_cpu_replicas_share_the_cores_and_the_host_memory():
     assert plan.memory.needed == pytest.approx(4 * one.memory.needed, abs=0.01)
     hf = plan_run(replace(run, strategy=replace(four, engine=EngineKind.hf), tier=tier))
     assert hf.threads_per_rank == 2
+
+
+@pytest.mark.parametrize(("engine", "omp", "threads"), [
+    (EngineKind.hf, None, 8), (EngineKind.hf, "3", 3), (EngineKind.hf, "3,2", 3),
+    (EngineKind.hf, "16", 8), (EngineKind.hf, "x", 8), (EngineKind.vllm, "2", 2),
+])  # fmt: skip
+def test_a_cpu_plan_takes_no_more_threads_than_omp_num_threads_says(monkeypatch, engine, omp,
+                                                                    threads):  # fmt: skip
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    run = run_config("tiny_char", "single", "local")
+    strategy = replace(run.strategy, engine=engine)
+    plan = plan_run(replace(run, strategy=strategy, tier=replace(run.tier, cpus_per_task=8)))
+    assert plan.threads_per_rank == threads
+    said = [n for n in plan.notes if "OMP_NUM_THREADS" in n]
+    if threads < (8 if engine == EngineKind.hf else 7):
+        assert said == [
+            f"OMP_NUM_THREADS={threads} is set: {threads} thread(s) per rank, not the "
+            f"{8 if engine == EngineKind.hf else 7} its 8 CPU(s) would give. Unset it (or "
+            "raise it) to use them."
+        ], plan.notes
+    else:
+        assert said == [], plan.notes
+    on_gpus = plan_run(run_config("llama3_1_8b", "vllm", "small"))
+    assert on_gpus.threads_per_rank == 0 and not on_gpus.notes
 
 
 def test_int4_needs_a_prequantized_checkpoint():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 from omegaconf import OmegaConf
 
-from harness.record.rundir import config_yaml
+from harness.record.config_yaml import config_yaml
 
 TRICKY = {
     "plain": "falcon_40b",

@@ -1,11 +1,12 @@
 """The local SLURM cluster the ``slurm`` tests run on, started once per session.
 
-``local_slurm`` installs Debian's SLURM packages when they are missing and this is a root
-Debian machine (CI installs them itself, .ci/run), starts a single-node cluster with
-``start_slurm.sh`` (munge, MariaDB + slurmdbd so that ``sacct`` works, slurmctld, slurmd), exports
-``SLURM_CONF`` for every SLURM client the tests and the sweeps run, and stops the cluster at the
-end when it started it. It skips only where SLURM cannot be installed, saying why, and fails
-instead where ``HARNESS_REQUIRE_SLURM=1`` (CI).
+``local_slurm`` starts a single-node cluster with ``start_slurm.sh`` (munge, MariaDB + slurmdbd
+so that ``sacct`` works, slurmctld, slurmd), exports ``SLURM_CONF`` for every SLURM client the
+tests and the sweeps run, and stops the cluster at the end when it started it. Where Debian's
+SLURM packages are missing it installs them (root, apt, about 45 s) only when SLURM is required
+(``HARNESS_REQUIRE_SLURM=1`` or ``CI``: tests/real_parts.py), and fails if it cannot; on a
+developer's plain run it changes nothing on the system and skips, with the command that installs
+them. CI installs them itself first (.ci/run).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.real_parts import unavailable
+from tests.real_parts import required, unavailable
 
 HERE = Path(__file__).parent
 PACKAGES = ["munge", "slurmctld", "slurmd", "slurm-client", "slurmdbd"]
@@ -41,9 +42,14 @@ def _skip(reason: str) -> None:
 
 
 def _install_or_skip() -> None:
-    """Install the packages (root, apt) or skip, saying why SLURM cannot be installed here."""
+    """Install the packages (root, apt) where SLURM is required, or skip saying how to."""
     missing = _missing()
     why = f"SLURM is not installed here (no {', '.join(missing)})"
+    if not required("slurm"):  # a developer's run installs nothing on the system
+        _skip(
+            f"{why}; install it (Debian: sudo apt-get update && sudo {APT_LINE}), or let the "
+            "tests install it as CI does: HARNESS_REQUIRE_SLURM=1"
+        )
     if shutil.which("apt-get") is None:
         _skip(
             f"{why}, and this is not a Debian-like system; install SLURM with munge and "

@@ -2,7 +2,7 @@
 # start_slurm.sh - start a throw-away single-node SLURM cluster on localhost, as root,
 # without systemd: munged + (MariaDB + slurmdbd) + slurmctld + slurmd, all state/logs under $DIR.
 # The cluster the `slurm` tests run on (tests/sweep/conftest.py starts it, .ci/run installs the
-# packages); also a way to try `hydra/launcher=slurm` on one machine (README, "Sweeps on SLURM").
+# packages); also a way to try `hydra/launcher=slurm` on one machine (docs/sweeps.md).
 #
 # Needs (Debian 12, once):
 #   apt-get install -y --no-install-recommends munge slurmctld slurmd slurm-client \

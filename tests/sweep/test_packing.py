@@ -65,6 +65,28 @@ def test_a_jobs_need_is_its_share_of_the_node_unless_the_launcher_says_otherwise
     assert (split["cpus_per_task"], split["mem_gb"], split["array_parallelism"]) == (1, 11.7, 2)
 
 
+def test_a_cpu_jobs_cores_are_those_its_tier_plans_its_threads_with():
+    # tier.cpus_per_task=1: the plan says one thread, so the job takes one core, not the node.
+    cpu_node = NodePool((), (0, 1), 23.5)
+    one = local_resources({}, {"gpus_per_node": None, "cpus_per_task": 1}, cpu_node)
+    assert (one["cpus_per_task"], one["mem_gb"]) == (1, 11.7)
+    pool = NodePool((), (0, 1), 23.5)
+    side_by_side = [pool.take(Need.of(one)), pool.take(Need.of(one))]
+    assert [g.cpus if g else None for g in side_by_side] == [(0,), (1,)]
+    # A tier bigger than the node gets the node; the launcher's own key still wins.
+    big = local_resources({}, {"gpus_per_node": None, "cpus_per_task": 16}, cpu_node)
+    assert big["cpus_per_task"] == 2
+    mine = local_resources({"cpus_per_task": 2}, {"cpus_per_task": 2}, NodePool((), (0,), 8.0))
+    assert mine["cpus_per_task"] == 2
+
+
+def test_a_local_sweeps_plan_asks_for_the_tiers_cores(tmp_path):
+    proc = sweep(tmp_path, "dataset=arith_mc,compare_mc", "tier.cpus_per_task=1", "plan_only=true")
+    text = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, text[-3000:]
+    assert "cpus-per-task=1 " in text and text.count("1 thread(s)") == 2, text
+
+
 def test_a_job_bigger_than_the_node_is_refused_with_its_fix():
     node = NodePool(("0", "1"), (0, 1), 16.0)
     said = node.problems(Need(gpus=4, cpus=8, memory_gib=32.0), "job 3")

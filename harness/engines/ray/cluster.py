@@ -4,7 +4,7 @@ Where the cluster comes from, first match wins (:func:`connect`):
 
 1. Ray already initialised in this process (a test's ``ray.cluster_utils.Cluster``, a notebook):
    used as it is and left running.
-2. ``ray.address`` in the config: join that existing cluster (``host:6379``, ``ray://...``,
+2. ``ray.address`` in the config (``Plan.ray_address``): join that existing cluster (``host:6379``, ``ray://...``,
    ``auto``); only this process's connection is closed at the end.
 3. Inside a SLURM allocation of several nodes: node 0 (the rank that evaluates) starts a Ray head
    on a port derived from the job id; every other node's task joins it
@@ -39,7 +39,6 @@ from harness.errors import HarnessError
 from harness.machine.slurm import SlurmAllocation, slurm_allocation
 
 if TYPE_CHECKING:
-    from harness.config.schema import RunConfig
     from harness.planning.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -187,10 +186,10 @@ def needs_of(plan: Plan, cpus_here: int) -> Needs:
     return Needs(each * dp, 0, 1, {"num_cpus": each})
 
 
-def wait_timeout(run: RunConfig, plan: Plan) -> float:
+def wait_timeout(plan: Plan) -> float:
     """``ray.wait_timeout_s`` when set, else a base plus a share scaled to the model's weights."""
-    if run.ray.wait_timeout_s is not None:
-        return float(run.ray.wait_timeout_s)
+    if plan.ray_wait_timeout_s is not None:
+        return float(plan.ray_wait_timeout_s)
     return WAIT_BASE_S + WAIT_S_PER_GB * math.ceil(plan.memory.weights_total_gb)
 
 
@@ -305,15 +304,16 @@ def _start_slurm_head(alloc: SlurmAllocation, cpus: int) -> subprocess.Popen[byt
     return subprocess.Popen(_ray_cli(*args))
 
 
-def connect(run: RunConfig, cpus_here: int) -> RayCluster:
-    """Find, join or start the cluster (module docstring: the order)."""
+def connect(address: str | None, cpus_here: int) -> RayCluster:
+    """Find, join or start the cluster (module docstring: the order); ``address`` is the plan's
+    ``ray_address``."""
     import ray
 
     if ray.is_initialized():
         return RayCluster("existing", owned=False)
-    if run.ray.address:
-        _init(address=run.ray.address)
-        return RayCluster(f"address {run.ray.address}", owned=True)
+    if address:
+        _init(address=address)
+        return RayCluster(f"address {address}", owned=True)
     alloc = slurm_allocation()
     if alloc is not None and alloc.node_rank == 0:
         use_token_auth(make_token=True)
@@ -338,11 +338,11 @@ def connect(run: RunConfig, cpus_here: int) -> RayCluster:
     return RayCluster("local", owned=True)
 
 
-def ray_dp_problems(plan: Plan, run: RunConfig) -> list[str]:
+def ray_dp_problems(plan: Plan) -> list[str]:
     """What stops ``data_parallel_size`` replicas here, each with the limit and the fix:
     Ray missing, or more replicas than this node's CPUs (when the cluster is this node).
 
-    Here, not in ``ray_dp``, so that validation imports neither Ray nor lm-eval."""
+    Here, not in ``replicas``, so that validation imports neither Ray nor lm-eval."""
     dp = plan.data_parallel_size
     who = f"strategy '{plan.strategy}': data_parallel_size={dp}"
     if not ray_installed():
@@ -351,7 +351,7 @@ def ray_dp_problems(plan: Plan, run: RunConfig) -> list[str]:
             f"{who} runs {dp} replica(s) as Ray actors, but Ray is not installed in this "
             f"environment. Fix: {INSTALL_RAY}; or {without} (no Ray)."
         ]
-    if plan.device == "cuda" or run.ray.address or slurm_allocation() is not None:
+    if plan.device == "cuda" or plan.ray_address or slurm_allocation() is not None:
         return []  # GPUs: the tier rules count them; another cluster: awaited at build
     cpus = len(os.sched_getaffinity(0))
     ranks = plan.tensor_parallel_size * plan.pipeline_parallel_size

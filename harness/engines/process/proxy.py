@@ -1,4 +1,5 @@
-"""The thin lm-eval ``LM`` the evaluation loop holds for an engine that lives elsewhere.
+"""The thin lm-eval ``LM`` an engine that lives elsewhere shows: its attributes, and its request
+methods for whoever calls them on the ``LM`` (the evaluation loop asks ``engine.answer``).
 
 Importing this module imports lm-eval (the class derives from its ``LM``).
 """
@@ -15,20 +16,20 @@ def _lm_base() -> type:
 
 
 class ProxyLM(_lm_base()):  # type: ignore[misc]
-    """The lm-eval ``LM`` the evaluation loop holds; every request goes to the engine process.
+    """The lm-eval ``LM`` of an engine in its own process or on Ray replicas.
 
     ``simple_evaluate`` needs ``isinstance(lm, LM)``, the three request methods, and ``rank`` /
     ``world_size`` (the base class answers 0 and 1); chat-template attributes are asked of the
-    engine when a run wants them. A request call that gets no answer within ``stall_timeout_s``
-    (the loop sends requests in slices of a few seconds, harness/evaluation/journaled.py) is a
-    stalled engine: it is killed, and the call raises ``EngineDied``, so the loop rebuilds it
-    once and resumes the dataset from its journal.
+    engine when a run wants them. A request method is one ``engine.answer`` (one round trip, under
+    the engine's stall watchdog).
+
+    Args:
+        engine: the remote engine (``answer`` and ``call``).
     """
 
-    def __init__(self, engine: Any, stall_timeout_s: float | None = None) -> None:
+    def __init__(self, engine: Any) -> None:
         super().__init__()
         self._engine = engine
-        self._stall_timeout_s = stall_timeout_s or None
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         return [tuple(r) for r in self._forward("loglikelihood", requests)]
@@ -40,23 +41,10 @@ class ProxyLM(_lm_base()):  # type: ignore[misc]
         return self._forward("generate_until", requests)
 
     def _forward(self, op: str, requests: list[Any]) -> list[Any]:
-        if not requests:
-            return []
-        try:
-            answers = self._engine.call(
-                op, [tuple(r.args) for r in requests], timeout=self._stall_timeout_s
-            )
-        except TimeoutError as err:  # the stall watchdog: no answer, however long it waits
-            from harness.engines.process import EngineDied
-
-            self._engine.kill()
-            raise EngineDied(
-                f"the engine answered nothing for {self._stall_timeout_s:.0f}s while a dataset "
-                "ran (stalled; strategy.stall_timeout_s): killed"
-            ) from err
+        answers = list(self._engine.answer(op, requests).answers)
         for request, answer in zip(requests, answers, strict=True):
             self.cache_hook.add_partial(op, request.args, answer)
-        return list(answers)
+        return answers
 
     @property
     def tokenizer_name(self) -> str:

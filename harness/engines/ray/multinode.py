@@ -3,9 +3,9 @@
 vLLM spreads a deployment over nodes itself (``distributed_executor_backend="ray"``: pipeline
 stages one per node, tensor parallel within each), but only onto a Ray cluster that is already
 there; it calls ``ray.init()`` and takes whatever it finds. So before the engine is built this
-run brings the cluster up the same way data-parallel replicas do (``harness.engines.cluster``:
-``ray.address``, or inside a SLURM allocation node 0 starts the head and the other nodes' tasks
-join it), waits until it has the GPUs and nodes the plan needs (an error naming what is missing,
+run brings the cluster up the same way data-parallel replicas do (``cluster``: ``ray.address``,
+or inside a SLURM allocation node 0 starts the head and the other nodes' tasks join it), waits
+until it has the GPUs and nodes the plan needs (an error naming what is missing,
 not a vLLM placement-group hang), and points the engine's process at it with ``RAY_ADDRESS``.
 Closing the engine stops the cluster's head when this run started it.
 """
@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from harness.engines.cluster import Needs, connect, ray_installed, wait_timeout
+from harness.engines.base import HEALTH_TIMEOUT_S, Answered, EngineDied, RemoteEngine
+from harness.engines.ray.cluster import Needs, connect, ray_installed, wait_timeout
 from harness.machine.slurm import slurm_allocation
 
 if TYPE_CHECKING:
-    from harness.config.schema import RunConfig
-    from harness.engines.base import Engine
-    from harness.engines.cluster import RayCluster
+    from harness.engines.ray.cluster import RayCluster
     from harness.planning.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ def spans_nodes(plan: Plan) -> bool:
     return plan.nodes_needed > 1 and plan.data_parallel_size == 1
 
 
-def multinode_problems(plan: Plan, run: RunConfig) -> list[str]:
+def multinode_problems(plan: Plan) -> list[str]:
     """What stops a deployment over several nodes from starting here, before anything loads."""
     if not spans_nodes(plan):
         return []
@@ -53,7 +52,7 @@ def multinode_problems(plan: Plan, run: RunConfig) -> list[str]:
         problems.append(f'{who} over Ray, which is not installed. Fix: pip install -e ".[ray]".')
     alloc = slurm_allocation()
     have = len(alloc.nodes) if alloc is not None else 1
-    if not run.ray.address and have < plan.nodes_needed:
+    if not plan.ray_address and have < plan.nodes_needed:
         problems.append(
             f"{who}, but this process is on {have} node(s) with no Ray cluster to join. Fix: "
             f"send it to SLURM (python -m harness -m ... hydra/launcher=slurm asks for "
@@ -63,10 +62,11 @@ def multinode_problems(plan: Plan, run: RunConfig) -> list[str]:
 
 
 class ClusteredEngine:
-    """An engine built after its Ray cluster is up, closed before the cluster is stopped.
+    """An engine built after its Ray cluster is up, closed before the cluster is stopped; every
+    call goes to that engine (in its own process: a ``RemoteEngine``).
 
     Args:
-        run, plan: the validated run and its plan (``spans_nodes(plan)``).
+        plan: the run's plan (``spans_nodes(plan)``; ``ray_address``, ``ray_wait_timeout_s``).
         build: builds the engine (in its own process) once the cluster is up.
         on_cluster: called once the cluster is up, before the load (the run's telemetry starts
             a sampler on each other node then, so their ``load`` phase is recorded too).
@@ -74,19 +74,18 @@ class ClusteredEngine:
 
     def __init__(
         self,
-        run: RunConfig,
         plan: Plan,
-        build: Callable[[], Engine],
+        build: Callable[[], RemoteEngine],
         on_cluster: Callable[[], None] | None = None,
     ) -> None:
         import ray
 
-        self.cluster: RayCluster = connect(run, len(os.sched_getaffinity(0)))
+        self.cluster: RayCluster = connect(plan.ray_address, len(os.sched_getaffinity(0)))
         self._old_address = os.environ.get("RAY_ADDRESS")
-        self.engine: Engine | None = None
+        self.engine: RemoteEngine | None = None
         try:
             needs = Needs(cpus=0, gpus=plan.gpus_needed, nodes=plan.nodes_needed)
-            self.cluster.wait_for(needs, wait_timeout(run, plan))
+            self.cluster.wait_for(needs, wait_timeout(plan))
             self.nodes = [n["NodeManagerAddress"] for n in self.cluster.alive_nodes()]
             # The engine's process is spawned from this one: vLLM's ray.init() joins this cluster.
             os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
@@ -99,7 +98,27 @@ class ClusteredEngine:
             raise
         self.lm: Any = self.engine.lm
 
-    def __getattr__(self, name: str) -> Any:  # check, revive, builds, count_tokens, pid ...
+    def _built(self) -> RemoteEngine:
+        if self.engine is None:
+            raise EngineDied("the engine is closed")
+        return self.engine
+
+    def answer(self, op: str, requests: Sequence[Any]) -> Answered:
+        return self._built().answer(op, requests)
+
+    def call(self, op: str, payload: Any = None, timeout: float | None = None) -> Any:
+        return self._built().call(op, payload, timeout)
+
+    def check(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
+        self._built().check(timeout)
+
+    def revive(self, rebuild: bool = True) -> bool:
+        return self._built().revive(rebuild)
+
+    def kill(self) -> None:
+        self._built().kill()
+
+    def __getattr__(self, name: str) -> Any:  # the engine's own facts: builds, pid, alive ...
         engine = self.__dict__.get("engine")
         if engine is None:
             raise AttributeError(name)

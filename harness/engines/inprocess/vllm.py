@@ -1,11 +1,11 @@
 """The distributed engine: lm-eval's own vLLM model, built from the resolved Plan.
 
-It is meant to be built inside its own process (``harness.engines.child``): vLLM cannot rebuild
-an ``LLM`` in a process that held one, and its EngineCore and workers must die with it. Which
-build is installed lives in ``vllm_install``, the CPU build's placement in ``vllm_cpu``, the
-checks before loading in ``vllm_preflight``; everything here but ``VLLMEngine`` itself is
-importable without vLLM, so tests can check the keywords we pass against a release's
-``EngineArgs``.
+It is meant to be built inside its own process (``harness.engines.process``): vLLM cannot
+rebuild an ``LLM`` in a process that held one, and its EngineCore and workers must die with it.
+Which build is installed lives in ``vllm_support.install``, the CPU build's placement in
+``vllm_support.cpu``, the checks before loading in ``vllm_support.preflight``; everything here but
+``VLLMEngine`` itself is importable without vLLM, so tests can check the keywords we pass against
+a release's ``EngineArgs``.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from harness.config.schema import Quantization
-from harness.engines.base import count_with, recordable
-from harness.engines.vllm_cpu import (
+from harness.engines.base import Answered, answer_with, lengths_with, recordable
+from harness.engines.vllm_support.cpu import (
     allowed_cpus,
     cpu_environment,
     cpu_kv_cache_bytes,
     threads_per_rank,
 )
-from harness.engines.vllm_install import (
+from harness.engines.vllm_support.install import (
     CPU_DIST,
     INSTALL,
     import_lm_eval_vllm,
@@ -47,7 +47,7 @@ QUANTIZATION = {
 """Our quantization names -> vLLM's ``quantization`` argument (online quantization at load)."""
 
 
-def engine_kwargs(plan: Plan, seed: int | None = None) -> dict[str, Any]:
+def engine_kwargs(plan: Plan) -> dict[str, Any]:
     """Keyword arguments for lm-eval's ``VLLM``, decided by the plan alone.
 
     lm-eval passes every keyword but ``pretrained`` (vLLM's ``model``) and ``batch_size`` through
@@ -70,8 +70,8 @@ def engine_kwargs(plan: Plan, seed: int | None = None) -> dict[str, Any]:
     }
     if model.revision:
         kwargs["revision"] = model.revision
-    if seed is not None:
-        kwargs["seed"] = seed
+    if plan.seed is not None:
+        kwargs["seed"] = plan.seed
     quantization = QUANTIZATION[strategy.quantization]
     if quantization is not None:
         kwargs["quantization"] = quantization
@@ -109,15 +109,15 @@ def engine_config(lm: Any, keys: list[str]) -> dict[str, Any]:
 class VLLMEngine:
     """lm-eval's ``VLLM`` built once from the plan; lm-eval calls it for every dataset.
 
-    Build it in its own process (``harness.engines.process.EngineProcess``): closing it then
-    frees everything, and vLLM's EngineCore and workers cannot outlive the run.
+    Build it in its own process (``harness.engines.process.engine.EngineProcess``): closing it
+    then frees everything, and vLLM's EngineCore and workers cannot outlive the run.
     """
 
-    def __init__(self, plan: Plan, seed: int | None = None) -> None:
+    def __init__(self, plan: Plan) -> None:
         if installed_vllm() is None:
             raise RuntimeError(f"vLLM is not installed. Fix: {INSTALL[CPU_DIST]}")
         self.plan = plan
-        self.kwargs = engine_kwargs(plan, seed)
+        self.kwargs = engine_kwargs(plan)
         self.cpus = allowed_cpus()
         self.env: dict[str, str] = {}
         if plan.device == "cpu":
@@ -144,8 +144,11 @@ class VLLMEngine:
             facts["engine_config"] = engine_config(self.lm, list(self.plan.engine_args))
         return facts
 
-    def count_tokens(self, texts: Sequence[str]) -> int:
-        return count_with(self.lm.tokenizer, texts)
+    def answer(self, op: str, requests: Sequence[Any]) -> Answered:
+        return answer_with(self.lm, op, requests, self.token_lengths)
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        return lengths_with(self.lm.tokenizer, texts)
 
     def close(self) -> None:
         """Shut vLLM down; the process that holds it should exit right after."""

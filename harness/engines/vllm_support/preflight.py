@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.config.schema import RunConfig
-from harness.engines.vllm_cpu import allowed_cpus, cpu_kv_cache_bytes
-from harness.engines.vllm_install import CPU_DIST, GPU_DIST, INSTALL, installed_vllm
+from harness.engines.vllm_support.cpu import allowed_cpus, cpu_kv_cache_bytes
+from harness.engines.vllm_support.install import CPU_DIST, GPU_DIST, INSTALL, installed_vllm
 
 if TYPE_CHECKING:
     from harness.planning.plan import Plan
@@ -17,7 +16,7 @@ CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 (``vllm/v1/attention/backends/cpu_attn.py``, ``get_supported_head_sizes``)."""
 
 
-def vllm_problems(plan: Plan, run: RunConfig) -> list[str]:
+def vllm_problems(plan: Plan) -> list[str]:
     """What stops this plan's vLLM engine here, each with the limit and the alternative.
 
     Checked before anything is loaded (``harness.engines.engine_problems``), so a run

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from harness.engines.base import count_with, recordable
+from harness.engines.base import Answered, answer_with, lengths_with, recordable
 from harness.paths import resolve_project_path
 
 if TYPE_CHECKING:
@@ -20,7 +20,8 @@ class HFEngine:
     """``lm_eval.models.huggingface.HFLM`` built once; lm-eval calls it for every dataset."""
 
     def __init__(self, plan: Plan) -> None:
-        """Build the model the plan says, on the plan's device (``auto`` was decided there)."""
+        """Build the model the plan says, on the plan's device (``auto`` was decided there),
+        computing with the plan's threads on the CPU."""
         from lm_eval.models.huggingface import HFLM
 
         model, strategy = plan.model_used, plan.strategy_used
@@ -42,6 +43,11 @@ class HFEngine:
         if strategy.max_model_len:
             kwargs["max_length"] = strategy.max_model_len
         kwargs |= plan.engine_args  # the run's reasoning settings (harness/config/evaluation.py)
+        if self.device == "cpu" and plan.threads_per_rank > 0:
+            # else torch takes every CPU of the affinity mask, whatever share the plan gave
+            import torch
+
+            torch.set_num_threads(plan.threads_per_rank)
         log.info("loading %s on %s (%s)", self.pretrained, self.device, self.dtype)
         self.lm: Any = HFLM(**kwargs)
         self._batch_size = strategy.batch_size
@@ -71,8 +77,11 @@ class HFEngine:
             found[key] = recordable(getattr(self.lm, key, getattr(config, name, None)))
         return found
 
-    def count_tokens(self, texts: Sequence[str]) -> int:
-        return count_with(self.lm.tokenizer, texts)
+    def answer(self, op: str, requests: Sequence[Any]) -> Answered:
+        return answer_with(self.lm, op, requests, self.token_lengths)
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        return lengths_with(self.lm.tokenizer, texts)
 
     def close(self) -> None:
         if self.lm is None:

@@ -14,9 +14,10 @@ group of its own, which vLLM's EngineCore and workers join, so the whole engine 
   then SIGKILLs its whole group, itself included;
 - if the child itself dies, the parent kills its group, so its EngineCore cannot linger.
 
-What crosses the pipe is small: lm-eval reads only ``Instance.args`` in its request methods
-(shared/DESIGN.md), so the proxy sends those tuples and gets the answers back; task documents
-never cross.
+What crosses the pipe is small: lm-eval's ``HFLM`` and ``VLLM`` read only ``Instance.args`` in
+their request methods (the context, continuation and generation arguments), so ``answer`` sends
+those tuples and gets back, in one reply, the answers with each request's token counts (the
+tokenizer is in the child); task documents never cross.
 """
 
 from __future__ import annotations
@@ -32,26 +33,18 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from harness.engines.child import STOP_GRACE_S, child_main
+from harness.engines.base import (
+    HEALTH_TIMEOUT_S,
+    REQUEST_TYPES,
+    Answered,
+    EngineDied,
+    EngineError,
+    stalled,
+)
+from harness.engines.process.child import STOP_GRACE_S, child_main
+from harness.engines.process.serving import as_args
 
 log = logging.getLogger(__name__)
-
-HEALTH_TIMEOUT_S = 300.0
-"""Longest a health check may take: the first request to a fresh vLLM engine warms it up
-(measured 3-25 s on 2 CPU cores)."""
-
-
-class EngineDied(RuntimeError):
-    """The engine's process ended while the harness still needed it."""
-
-
-class EngineError(RuntimeError):
-    """An exception raised inside the engine's process; its traceback is in ``remote``."""
-
-    def __init__(self, error_type: str, message: str, remote: str) -> None:
-        super().__init__(f"{error_type}: {message}")
-        self.error_type = error_type
-        self.remote = remote
 
 
 def _send(conn: Connection, message: Any) -> None:
@@ -69,15 +62,17 @@ def _send(conn: Connection, message: Any) -> None:
 
 
 class EngineProcess:
-    """An engine (``factory(*args)``, built in a child process) behind the ``Engine`` protocol.
+    """An engine (``factory(*args)``, built in a child process) behind the ``RemoteEngine``
+    protocol.
 
     Args:
-        factory: ``"module:Class"`` of an in-process engine (``harness.engines.vllm:VLLMEngine``);
-            it is imported and called in the child, so its arguments must pickle.
+        factory: ``"module:Class"`` of an in-process engine
+            (``harness.engines.inprocess.vllm:VLLMEngine``); it is imported and called in the
+            child, so its arguments must pickle.
         args: its arguments.
         start_timeout: seconds to wait for the engine to be built; None waits as long as the
             child lives.
-        stall_timeout_s: the stall watchdog's limit on one request call (``ProxyLM``).
+        stall_timeout_s: the stall watchdog's limit on one ``answer`` (None or 0: no limit).
     """
 
     def __init__(
@@ -88,14 +83,15 @@ class EngineProcess:
         stall_timeout_s: float | None = None,
     ) -> None:
         self.factory, self.args, self.start_timeout = factory, args, start_timeout
+        self.stall_timeout_s = stall_timeout_s or None
         self._lock = threading.RLock()  # revive() holds it while _start() may close()
         self.builds = 0
         """Engines built so far: 1, plus one per rebuild."""
         self.closed = False
         self._start()
-        from harness.engines.proxy import ProxyLM  # imports lm-eval
+        from harness.engines.process.proxy import ProxyLM  # imports lm-eval
 
-        self.lm: Any = ProxyLM(self, stall_timeout_s)
+        self.lm: Any = ProxyLM(self)
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -128,8 +124,8 @@ class EngineProcess:
         """Check the engine; if it is unhealthy and ``rebuild`` allows, replace its process with a
         freshly built one (the old one's group is killed first). Returns True when it rebuilt.
 
-        The proxy ``lm`` stays the same object, so whoever holds it (lm-eval, the request meter)
-        goes on using the new engine.
+        The proxy ``lm`` stays the same object, so whoever holds it (lm-eval) goes on using the
+        new engine.
         """
         try:
             self.check()
@@ -190,8 +186,21 @@ class EngineProcess:
     def describe(self) -> dict[str, Any]:
         return {**self.facts, "process": "own", "pid": self.pid, "builds": self.builds}
 
-    def count_tokens(self, texts: Sequence[str]) -> int:
-        return int(self.call("count_tokens", list(texts))) if texts else 0
+    def answer(self, op: str, requests: Sequence[Any]) -> Answered:
+        """One round trip: the child answers ``requests`` and counts their tokens. No answer
+        within the stall limit is a stalled engine: it is killed, and ``EngineDied`` raised."""
+        if op not in REQUEST_TYPES:
+            raise ValueError(f"unknown request type {op!r}: one of {', '.join(REQUEST_TYPES)}")
+        if not requests:
+            return Answered([], [], [])
+        try:
+            answered: Answered = self.call(
+                "answer", (op, as_args(requests)), timeout=self.stall_timeout_s
+            )
+        except TimeoutError as err:  # the stall watchdog: no answer, however long it waits
+            self.kill()
+            raise stalled(self.stall_timeout_s) from err
+        return answered
 
     def close(self, timeout: float = 60.0) -> None:
         """Shut the engine down and wait for its process; afterwards none of its processes

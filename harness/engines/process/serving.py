@@ -1,16 +1,21 @@
 """Where an engine lives (its own process, a Ray actor): how one operation is answered there.
 
-What crosses from the harness is an operation name and plain data: lm-eval's request methods read
-only ``Instance.args``, so requests travel as those tuples and are rebuilt here as ``Request``.
+What crosses from the harness is an operation name and plain data. lm-eval's request methods read
+only ``Instance.args`` (``HFLM`` and ``VLLM`` take the context, continuation and generation
+arguments from it, nothing else; task documents stay in the harness process), so requests travel
+as those tuples and are rebuilt here as ``Request``. A batch is answered by the engine's own
+``answer``, which counts each request's tokens where the tokenizer is: the answers and their
+token counts come back in one reply.
 """
 
 from __future__ import annotations
 
-import importlib
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
-REQUEST_METHODS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
+from harness.engines.base import Answered, Engine
+
 PING = ("1", {"max_gen_toks": 1, "until": [], "do_sample": False})
 """The health check's request: one greedy token after a one-character prompt."""
 
@@ -26,10 +31,14 @@ class Request:
         self.task_name = None
 
 
-def load_factory(factory: str) -> Any:
-    """The callable a ``"module:name"`` string names (an engine class)."""
-    module, _, name = factory.partition(":")
-    return getattr(importlib.import_module(module), name)
+def as_args(requests: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """What crosses for a batch of requests: each one's ``args`` tuple."""
+    return [tuple(r.args) for r in requests]
+
+
+def as_requests(payload: Sequence[Sequence[Any]]) -> list[Request]:
+    """The requests ``as_args`` sent, rebuilt where the engine is."""
+    return [Request(tuple(args)) for args in payload]
 
 
 def error_reply(err: BaseException) -> tuple[str, str, str, str]:
@@ -38,13 +47,12 @@ def error_reply(err: BaseException) -> tuple[str, str, str, str]:
     return ("error", type(err).__name__, text, traceback.format_exc())
 
 
-def serve(engine: Any, op: str, payload: Any) -> Any:
+def serve(engine: Engine, op: str, payload: Any) -> Any:
     """Answer one operation on an in-process engine (a request batch, describe, an attribute)."""
-    if op in REQUEST_METHODS:
-        requests = [Request(tuple(args)) for args in payload]
-        return list(getattr(engine.lm, op)(requests, disable_tqdm=True))
-    if op == "count_tokens":
-        return engine.count_tokens(payload)
+    if op == "answer":  # (request type, args of each request) -> Answered
+        request_type, args = payload
+        answered: Answered = engine.answer(request_type, as_requests(args))
+        return answered
     if op == "describe":
         return engine.describe()
     if op == "attr":  # tokenizer_name, max_length, ...: plain values only

@@ -1,7 +1,7 @@
 """The engine's own process: built with ``spawn``, leader of its process group, never orphaned.
 
-See ``harness.engines.process`` for why; this is the child's side: guards that stop the whole
-group when the harness dies, and the loop that answers the parent's operations.
+See ``harness.engines.process.engine`` for why; this is the child's side: guards that stop the
+whole group when the harness dies, and the loop that answers the parent's operations.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from harness.engines.serving import error_reply, load_factory, serve
+from harness.engines.base import load_factory
+from harness.engines.process.serving import error_reply, serve
 
 log = logging.getLogger(__name__)
 
