@@ -155,6 +155,7 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     ``started_at``, the run's own start), telemetry."""
     from harness.evaluation.generation_room import check_generation_room
     from harness.evaluation.loop import work_list
+    from harness.evaluation.served import check_served
     from harness.evaluation.tasks import prepare_datasets
     from harness.record.events import EventLog
     from harness.record.rundir import RunDirectory, mask_hydra_files
@@ -183,6 +184,7 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     console.route_library_logs("datasets", "huggingface_hub")
     datasets = prepare_datasets(run_cfg)  # a task or its data missing: said before config.yaml
     check_generation_room(run_cfg, plan, datasets)  # lm-eval's assertion, before the load
+    check_served(run_cfg, plan, datasets)  # an endpoint: what it cannot answer, by name
     store = ResultStore.of_model(Path(run_cfg.outputs_root).resolve(), plan.model)
     warn_shared_name(store.root, plan)  # another checkpoint's results under this name: said
     check_space(run_cfg, datasets, [run_dir.root, store.root])
@@ -217,12 +219,19 @@ def evaluate_resident(
     try:
         if any(item.stored is None for item in opened.work.values()):
             from harness.engines import build_engine
+            from harness.service.attach import attach_target, attached_engine
 
-            say(f"loading {plan.model} ({plan.strategy}) ...")
-            console.route_library_logs("transformers")
+            # a live service of this model and deployment: attached to, nothing loads
+            target = attach_target(plan, run_cfg.outputs_root) if run_cfg.attach else None
+            if target is None:
+                say(f"loading {plan.model} ({plan.strategy}) ...")
+                console.route_library_logs("transformers")
             events.emit("load_started")
             load_start = time.perf_counter()
-            engine = build_engine(plan, on_cluster=telemetry.follow_cluster)
+            if target is not None:
+                engine = attached_engine(plan, target)
+            else:
+                engine = build_engine(plan, on_cluster=telemetry.follow_cluster)
             load_time = time.perf_counter() - load_start
             events.emit("loaded", load_time_s=round(load_time, 4))
             say(f"loaded {plan.model} in {load_time:.1f}s", show=chatty)  # the summary has it

@@ -44,6 +44,8 @@ def verdict_of(plan: Plan) -> str:
 
 def format_plan(plan: Plan) -> str:
     """The plan as a small table, then its explanation, notes and problems."""
+    if plan.device == "remote":
+        return _served_plan(plan, table=True)
     m = plan.memory
     unit = "per GPU" if plan.device == "cuda" else "of host memory"
     verdict = verdict_of(plan)
@@ -99,6 +101,8 @@ def _replicas(plan: Plan) -> str:
 def format_plan_line(plan: Plan) -> str:
     """The plan in one line (engine, parallel sizes, memory needed/budget, verdict), then its
     explanation, notes and problems: what a run shows before it starts."""
+    if plan.device == "remote":
+        return _served_plan(plan, table=False)
     m = plan.memory
     verdict = verdict_of(plan)
     executor = "" if plan.executor_backend == "none" else f", executor {plan.executor_backend}"
@@ -139,3 +143,25 @@ def _cpu_parallel(plan: Plan) -> str:
         tp, pp = plan.tensor_parallel_size, plan.pipeline_parallel_size
         return f"tp {tp} x pp {pp} on the CPU, {threads} per rank"
     return f"one process on the CPU, {threads}"
+
+
+def _served_plan(plan: Plan, table: bool) -> str:
+    """An endpoint's plan: no memory fit (nothing loads here), where it is served (a note)."""
+    head = f"plan: {plan.model} | strategy {plan.strategy} | tier {plan.tier}"
+    weights = f"{plan.memory.weights_total_gb:.4g} GB of weights, served elsewhere"
+    rows = [
+        ("engine", f"{plan.engine}: a model served over HTTP, nothing loads here"),
+        ("at once", f"{plan.datasets_at_once} dataset(s) evaluated at once against the server"),
+        ("context", f"{plan.max_model_len} tokens (max_model_len; the server's is probed)"),
+        ("weights", weights),
+    ]
+    if not table:
+        line = f"{head} | {plan.engine} | {weights} | {verdict_of(plan)}"
+        explanation = [f"  {plan.explanation}"] if plan.explanation else []
+        return "\n".join([line, *explanation, *_plan_remarks(plan)])
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{head} | {verdict_of(plan)}"]
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    if plan.explanation:
+        lines.append(f"  {plan.explanation}")
+    return "\n".join(lines + _plan_remarks(plan))

@@ -19,6 +19,7 @@ PAGES = (
     "configuration",
     "planning",
     "engines",
+    "services",
     "sweeps",
     "reliability",
     "tracking-and-report",
@@ -26,7 +27,7 @@ PAGES = (
     "testing",
     "architecture",
 )
-"""The pages README's map leads to (issue 32)."""
+"""The pages README's map leads to (issue 32; services: issue 33)."""
 SKIPPED = {
     *(".git", ".venv", "outputs", "gpu_wheels"),
     *("__pycache__", ".hypothesis", ".pytest_cache", ".mypy_cache", ".ruff_cache"),

@@ -31,8 +31,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.evaluation",),
     ("harness.report",),
     ("harness.sweep",),
+    ("harness.service",),
     ("harness.runner",),
-    ("harness.replay", "harness.app"),
+    ("harness.replay", "harness.app", "harness.serve"),
     ("harness.__main__",),
 )
 """Rooms from the ground floor up. A module may import its own room and any room of a lower
@@ -45,6 +46,7 @@ FOLDER_LAYERS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("harness.engines.inprocess",),
         ("harness.engines.process",),
         ("harness.engines.ray",),
+        ("harness.engines.remote",),
         ("harness.engines",),
     ),
 }

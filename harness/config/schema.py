@@ -22,6 +22,16 @@ class EngineKind(StrEnum):
 
     hf = "hf"
     vllm = "vllm"
+    endpoint = "endpoint"
+    """A model already served over HTTP (an OpenAI-compatible server); nothing loads here."""
+
+
+class EndpointApi(StrEnum):
+    """Which OpenAI API an endpoint engine speaks: ``completions`` (all three request types,
+    with prompt log-probabilities) or ``chat`` (generation only)."""
+
+    completions = "completions"
+    chat = "chat"
 
 
 class DType(StrEnum):
@@ -134,7 +144,8 @@ class StrategyConfig:
     name: str = MISSING
     """Short name used in run names and MLflow (e.g. ``tp4``)."""
     engine: EngineKind = EngineKind.hf
-    """Engine kind: ``hf`` (lm-eval's Hugging Face model, one device) or ``vllm``."""
+    """Engine kind: ``hf`` (lm-eval's Hugging Face model, one device), ``vllm``, or
+    ``endpoint`` (a model served over HTTP at ``base_url``)."""
     device: Device = Device.auto
     """Device for the ``hf`` engine."""
     dtype: DType = DType.auto
@@ -157,7 +168,8 @@ class StrategyConfig:
     batch_size: Any = 32
     """Requests per forward pass for the ``hf`` engine: a number, ``auto`` (the largest that
     fits, found by lm-eval before the first batch), or ``auto:N`` (found again N times over a
-    dataset), as lm-eval's --batch_size; vLLM schedules its batches itself."""
+    dataset), as lm-eval's --batch_size; vLLM schedules its batches itself; an endpoint sends
+    this many prompts in one HTTP request (a number; chat: 1)."""
     max_batch_size: int | None = None
     """The largest batch ``batch_size=auto`` tries (lm-eval's --max_batch_size); null: 64, the
     HF engine's default."""
@@ -181,6 +193,34 @@ class StrategyConfig:
     request for this long while a dataset runs is taken for dead, killed, rebuilt once and the
     dataset resumed from its request journal; null: scaled from the model's size and the
     device (the plan says the figure)."""
+    base_url: str | None = None
+    """Endpoint: the OpenAI-compatible server's API root (``http://host:port/v1``), as lm-eval's
+    ``base_url`` but without the route (``/completions`` is added); credentials in it are masked
+    in every record."""
+    api: EndpointApi = EndpointApi.completions
+    """Endpoint: ``completions`` (loglikelihood, perplexity and generation) or ``chat``
+    (generation only: a chat API returns no prompt log-probabilities)."""
+    model_id: str | None = None
+    """Endpoint: the model id the server serves (one of its ``/v1/models``; lm-eval's
+    ``model``); null: the server's only model."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Endpoint: the environment variable holding the API key sent as a bearer token (lm-eval's
+    ``OPENAI_API_KEY``); never the key itself, which is masked everywhere."""
+    num_concurrent: int = 8
+    """Endpoint: HTTP requests in flight at once (lm-eval's ``num_concurrent``); halved on a 429,
+    grown back one by one as requests succeed."""
+    max_retries: int = 5
+    """Endpoint: tries of one HTTP request, the first included (lm-eval's ``max_retries``):
+    timeouts, connection errors, 429 and 5xx are tried again with exponential backoff; a request
+    still failing fails its dataset, never an answer."""
+    timeout: float = 300.0
+    """Endpoint: seconds one HTTP request may take (lm-eval's ``timeout``)."""
+    retry_wait_s: float = 1.0
+    """Endpoint: the first wait before a retry, doubled at each (at most 30 times it; a 429's
+    ``Retry-After`` is obeyed up to that)."""
+    tokenized_requests: bool = True
+    """Endpoint, completions: send prompts as token ids from the model's tokenizer (lm-eval's
+    ``tokenized_requests``; the tokens the in-process engines read); false sends text."""
     engine_args: Any = None
     """More keyword arguments for the engine, passed through as given and checked before
     loading against the installed engine's own (vLLM: ``max_num_seqs``, ``enable_prefix_caching``,
@@ -351,6 +391,10 @@ class RunConfig:
     this machine (lm-eval's --confirm_run_unsafe_code)."""
     rerun: bool = False
     """Evaluate every dataset again, even those with a stored result from an earlier run."""
+    attach: bool = True
+    """Evaluate on a live service of yours (``python -m harness.serve``, under outputs_root)
+    whose model and deployment are this run's instead of loading the model; false always loads
+    (docs/services.md)."""
     plan_only: bool = False
     """Print the deployment plan, write plan.json, and stop: exit 0 if it fits, 1 if not."""
     verbose: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.config.endpoint import endpoint_rules
 from harness.config.evaluation import evaluation_problems
 from harness.config.rules import model_fact_problems, size_problems
 from harness.config.schema import RunConfig, TrackingBackend
@@ -20,6 +21,7 @@ def config_problems(run: RunConfig, *, will_run: bool = True) -> list[str]:
     """
     problems: list[str] = []
     problems += size_problems(run.strategy)
+    problems += endpoint_rules(run.strategy)
     problems += model_fact_problems(run.model)
     problems += _check_datasets(run)
     problems += evaluation_problems(run)

@@ -1,5 +1,6 @@
 """Engines that serve a model to lm-eval: one table, ``kind -> factory + where it lives +
-preflight``, and the wings that place an engine (``inprocess``, ``process``, ``ray``).
+preflight``, and the wings that place an engine (``inprocess``, ``process``, ``ray``, and
+``remote``: a model served over HTTP).
 
 ``build_engine`` loads the engine the plan names; ``engine_problems`` asks the same entry what it
 cannot do here before anything is loaded. Both read the plan only: nothing here imports torch,
@@ -49,12 +50,23 @@ def _vllm_preflight(plan: Plan) -> list[str]:
     return vllm_problems(plan)
 
 
+def _endpoint_preflight(plan: Plan) -> list[str]:
+    from harness.engines.remote.probe import endpoint_problems  # probes the server
+
+    return endpoint_problems(plan)
+
+
 ENGINES: dict[str, EngineEntry] = {
     EngineKind.hf.value: EngineEntry(
         "harness.engines.inprocess.hf:HFEngine", own_process=False, preflight=_hf_preflight
     ),
     EngineKind.vllm.value: EngineEntry(
         "harness.engines.inprocess.vllm:VLLMEngine", own_process=True, preflight=_vllm_preflight
+    ),
+    EngineKind.endpoint.value: EngineEntry(
+        "harness.engines.remote.engine:EndpointEngine",
+        own_process=False,
+        preflight=_endpoint_preflight,
     ),
 }
 """Every engine kind the schema's ``EngineKind`` names."""
@@ -78,7 +90,7 @@ def engine_problems(plan: Plan) -> list[str]:
 
         problems += ray_dp_problems(plan)
     given = plan.strategy_used.engine_args
-    if isinstance(given, Mapping):  # anything else is refused with the config
+    if isinstance(given, Mapping) and plan.engine != EngineKind.endpoint:  # else refused
         problems += unknown_problems(plan.engine, given)
     return problems + ENGINES[plan.engine].preflight(plan)
 
@@ -100,6 +112,10 @@ def build_engine(plan: Plan, on_cluster: OnCluster = None) -> Engine:
         A resident engine; call ``close()`` when every dataset is done.
     """
     entry = ENGINES[plan.engine]
+    if plan.engine == EngineKind.endpoint:  # served elsewhere: an HTTP client here
+        from harness.engines.remote.engine import EndpointEngine, target_of
+
+        return EndpointEngine(plan, target_of(plan))
     if plan.replica_backend == "ray":
         from harness.engines.ray.replicas import RayDPEngine
 

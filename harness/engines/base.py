@@ -59,13 +59,22 @@ class Answered:
     """Tokens the model read for each request (its context and scored continuation)."""
     generated_tokens: list[int]
     """Tokens the model produced for each request (0 but for ``generate_until``)."""
+    retries: int = 0
+    """Requests sent again after a transport error (an endpoint's timeouts, 429s, 5xx) before
+    these answers came back whole; 0 for an engine without a transport."""
 
     def part(self, start: int, stop: int) -> Answered:
-        """The answers of requests ``start`` to ``stop`` (one dataset's slice of a merged call)."""
+        """The answers of requests ``start`` to ``stop`` (one dataset's slice of a merged call),
+        with its share of the call's retries (by requests, rounded so the shares add up)."""
+        count = len(self.answers)
+        retries = 0
+        if self.retries and count:
+            retries = round(self.retries * stop / count) - round(self.retries * start / count)
         return Answered(
             self.answers[start:stop],
             self.prompt_tokens[start:stop],
             self.generated_tokens[start:stop],
+            retries,
         )
 
 
@@ -166,9 +175,11 @@ class RequestMeter:
     """Tokens the model produced (generate_until outputs)."""
     by_type: dict[str, int] = field(default_factory=dict)
     """Requests per lm-eval request type."""
+    retried: int = 0
+    """Requests the engine's transport sent again (``Answered.retries``)."""
 
     def reset(self) -> None:
-        self.requests = self.prompt_tokens = self.generated_tokens = 0
+        self.requests = self.prompt_tokens = self.generated_tokens = self.retried = 0
         self.by_type = {}
 
     def record(self, request_type: str, answered: Answered) -> None:
@@ -178,6 +189,7 @@ class RequestMeter:
         self.by_type[request_type] = self.by_type.get(request_type, 0) + count
         self.prompt_tokens += sum(answered.prompt_tokens)
         self.generated_tokens += sum(answered.generated_tokens)
+        self.retried += answered.retries
 
 
 def recordable(value: Any) -> Any:

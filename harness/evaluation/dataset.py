@@ -94,6 +94,8 @@ def evaluate_dataset(ev: Evaluation, i: int, name: str, item: Pending) -> Datase
     if outcome.requests_journaled:
         asked = outcome.requests + outcome.requests_journaled
         how += f", {outcome.requests_journaled} of {asked} requests from the journal"
+    if outcome.requests_retried:
+        how += f", {outcome.requests_retried} requests retried (transport errors, not scored)"
     say(f"[{i}/{ev.total}] {name} {verdict} {how}")
     return outcome
 
@@ -140,11 +142,11 @@ def _checked(ev: Evaluation, name: str, item: Pending) -> DatasetOutcome:
         nonlocal rebuilds_left
         if engine.revive(rebuild=rebuilds_left > 0):
             rebuilds_left -= 1
-            say(f"  engine process died: rebuilt it for {name}")
+            say(f"  engine died: rebuilt (restarted) it for {name}")
 
     outcome, error = _attempt(ev, name, item, check, keep_error=False)
     if isinstance(error, EngineDied) and rebuilds_left:
-        say(f"  engine process died during {name}: rebuilding it and retrying {name} once")
+        say(f"  engine died during {name} ({error}): rebuilding it and retrying {name} once")
         outcome, error = _attempt(ev, name, item, check)
     elif error is not None:  # not retried: this failure is the dataset's
         _write_error(ev, name, outcome, error)
@@ -248,6 +250,7 @@ def _write_error(ev: Evaluation, name: str, outcome: DatasetOutcome, err: Except
 def _measure(outcome: DatasetOutcome, meter: RequestMeter, elapsed: float) -> None:
     outcome.eval_time_s = round(elapsed, 4)
     outcome.requests = meter.requests
+    outcome.requests_retried = meter.retried
     outcome.prompt_tokens = meter.prompt_tokens
     outcome.generated_tokens = meter.generated_tokens
     if elapsed > 0:

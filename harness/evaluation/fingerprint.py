@@ -20,6 +20,7 @@ from harness.config.schema import RunConfig
 from harness.evaluation.tasks import PreparedDataset, leaf_tasks
 from harness.paths import resolve_project_path
 from harness.planning.plan import Plan
+from harness.secrets import mask
 
 FULL_HASH_LIMIT = 1 << 30
 """Weight files up to this size are hashed whole; bigger ones by size, head and tail."""
@@ -130,6 +131,14 @@ def dataset_key(run: RunConfig, plan: Plan, dataset: PreparedDataset) -> dict[st
         "bootstrap_iters": run.bootstrap_iters,
         "log_samples": run.log_samples,
     }
+    if plan.engine == "endpoint":  # the server, and how its answers are asked for
+        deployment: dict[str, Any] = key["deployment"]  # type: ignore[assignment]
+        deployment["endpoint"] = {
+            "base_url": mask(strategy.base_url or ""),
+            "model_id": strategy.model_id,
+            "api": strategy.api.value,
+            "tokenized_requests": strategy.tokenized_requests,
+        }
     if plan.engine_args:  # the reasoning settings the engine was built with
         key["engine_args"] = plan.engine_args
     evaluation = settings_for(run, dataset.config).changed()

@@ -189,11 +189,11 @@ class JournaledLM(_lm_base()):  # type: ignore[misc]
 
     def apply_chat_template(
         self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
-    ) -> str:
-        return str(
-            self._inner.apply_chat_template(
-                chat_history, add_generation_prompt=add_generation_prompt
-            )
+    ) -> Any:
+        """The engine's own: a string, or what its requests carry instead (lm-eval's chat API
+        models keep the conversation as a ``JsonChatStr``, sent as messages, never as text)."""
+        return self._inner.apply_chat_template(
+            chat_history, add_generation_prompt=add_generation_prompt
         )
 
     def __getattr__(self, name: str) -> Any:

@@ -26,6 +26,7 @@ from harness.config.schema import (
     TierConfig,
     load_dtype,
 )
+from harness.secrets import mask
 
 GIB = 1024**3
 GB = 10**9
@@ -177,8 +178,15 @@ def kv_bytes_per_token(model: ModelConfig, strategy: StrategyConfig) -> int:
     return 2 * layers * kv_heads * model.head_dim * element
 
 
+REMOTE = "remote"
+"""The device and replica backend of an endpoint: the model runs on a server elsewhere."""
+
+
 def device_of(strategy: StrategyConfig, tier: TierConfig) -> str:
-    """``cuda`` or ``cpu``: an ``auto`` device means the tier's GPUs if it has any."""
+    """``cuda`` or ``cpu``: an ``auto`` device means the tier's GPUs if it has any; ``remote``
+    for an endpoint (the server's devices are its own)."""
+    if strategy.engine == EngineKind.endpoint:
+        return REMOTE
     if strategy.device.value != "auto":
         return strategy.device.value
     return "cuda" if tier.gpus_per_node > 0 else "cpu"
@@ -223,6 +231,24 @@ def estimate_memory(
     )
 
 
+def served_elsewhere(model: ModelConfig, strategy: StrategyConfig) -> Memory:
+    """The memory of an endpoint's plan: nothing loads here, so nothing is needed (the server
+    fitted the model when it started); the weights' size is kept for the record."""
+    bpp = weight_bytes_per_param(model, strategy)
+    total = (model.num_params or 0) * bpp
+    return Memory(bpp, round(total / GB, 3), 0.0, 0, 0.0, 0.0, 0.0, 0.0, 0)
+
+
+def served_note(strategy: StrategyConfig) -> str:
+    """What an endpoint's plan says instead of a memory fit."""
+    url = mask(strategy.base_url or "(strategy.base_url, not set)")
+    model = f"model id {strategy.model_id}" if strategy.model_id else "its only model"
+    return (
+        f"served at {url} ({model}, {strategy.api.value} API): nothing loads here; the server "
+        "is probed (reachable, model id, context, tokenizer) before any dataset runs"
+    )
+
+
 def _one_rank(strategy: StrategyConfig) -> StrategyConfig:
     return replace(strategy, tensor_parallel_size=1, pipeline_parallel_size=1)
 
@@ -257,8 +283,8 @@ def executor_of(strategy: StrategyConfig, device: str, nodes: int, gpus: int) ->
     """
     if strategy.executor_backend != ExecutorBackend.auto:
         return strategy.executor_backend.value
-    if strategy.engine == EngineKind.hf:
-        return "none"  # the rules refuse any other value for it
+    if strategy.engine in (EngineKind.hf, EngineKind.endpoint):
+        return "none"  # the rules refuse any other value for them
     if device != "cuda":
         return "mp"
     if gpus <= 1:
@@ -270,6 +296,8 @@ def replica_backend_of(strategy: StrategyConfig) -> str:
     """Where a replica lives: the strategy's choice, else ``ray`` for several replicas, else
     ``inline`` for the HF engine (the embedded default's fast path) and ``process`` for vLLM
     (always a process of its own)."""
+    if strategy.engine == EngineKind.endpoint:
+        return REMOTE  # an HTTP client here; the rules refuse any other value
     if strategy.replica_backend != ReplicaBackend.auto:
         return strategy.replica_backend.value
     if strategy.data_parallel_size > 1:
@@ -285,7 +313,7 @@ def datasets_at_once(run: RunConfig, replica_backend: str) -> int:
     datasets = max(1, len(run.dataset))
     wanted = run.max_concurrent_datasets
     if wanted == "auto":
-        return datasets if replica_backend in ("process", "ray") else 1
+        return datasets if replica_backend in ("process", "ray", REMOTE) else 1
     if isinstance(wanted, int) and not isinstance(wanted, bool) and wanted >= 1:
         return min(wanted, datasets)
     return 1
@@ -333,13 +361,19 @@ def make_plan(
     device = device_of(strategy, tier)
     max_len = strategy.max_model_len or model.context_window
     gpus, nodes = gpus_and_nodes(strategy, tier, device)
-    memory = estimate_memory(model, strategy, tier, device, max_len)
+    if device == REMOTE:
+        memory = served_elsewhere(model, strategy)
+    else:
+        memory = estimate_memory(model, strategy, tier, device, max_len)
     problems = deployment_problems(model, strategy, tier, device, gpus, nodes)
     if not memory.fits and (device != "cuda" or tier.gpus_per_node > 0):
         problems.append(_does_not_fit(memory, device, tier, max_len))
     notes = []
-    threads, capped = planned_threads(strategy, tier) if device != "cuda" else (0, None)
+    on_cpu = device == "cpu"
+    threads, capped = planned_threads(strategy, tier) if on_cpu else (0, None)
     notes += [capped] if capped else []
+    if device == REMOTE:
+        notes.append(served_note(strategy))
     if model.trust_remote_code:
         notes.append(
             f"trust_remote_code is ON for {model.name}: the checkpoint's own Python code will run."

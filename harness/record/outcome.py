@@ -26,6 +26,9 @@ class DatasetOutcome:
     journal_sources: list[dict[str, Any]] = field(default_factory=list)
     """Where the journaled answers came from: each earlier writing session (host, pid,
     data-parallel size, start) with ``records``, how many of its answers were read."""
+    requests_retried: int = 0
+    """Requests sent again after a transport error (an endpoint's timeouts, HTTP 429 and 5xx):
+    none of the failed tries was scored; 0 for an engine in this node."""
     prompt_tokens: int = 0
     """Tokens the model read."""
     generated_tokens: int = 0
@@ -57,6 +60,7 @@ class DatasetOutcome:
             "eval_time_s": self.eval_time_s,
             "requests": float(self.requests),
             "requests_journaled": float(self.requests_journaled),
+            "requests_retried": float(self.requests_retried),
             "requests_per_s": self.requests_per_s,
             "tokens_per_s": self.tokens_per_s,
         }

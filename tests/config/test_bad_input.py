@@ -263,6 +263,28 @@ CASES = [
         ["+task_paths=[{tasks}]", "dataset=[arith_mc]", "dataset.arith_mc.task=unsafe_arith"],
         ["unsafe_arith", "unsafe_code", "confirm_run_unsafe_code=true"],
     ),
+    # a served model (strategy=endpoint): refused before any request, no server needed
+    ("endpoint-no-url", ["strategy=endpoint", NO_TRACKING], ["strategy.base_url is not set"]),
+    (
+        "endpoint-unreachable",
+        ["strategy=endpoint", "strategy.base_url=http://u:hunter2pw@127.0.0.1:9/v1", NO_TRACKING],
+        ["http://***@127.0.0.1:9/v1", "cannot be reached", "Fix: start it"],
+    ),
+    (
+        "endpoint-url-names-a-route",
+        ["strategy=endpoint", "strategy.base_url=http://127.0.0.1:9/v1/completions", NO_TRACKING],
+        ["names a route", "Fix: strategy.base_url=http://127.0.0.1:9/v1"],
+    ),
+    (
+        "endpoint-url-on-another-engine",
+        ["strategy=tp2", "strategy.base_url=http://127.0.0.1:9/v1"],
+        ["strategy.base_url", "engine vllm", "Fix: strategy=endpoint"],
+    ),
+    (
+        "endpoint-key-variable-not-secret",
+        ["strategy=endpoint", "strategy.base_url=http://h:1/v1", "strategy.api_key_env=SERVER"],
+        ["strategy.api_key_env='SERVER'", "masked", "Fix:"],
+    ),
 ]
 
 
