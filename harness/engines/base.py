@@ -163,6 +163,19 @@ def lengths_with(tokenizer: Any, texts: Sequence[str]) -> list[int]:
     return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
 
+class AnswersInProcess:
+    """``Engine.answer`` for an engine whose ``lm`` (lm-eval's HF or vLLM model) answers in this
+    process and holds the model's tokenizer (``lm.tokenizer``)."""
+
+    lm: Any
+
+    def answer(self, op: str, requests: Sequence[Any]) -> Answered:
+        return answer_with(self.lm, op, requests, self.token_lengths)
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        return lengths_with(self.lm.tokenizer, texts)
+
+
 @dataclass
 class RequestMeter:
     """Counts the requests and tokens one dataset sends to the engine."""

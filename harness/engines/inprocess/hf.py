@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from harness.engines.base import Answered, answer_with, lengths_with, recordable
+from harness.engines.base import AnswersInProcess, recordable
 from harness.paths import resolve_project_path
 
 if TYPE_CHECKING:
@@ -16,7 +15,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class HFEngine:
+class HFEngine(AnswersInProcess):
     """``lm_eval.models.huggingface.HFLM`` built once; lm-eval calls it for every dataset."""
 
     def __init__(self, plan: Plan) -> None:
@@ -76,12 +75,6 @@ class HFEngine:
             name = "_attn_implementation" if key == "attn_implementation" else key
             found[key] = recordable(getattr(self.lm, key, getattr(config, name, None)))
         return found
-
-    def answer(self, op: str, requests: Sequence[Any]) -> Answered:
-        return answer_with(self.lm, op, requests, self.token_lengths)
-
-    def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        return lengths_with(self.lm.tokenizer, texts)
 
     def close(self) -> None:
         if self.lm is None:

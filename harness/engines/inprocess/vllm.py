@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from harness.config.schema import Quantization
-from harness.engines.base import Answered, answer_with, lengths_with, recordable
+from harness.engines.base import AnswersInProcess, recordable
 from harness.engines.vllm_support.cpu import (
     allowed_cpus,
     cpu_environment,
@@ -106,7 +105,7 @@ def engine_config(lm: Any, keys: list[str]) -> dict[str, Any]:
     return found
 
 
-class VLLMEngine:
+class VLLMEngine(AnswersInProcess):
     """lm-eval's ``VLLM`` built once from the plan; lm-eval calls it for every dataset.
 
     Build it in its own process (``harness.engines.process.engine.EngineProcess``): closing it
@@ -143,12 +142,6 @@ class VLLMEngine:
         if self.plan.engine_args:  # what vLLM made of them, read back from its own config
             facts["engine_config"] = engine_config(self.lm, list(self.plan.engine_args))
         return facts
-
-    def answer(self, op: str, requests: Sequence[Any]) -> Answered:
-        return answer_with(self.lm, op, requests, self.token_lengths)
-
-    def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        return lengths_with(self.lm.tokenizer, texts)
 
     def close(self) -> None:
         """Shut vLLM down; the process that holds it should exit right after."""
