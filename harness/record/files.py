@@ -1,7 +1,8 @@
 """The one atomic writer of everything a run leaves on disk: text, JSON and gzip.
 
 Every file is written atomically (temporary file, fsync, rename), so a reader never sees half of
-it, and masked first (harness/secrets.py), so no secret reaches a file.
+it, and masked first (harness/secrets.py), so no secret reaches a file; the one exception,
+``write_private_json``, keeps a secret on purpose in a file only its owner can read.
 """
 
 from __future__ import annotations
@@ -58,11 +59,12 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
+def _write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+        # mkstemp makes 0600; results are meant to be shared unless a mode says otherwise
+        os.chmod(tmp, 0o666 & ~_UMASK if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -83,6 +85,12 @@ def write_text_atomic(path: Path, text: str, *, compress: bool = False) -> None:
     if compress:
         data = gzip.compress(data, mtime=0)
     _write_bytes_atomic(path, data)
+
+
+def write_private_json(path: Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON readable and writable by its owner only (0600),
+    NOT masked: for a file that must keep a secret (a service's API key in its registry entry)."""
+    _write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode(), mode=0o600)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -12,11 +12,12 @@ import contextlib
 import json
 import os
 import socket
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from harness.record.files import write_private_json
 
 SERVICES = "services"
 """The registry's folder under ``outputs_root``."""
@@ -109,18 +110,7 @@ def entry_path(outputs_root: str | Path, service_id: str) -> Path:
 
 def write_entry(path: Path, entry: ServiceEntry) -> None:
     """Write ``entry`` atomically, readable and writable by its owner only (0600), unmasked."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:  # mkstemp makes the file 0600; it stays so
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(entry.to_dict(), handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private_json(path, entry.to_dict())
 
 
 def read_entry(path: Path) -> ServiceEntry:
