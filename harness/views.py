@@ -81,9 +81,14 @@ def format_plan(plan: Plan) -> str:
             f"{m.kv_capacity_tokens:,} tokens ({seqs:,} sequences of {plan.max_model_len})",
         ),
     ]
+    head = f"plan: {plan.model} | strategy {plan.strategy} | tier {plan.tier}"
+    return _plan_table(plan, f"{head} | {verdict}", rows)
+
+
+def _plan_table(plan: Plan, head: str, rows: list[tuple[str, str]]) -> str:
+    """The plan as its head line, one aligned row a fact, its explanation, then its remarks."""
     width = max(len(k) for k, _ in rows)
-    lines = [f"plan: {plan.model} | strategy {plan.strategy} | tier {plan.tier} | {verdict}"]
-    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    lines = [head, *(f"  {k.ljust(width)}  {v}" for k, v in rows)]
     if plan.explanation:
         lines.append(f"  {plan.explanation}")
     return "\n".join(lines + _plan_remarks(plan))
@@ -159,9 +164,4 @@ def _served_plan(plan: Plan, table: bool) -> str:
         line = f"{head} | {plan.engine} | {weights} | {verdict_of(plan)}"
         explanation = [f"  {plan.explanation}"] if plan.explanation else []
         return "\n".join([line, *explanation, *_plan_remarks(plan)])
-    width = max(len(k) for k, _ in rows)
-    lines = [f"{head} | {verdict_of(plan)}"]
-    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
-    if plan.explanation:
-        lines.append(f"  {plan.explanation}")
-    return "\n".join(lines + _plan_remarks(plan))
+    return _plan_table(plan, f"{head} | {verdict_of(plan)}", rows)
