@@ -148,7 +148,8 @@ def settings_for(run: RunConfig, ds: DatasetConfig) -> EvalSettings:
 def evaluation_problems(run: RunConfig) -> list[str]:
     """Every broken rule of the evaluation settings, run-wide and per dataset, each with its fix
     (the rules lm-eval's CLI applies, said before anything is loaded)."""
-    problems = _value_problems("", run.apply_chat_template, run.gen_kwargs)
+    engine = str(getattr(run.strategy.engine, "value", run.strategy.engine))
+    problems = _value_problems("", run.apply_chat_template, run.gen_kwargs, engine)
     if run.enable_thinking and not run.think_end_token:
         problems.append(
             "enable_thinking=true without think_end_token: the thinking must be cut off before "
@@ -162,7 +163,7 @@ def evaluation_problems(run: RunConfig) -> list[str]:
         )
     for name, ds in run.dataset.items():
         where = f"dataset.{name}."
-        problems += _value_problems(where, ds.apply_chat_template, ds.gen_kwargs)
+        problems += _value_problems(where, ds.apply_chat_template, ds.gen_kwargs, engine)
         chat = _own_or_run(run, ds, "apply_chat_template")
         if _own_or_run(run, ds, "fewshot_as_multiturn") is True and not chat:
             key = where if ds.fewshot_as_multiturn is not None else ""
@@ -190,7 +191,9 @@ def evaluation_problems(run: RunConfig) -> list[str]:
     return problems
 
 
-def _value_problems(where: str, chat: Any, gen: Any) -> list[str]:
+def _value_problems(where: str, chat: Any, gen: Any, engine: str) -> list[str]:
+    from harness.config.gen_kwargs import gen_kwargs_key_problems
+
     problems = []
     if not (chat is None or isinstance(chat, bool) or (isinstance(chat, str) and chat.strip())):
         problems.append(
@@ -198,11 +201,12 @@ def _value_problems(where: str, chat: Any, gen: Any) -> list[str]:
             "the tokenizer's chat templates. Fix: apply_chat_template=true (its default template)."
         )
     try:
-        parse_gen_kwargs(gen)
+        parsed = parse_gen_kwargs(gen)
     except ValueError as err:
         problems.append(
             f"{where}gen_kwargs={gen!r}: {err}. Fix: a mapping, {where}gen_kwargs="
             '{max_gen_toks:256,until:["\\n\\n"]}, or lm-eval\'s string, '
             f"'{where}gen_kwargs=\"max_gen_toks=256,temperature=0\"'."
         )
-    return problems
+        return problems
+    return problems + gen_kwargs_key_problems(engine, where, parsed or {})

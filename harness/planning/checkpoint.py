@@ -321,11 +321,14 @@ def chat_template_problem(folder: Path, wanted: bool | str, typed: str) -> str |
             f"and none named 'default' ({', '.join(names)}). Fix: apply_chat_template=<name>, "
             f"one of {', '.join(names)}."
         )
-    if isinstance(wanted, str) and len(templates) > 1 and wanted not in templates:
+    if isinstance(wanted, str) and wanted not in templates:
+        # one template: lm-eval warns and applies it anyway, so the run is scored and stored
+        # under a name (or a typo of true) that is no template of the checkpoint
+        only = " (its only one)" if names == ["default"] else ""
         return (
             f"apply_chat_template={wanted}: model.pretrained={typed!r} has no chat template of "
-            f"that name.{did_you_mean(wanted, names)} Fix: apply_chat_template=<name>, one of "
-            f"{', '.join(names)}, or true for its default."
+            f"that name.{did_you_mean(wanted, [*names, 'true'])} Fix: apply_chat_template=true "
+            f"for its default{only}, or apply_chat_template=<name>, one of {', '.join(names)}."
         )
     return None
 

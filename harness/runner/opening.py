@@ -67,6 +67,32 @@ def check_space(run_cfg: RunConfig, datasets: dict[str, Any], folders: list[Path
         raise ConfigError(problems)
 
 
+def sample_problems(datasets: dict[str, Any]) -> list[str]:
+    """Each ``dataset.<name>.samples`` index past the end of a task's evaluated split: lm-eval
+    asserts it only after the model has loaded (``AssertionError`` in ``simple_evaluate``)."""
+    from harness.evaluation.tasks import leaf_tasks
+
+    problems = []
+    for name, prepared in datasets.items():
+        wanted = prepared.config.samples
+        if not wanted:
+            continue
+        for leaf in leaf_tasks(prepared.task):
+            try:
+                count = len(leaf.eval_docs)
+            except Exception:  # a split that cannot be counted: lm-eval judges it
+                continue
+            outside = sorted({int(i) for i in wanted if int(i) >= count})
+            if outside:
+                task = getattr(getattr(leaf, "config", None), "task", name)
+                problems.append(
+                    f"dataset.{name}.samples={list(wanted)}: index(es) {outside} outside task "
+                    f"{task!r}, which has {count} documents (0 to {count - 1}). Fix: "
+                    f"dataset.{name}.samples with indices below {count}."
+                )
+    return problems
+
+
 def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float) -> OpenRun:
     """Everything before the model loads: the run directory (config as typed, the plan), every
     dataset's task and data, what is stored already, the MLflow parent run (started at
@@ -101,6 +127,9 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     )
     console.route_library_logs("datasets", "huggingface_hub")
     datasets = prepare_datasets(run_cfg)  # a task or its data missing: said before config.yaml
+    outside = sample_problems(datasets)  # lm-eval's assertion, before the load
+    if outside:
+        raise ConfigError(outside)
     check_generation_room(run_cfg, plan, datasets)  # lm-eval's assertion, before the load
     check_served(run_cfg, plan, datasets)  # an endpoint: what it cannot answer, by name
     store = ResultStore.of_model(Path(run_cfg.outputs_root).resolve(), plan.model)

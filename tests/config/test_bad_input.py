@@ -258,6 +258,32 @@ CASES = [
         ["dataset.arith_mc.samples", "limit=5", "Fix:"],
     ),
     ("samples-negative", ["dataset.arith_mc.samples=[-1]"], ["samples=[-1]", "Fix:"]),
+    # typos found before the load (issue 35)
+    (
+        "gen-kwargs-misspelt-key",
+        ["gen_kwargs='max_gen_tok=5'", "dataset=[reverse_gen]", NO_TRACKING],
+        ["gen_kwargs key 'max_gen_tok'", "Did you mean 'max_gen_toks'", "Fix:"],
+    ),
+    (
+        "dataset-gen-kwargs-misspelt-key",
+        ["dataset=[reverse_gen]", "dataset.reverse_gen.gen_kwargs={temprature:0}", NO_TRACKING],
+        ["dataset.reverse_gen.gen_kwargs key 'temprature'", "Did you mean 'temperature'"],
+    ),
+    (
+        "samples-outside-the-task",
+        ["dataset=[arith_mc]", "dataset.arith_mc.samples=[0,99999]", NO_TRACKING],
+        ["dataset.arith_mc.samples=[0, 99999]", "[99999]", "documents", "Fix:"],
+    ),
+    (
+        "chat-template-name-a-single-template-lacks",
+        ["model=tiny_char_chat", "apply_chat_template=chatml", NO_TRACKING],
+        ["apply_chat_template=chatml", "no chat template of that name", "Fix:"],
+    ),
+    (
+        "chat-template-true-misspelt",
+        ["model=tiny_char_chat", "apply_chat_template=ture", NO_TRACKING],
+        ["apply_chat_template=ture", "Did you mean 'true'", "Fix:"],
+    ),
     (
         "unsafe-code-unconfirmed",
         ["+task_paths=[{tasks}]", "dataset=[arith_mc]", "dataset.arith_mc.task=unsafe_arith"],

@@ -14,11 +14,16 @@ def tokenizer_folder(tmp_path, **config):
     return tmp_path
 
 
-def test_a_single_template_serves_true_and_any_name(tmp_path):
+def test_a_single_template_serves_true_and_its_name_only(tmp_path):
+    """lm-eval applies a single template whatever name is asked (with a warning): a name it
+    does not have (or ``ture``, a typo of true) is refused before the load (issue 35)."""
     folder = tokenizer_folder(tmp_path, chat_template="{{ messages }}")
     assert chat_templates(folder) == {"default": "{{ messages }}"}
     assert chat_template_problem(folder, True, "m") is None
-    assert chat_template_problem(folder, "chatml", "m") is None  # lm-eval uses the one it has
+    assert chat_template_problem(folder, "default", "m") is None
+    problem = chat_template_problem(folder, "chatml", "m")
+    assert "has no chat template of that name" in problem and "its only one" in problem
+    assert "Did you mean 'true'" in chat_template_problem(folder, "ture", "m")
 
 
 def test_named_templates_need_a_default_or_a_name_they_have(tmp_path):
