@@ -146,6 +146,21 @@ class RunDirectory:
         data = _read_json(self.reproducibility)
         return data if isinstance(data, dict) else {}
 
+    def holds_run(self) -> bool:
+        """Whether a run (not a plan only) has started here: its events.jsonl has a line."""
+        return self.events.is_file() and self.events.stat().st_size > 0
+
+    def config_differences(self, config: dict[str, Any]) -> list[str]:
+        """The dotted keys whose value differs between ``config`` (as typed, masked) and this
+        directory's ``config.yaml``, as the file would read back; every key when it has none."""
+        import yaml
+
+        before = self.read_config() if self.config.is_file() else {}
+        now = yaml.safe_load(config_yaml(config)) or {}
+        flat_before, flat_now = _flat(before), _flat(now)
+        keys = sorted(set(flat_before) | set(flat_now))
+        return [k for k in keys if flat_before.get(k, _ABSENT) != flat_now.get(k, _ABSENT)]
+
     def written_results(self) -> tuple[list[str], list[str]]:
         """The datasets with a result and those with an error in ``results/`` (what a run that
         ended before its summary had finished)."""
@@ -157,6 +172,20 @@ class RunDirectory:
             if not n.endswith((".error.json", _LEGACY_SAMPLES))
         ]
         return done, failed
+
+
+_ABSENT = object()
+"""A key one of two configs lacks."""
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A config tree as ``{dotted key: leaf value}`` (a list is one value)."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat |= _flat(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
 
 
 def _read_json(path: Path) -> Any:

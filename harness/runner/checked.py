@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -13,6 +14,9 @@ from harness.config.schema import RunConfig, to_run_config
 from harness.console import say
 from harness.errors import ConfigError, HarnessError
 from harness.planning.plan import Plan
+
+if TYPE_CHECKING:
+    from harness.record.rundir import RunDirectory
 
 log = logging.getLogger("harness")
 
@@ -82,6 +86,7 @@ def write_plan_only(cfg: DictConfig, run_cfg: RunConfig, plan: Plan) -> None:
 
     run_dir = RunDirectory(resolve_output_dir(run_cfg))
     typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    refuse_used_directory(run_dir, typed)  # a plan never overwrites another run's record
     run_dir.write_config(typed)
     say(f"plan written to {run_dir.write_plan(plan.to_dict())}")
 
@@ -94,3 +99,69 @@ def typed_config(cfg: DictConfig) -> RunConfig:
     if unknown:
         raise ConfigError(unknown)
     return to_run_config(cfg)
+
+
+SAME_RUN_DESPITE = ("verbose", "attach")
+"""Settings that change how a run is shown or served, not which run it is: a run resumed with
+another of these is still the same run."""
+
+
+def refuse_used_directory(run_dir: RunDirectory, typed: dict[str, Any]) -> bool:
+    """One run, one directory: a directory that already holds a run takes this one only as
+    that run resumed (its ``config.yaml`` the same as ``typed``); returns whether it resumes.
+
+    Raises:
+        ConfigError: the directory holds another run (another config), or a run still going.
+    """
+    if not run_dir.holds_run():
+        return False
+    root = run_dir.root
+    writer = live_writer(run_dir)
+    fix = (
+        f"Fix: output_dir=<a folder of its own> (or leave output_dir unset: a new one each "
+        f"run), or remove {root} first"
+    )
+    if writer is not None:
+        raise ConfigError(
+            [
+                f"output_dir={root}: a run is still being written there by process {writer} on "
+                f"this host; a run directory holds one run. {fix}."
+            ]
+        )
+    differ = [
+        k for k in run_dir.config_differences(typed) if k.split(".")[0] not in SAME_RUN_DESPITE
+    ]
+    if differ:
+        shown = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
+        raise ConfigError(
+            [
+                f"output_dir={root} holds another run (its {run_dir.CONFIG} differs in {shown}); "
+                "a run directory holds one run, and this one would merge into it. "
+                f"{fix}, or run that run's own command again to resume it."
+            ]
+        )
+    return True
+
+
+def live_writer(run_dir: RunDirectory) -> int | None:
+    """The pid of a process on this host whose run in ``run_dir`` has not ended (its last
+    ``planned`` event has no ``run_done`` after it and the process is alive), or None."""
+    import socket
+
+    from harness.record.events import read_events
+
+    events = read_events(run_dir.events)
+    starts = [i for i, e in enumerate(events) if e.get("event") == "planned"]
+    if not starts or any(e.get("event") == "run_done" for e in events[starts[-1] :]):
+        return None
+    planned = events[starts[-1]]
+    pid, host = planned.get("pid"), planned.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname() or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return pid

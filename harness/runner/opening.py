@@ -17,7 +17,7 @@ from harness.config.schema import RunConfig
 from harness.console import say
 from harness.errors import ConfigError
 from harness.planning.plan import Plan
-from harness.runner.checked import resolve_output_dir
+from harness.runner.checked import refuse_used_directory, resolve_output_dir
 
 if TYPE_CHECKING:
     from harness.evaluation.loop import Pending
@@ -112,6 +112,9 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
 
     run_dir = RunDirectory(resolve_output_dir(run_cfg))
     mask_hydra_files()  # Hydra's .hydra/*.yaml hold the overrides as typed
+    typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    if refuse_used_directory(run_dir, typed):  # one run, one directory: resumed or refused
+        say(f"resuming the run in {run_dir.root} (the same config; stored datasets are reused)")
     uid = fresh_run_uid(run_dir.root)  # names the run in MLflow wherever its directory goes
     events = EventLog(run_dir.events)
     import socket
@@ -135,7 +138,6 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     store = ResultStore.of_model(Path(run_cfg.outputs_root).resolve(), plan.model)
     warn_shared_name(store.root, plan)  # another checkpoint's results under this name: said
     check_space(run_cfg, datasets, [run_dir.root, store.root])
-    typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     run_dir.write_config(typed)  # the config as typed; the plan beside it
     run_dir.write_plan(plan.to_dict())
     work = work_list(run_cfg, plan, datasets, store)
