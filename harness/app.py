@@ -187,11 +187,13 @@ def main() -> None:
     except KeyboardInterrupt as err:  # the run already ended KILLED; one line, no traceback
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # leaving: a second Ctrl-C changes nothing
         terminated = isinstance(err, Terminated)
-        print(
+        say(  # the console and harness.log alike: the log tells the whole story
             f"interrupted ({'SIGTERM' if terminated else 'Ctrl-C'}): the run is marked KILLED; "
             "the same command resumes it (datasets already stored are not evaluated again)",
-            file=sys.stderr,
+            err=True,
+            level=logging.WARNING,
         )
+        logging.shutdown()  # the log file's last line written before the exit
         sys.exit(Terminated.exit_code if terminated else 130)
     from harness.sweep import exit_code
 
