@@ -8,10 +8,11 @@ of the run's own config or the one given.
 
 Idempotent: every run harness logs carries the run directory's ``harness.run_uid``, and a parent
 logged whole carries ``harness.logged=complete`` (its last record). A run directory already
-logged whole is skipped. A partial one (the server died mid-run) is replaced, not completed: its
-parent and children are deleted (MLflow's soft delete; ``mlflow gc`` purges them) and the run is
-logged again whole, since what a dead server kept of the last calls cannot be told from the
-store, and completing it would repeat metric points already in the series.
+logged whole is skipped. A partial one (the server died mid-run, the run was killed) is
+completed, not rewritten: its live parent and children keep their ids, and what they lack is
+added to them (a metric key or param they hold already is not logged again, so no series
+repeats a point), their end state set; a dataset's child the live run never opened is created.
+A child of a dataset cut short (the in-flight one of a killed run) is kept as it was.
 """
 
 from __future__ import annotations
@@ -207,15 +208,21 @@ def _span(run_dir: RunDirectory, summary: RunSummary) -> tuple[float | None, flo
 
 
 def log_run_dir(
-    run_dir: RunDirectory, target: TrackingConfig, config: dict[str, Any], summary: RunSummary
+    run_dir: RunDirectory,
+    target: TrackingConfig,
+    config: dict[str, Any],
+    summary: RunSummary,
+    adopt: dict[str, str] | None = None,
 ) -> Any:
-    """Log one run directory whole; returns its Tracker (``failed`` tells whether all went in)."""
+    """Log one run directory whole, completing the runs of ``adopt`` already in MLflow (by
+    handle: ``""`` the parent, else a dataset); returns its Tracker (``failed`` tells whether
+    all went in)."""
     from harness.record.events import dataset_times, read_events
     from harness.tracking import Tracker, parent_tags, run_uid
     from harness.tracking.rundir import log_run_end, log_telemetry, parent_params
 
     start, end = _span(run_dir, summary)
-    tracker = Tracker(target, uid=run_uid(run_dir.root))
+    tracker = Tracker(target, uid=run_uid(run_dir.root), adopt=adopt)
     model, strategy = summary.model, summary.strategy
     tracker.start(
         run_name=f"{model}/{strategy}",
@@ -255,6 +262,22 @@ def _log_datasets(
         track_outcome(tracker, child, outcome, end_time=ended)
 
 
+def live_log(runs: list[Any], parents: list[Any]) -> tuple[dict[str, str], str]:
+    """The partial live log to complete: its latest parent (a resumed run opened one per
+    attempt) and that parent's children, by handle; and what replay says of it."""
+    if not parents:
+        return {}, ""
+    parent = max(parents, key=lambda r: r.info.start_time or 0)
+    adopt = {"": str(parent.info.run_id)}
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    for child in sorted(children, key=lambda r: r.info.start_time or 0):  # the latest wins
+        adopt[str(child.info.run_name)] = str(child.info.run_id)
+    return adopt, (
+        f"; completed its partial log (parent {parent.info.run_id} and its "
+        f"{len(children)} child runs kept)"
+    )
+
+
 def replay_run(root: Path, tracking_uri: str | None = None) -> Replayed:
     """Replay one run directory (see the module's docstring); never raises for a bad one."""
     from harness.tracking import LOGGED_TAG, local_uri, mlflow_defaults, run_uid
@@ -281,16 +304,8 @@ def replay_run(root: Path, tracking_uri: str | None = None) -> Replayed:
             "skipped",
             f"already in MLflow whole (run {whole[0].info.run_id}), not logged again",
         )
-    note = ""
-    if runs:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=uri)
-        for run in runs:
-            client.delete_run(run.info.run_id)
-        children = len(runs) - len(parents)
-        note = f"; replaced a partial log ({len(parents)} parent, {children} child runs deleted)"
-    tracker = log_run_dir(RunDirectory(root), target, config, summary)
+    adopt, note = live_log(runs, parents)
+    tracker = log_run_dir(RunDirectory(root), target, config, summary, adopt)
     if tracker.failed:
         why = f"MLflow failed during the replay at {mask(uri)} (the warning above says how)"
         return Replayed(root, "failed", f"{why}. Fix: replay again once it answers")
@@ -307,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harness.replay",
         description="Log saved run directories into MLflow (idempotent: a run already logged "
-        "whole is skipped, a partial one replaced).",
+        "whole is skipped, a partial one completed in place).",
     )
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     parser.add_argument(

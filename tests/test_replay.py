@@ -127,13 +127,16 @@ def test_run_finishes_without_its_server(interrupted):
 
 
 def test_replay_logs_the_run_once(interrupted):
+    _, (live,), live_children = runs_of(interrupted["url"])
     proc = run_module("harness.replay", str(interrupted["run"]), cwd=interrupted["tmp"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith(f"replayed {interrupted['run']}: logged as run ")
-    assert "replaced a partial log (1 parent" in proc.stdout
+    assert f"completed its partial log (parent {live.info.run_id}" in proc.stdout
     client, parents, children = runs_of(interrupted["url"])
     assert_mlflow_matches_results(client, interrupted["run"], TASKS)
     (parent,) = parents
+    assert parent.info.run_id == live.info.run_id  # the live runs completed, not rewritten
+    assert {c.info.run_id for c in live_children} <= {c.info.run_id for c in children}
     assert parent.data.tags["harness.logged"] == "complete"
     uid = parent.data.tags["harness.run_uid"]
     assert {c.data.tags["harness.run_uid"] for c in children} == {uid}

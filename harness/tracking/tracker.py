@@ -31,9 +31,15 @@ class Tracker:
     """
 
     def __init__(
-        self, config: TrackingConfig, uid: str | None = None, own_process: bool = False
+        self,
+        config: TrackingConfig,
+        uid: str | None = None,
+        own_process: bool = False,
+        adopt: dict[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.adopt = dict(adopt or {})
+        """Runs already in MLflow to complete, not create (``writer.Target.adopt``)."""
         self.enabled = config.backend == TrackingBackend.mlflow
         self.uid = uid
         """The run directory's ``run_uid``, tagged on every run (None: no tag)."""
@@ -212,7 +218,7 @@ class Tracker:
 
         location = self.config.artifact_location  # resolved here: the worker's cwd may differ
         resolved = str(Path(location).resolve()) if location else None
-        return Target(self.uri, self.config.experiment, resolved, self.uid)
+        return Target(self.uri, self.config.experiment, resolved, self.uid, self.adopt)
 
     def _on_report(self, message: tuple[Any, ...]) -> None:
         """What the writer tells: the parent run is open, tracking failed, the worker ended."""

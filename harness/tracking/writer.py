@@ -55,6 +55,10 @@ class Target:
     """The new experiment's artifact folder (None: MLflow's default)."""
     uid: str | None = None
     """The run directory's ``run_uid``, tagged on every run (None: no tag)."""
+    adopt: dict[str, str] = field(default_factory=dict)
+    """Runs already in MLflow to complete instead of creating, by handle (``""``: the parent,
+    else a dataset's name): replay of a run whose live log stopped short. What they hold
+    already (a metric's key, a param) is not logged again."""
 
 
 class MlflowWriter:
@@ -76,6 +80,8 @@ class MlflowWriter:
         self.running: set[str | None] = set()
         """Handles of the runs opened and not ended yet."""
         self._pending: dict[str | None, _Pending] = {}
+        self._held: dict[str | None, tuple[set[str], set[str]]] = {}
+        """Metric and param keys an adopted run holds already, by handle."""
 
     def apply_all(self, ops: Iterable[tuple[Any, ...]]) -> None:
         """Apply records in order; what merged into batches goes out at the end."""
@@ -162,9 +168,7 @@ class MlflowWriter:
                 self.client.set_experiment_tag(self.experiment_id, KIND_TAG, KIND)
         if target.uid:
             tags = {**tags, RUN_UID_TAG: target.uid}
-        stamp = None if start_time is None else int(start_time * 1000)
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags, start_time=stamp)
-        self.parent_id = run.info.run_id
+        self.parent_id = self._adopted(None, tags) or self._created(name, tags, start_time)
         self.running.add(None)
         self._pending.setdefault(None, _Pending()).params.update(params)
 
@@ -195,11 +199,25 @@ class MlflowWriter:
         tags = {"mlflow.parentRunId": self._id(None), **tags}
         if self.target.uid:
             tags[RUN_UID_TAG] = self.target.uid
-        stamp = None if start_time is None else int(start_time * 1000)
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags, start_time=stamp)
-        self.children[name] = str(run.info.run_id)
+        self.children[name] = self._adopted(name, tags) or self._created(name, tags, start_time)
         self.running.add(name)
         self._pending.setdefault(name, _Pending()).params.update(params)
+
+    def _created(self, name: str, tags: dict[str, str], start_time: float | None) -> str:
+        stamp = None if start_time is None else int(start_time * 1000)
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags, start_time=stamp)
+        return str(run.info.run_id)
+
+    def _adopted(self, handle: str | None, tags: dict[str, str]) -> str | None:
+        """The id of the run ``handle`` already in MLflow (``Target.adopt``), its tags set and
+        what it holds noted (not logged again); None when it is to be created."""
+        run_id = self.target.adopt.get("" if handle is None else handle)
+        if run_id is None:
+            return None
+        held = self.client.get_run(run_id).data
+        self._held[handle] = (set(held.metrics), set(held.params))
+        self._pending.setdefault(handle, _Pending()).tags.update(tags)
+        return run_id
 
     def _flush(self) -> None:
         """Everything pending, one ``log_batch`` per run (more only past MLflow's limits: 1000
@@ -208,9 +226,14 @@ class MlflowWriter:
 
         while self._pending:
             run, pending = next(iter(self._pending.items()))
-            params = [Param(k, v[:6000]) for k, v in pending.params.items()]
+            have_metrics, have_params = self._held.get(run, (set(), set()))
+            params = [Param(k, v[:6000]) for k, v in pending.params.items() if k not in have_params]
             tags = [RunTag(k, v) for k, v in pending.tags.items()]
-            metrics = [Metric(k, v, stamp, step) for k, v, stamp, step in pending.metrics]
+            metrics = [
+                Metric(k, v, stamp, step)
+                for k, v, stamp, step in pending.metrics
+                if k not in have_metrics
+            ]
             run_id = self._id(run)
             while params or tags or metrics:
                 p, t = params[:100], tags[:100]

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +48,12 @@ def runs_of(store: Path) -> list:
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")
     experiment = client.get_experiment_by_name("harness")
     return [] if experiment is None else client.search_runs([experiment.experiment_id])
+
+
+def client_of(tmp_path: Path) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
 
 
 def start_harness(args: list[str], cwd: Path) -> subprocess.Popen[str]:
@@ -130,18 +137,27 @@ def assert_killed_in_mlflow(store: Path) -> None:
 
 
 def assert_replayed_as_killed(tmp_path: Path, run_dir: Path) -> None:
+    """Replay into the run's own store completes the live runs (issue 35): the same parent and
+    children, ids kept, the in-flight dataset's child kept; the parent completed."""
+    live = {r.info.run_name: r for r in runs_of(tmp_path / "outputs" / "mlflow.db")}
     proc = run_module("harness.replay", str(run_dir), cwd=tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert "replayed" in proc.stdout, proc.stdout
+    assert "replayed" in proc.stdout and "completed its partial log" in proc.stdout, proc.stdout
     runs = runs_of(tmp_path / "outputs" / "mlflow.db")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     (parent,) = parents
+    assert parent.info.run_id == live["tiny_char/single"].info.run_id  # not rewritten
     assert parent.info.status == "KILLED"
     assert parent.data.tags["harness.logged"] == "complete"
     assert parent.data.tags["status"] == "killed"
     assert parent.data.metrics["arith_mc/acc"] > 0.5  # what finished is logged
     children = {r.info.run_name: r for r in runs if r not in parents}
-    assert list(children) == ["arith_mc"], list(children)
+    assert {n: r.info.run_id for n, r in children.items()} == {
+        n: r.info.run_id for n, r in live.items() if n != "tiny_char/single"
+    }
+    assert children["arith_mc"].info.status == "FINISHED"
+    history = client_of(tmp_path).get_metric_history(children["arith_mc"].info.run_id, "acc")
+    assert len(history) == 1  # completed, not repeated
     again = run_module("harness.replay", str(run_dir), cwd=tmp_path)
     assert "already in MLflow whole" in again.stdout, again.stdout
 
@@ -156,8 +172,30 @@ def test_sigterm_and_ctrl_c_end_the_run_killed_in_one_line(tmp_path, sig):
     assert len(lines) == 1 and name in lines[0], err[-3000:]
     done = [e for e in events_of(run_dir) if e["event"] == "run_done"]
     assert len(done) == 1 and done[0]["status"] == "KILLED"
+    assert f"interrupted ({name})" in (run_dir / "harness.log").read_text()  # the whole story
     assert_killed_in_mlflow(tmp_path / "outputs" / "mlflow.db")
     assert_replayed_as_killed(tmp_path, run_dir)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_an_interrupt_during_the_load_is_in_harness_log(tmp_path, sig):
+    """harness.log tells the whole story (issue 35): the interrupt is its last line, as on the
+    console, whether it came during a dataset (above) or during the load."""
+    run_dir = tmp_path / "run"
+    proc = start_harness(["dataset=[arith_mc]", "tracking=none", f"output_dir={run_dir}"], tmp_path)
+
+    def loading() -> bool:
+        events = run_dir / "events.jsonl"
+        return events.is_file() and any(e["event"] == "load_started" for e in events_of(run_dir))
+
+    assert wait_until(loading, timeout=240, interval=0.02), proc.communicate()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    name = "SIGTERM" if sig == signal.SIGTERM else "Ctrl-C"
+    assert f"interrupted ({name})" in err, err[-3000:]
+    log = (run_dir / "harness.log").read_text().splitlines()
+    assert f"interrupted ({name})" in log[-1], log[-5:]
+    assert [e["status"] for e in events_of(run_dir) if e["event"] == "run_done"] == ["KILLED"]
 
 
 def test_a_sigkilled_run_is_marked_killed_and_its_directory_replays(tmp_path):
