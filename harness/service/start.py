@@ -143,7 +143,8 @@ def serving_plan(run: RunConfig, on_this_node: bool = True) -> Plan:
             "server. Fix: a vLLM strategy (strategy=vllm, tp2, tp4, ...)"
         )
         raise ConfigError(problems)
-    problems += engine_problems(plan)
+    if on_this_node:  # a job's node, and the vLLM installed there, are the job's to check
+        problems += engine_problems(plan)
     if plan.device == "cuda" and on_this_node:
         problems += hardware_problems(plan.device, plan.gpus_needed, detect_gpus())
     if problems:

@@ -65,6 +65,7 @@ def test_help_list_and_stop_without_services(tmp_path):
         (["model=nope"], "model=nope: no such option"),
         (["strategy=vllm", "strategy.max_model_len=100000"], "max_model_len"),
         (["strategy=vllm", "strategy.tensor_parallel_size=x"], "does not compose"),
+        (["strategy=vllm", "hydra/launcher=submitit_local"], "Fix: hydra/launcher=slurm"),
     ],
 )
 def test_bad_input_exits_2_before_anything_starts(tmp_path, argv, needle):
