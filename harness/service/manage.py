@@ -35,7 +35,7 @@ def live_status(path: Path, entry: ServiceEntry) -> str:
             return f"{entry.status.value} (SLURM job {entry.job_id} {job_state(entry.job_id)})"
     elif here_and_gone(entry):
         mark_dead(path, entry, f"its server (pid {entry.pid}) ended")
-    if entry.node != this_node() and entry.status != Status.dead:
+    if entry.node and entry.node != this_node() and entry.status != Status.dead:
         return f"{entry.status.value} (on {entry.node})"
     return entry.status.value + (f": {entry.reason}" if entry.status == Status.dead else "")
 

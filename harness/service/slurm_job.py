@@ -222,7 +222,7 @@ def job_line(job_id: str, state: str, again: bool) -> str:
     still = "still " if again else ""
     if state in PENDING_STATES or state == "SUBMITTED":
         reason = pending_reason(job_id)
-        why = f" (reason: {reason})" if reason else ""
+        why = f" (reason: {reason})" if reason not in ("", "None") else ""
         return f"SLURM job {job_id} {still}pending in the queue{why}; Ctrl-C cancels it"
     return f"SLURM job {job_id} {still}{state.lower()}: waiting for its server to start"
 

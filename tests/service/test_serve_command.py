@@ -51,6 +51,7 @@ def test_help_list_and_stop_without_services(tmp_path):
     shown = run_module("harness.serve", "--help", cwd=tmp_path, timeout=60)
     assert shown.returncode == 0
     assert "--stop ID|all" in shown.stdout and "service.host" in shown.stdout
+    assert "hydra/launcher=slurm" in shown.stdout and "scancel" in shown.stdout
     listed = run_module("harness.serve", "--list", cwd=tmp_path, timeout=60)
     assert listed.returncode == 0 and "no services under" in listed.stdout
     stopped = run_module("harness.serve", "--stop", "nothing-123", cwd=tmp_path, timeout=60)

@@ -59,7 +59,7 @@ def test_a_vllm_service_runs_as_a_slurm_job_is_attached_to_and_cancelled(slurm_c
         assert served.returncode == 0, out[-4000:]
         (path, entry), *others = read_registry(tmp_path / "outputs").entries.items()
         assert not others and entry.launcher == "slurm" and entry.status == Status.ready
-        print(f"serve as a SLURM job: {took:.0f}s")
+        print(f"serve as a SLURM job: {took:.0f}s\n{served.stdout}")
         assert f"submitted as SLURM job {entry.job_id} (1 node(s), 2 CPU(s), 3 GB" in out
         assert f"SLURM job {entry.job_id}" in out and "waiting for vLLM's OpenAI server" in out
         assert f"service {entry.id} ready at {entry.url}" in out
@@ -83,6 +83,7 @@ def test_a_vllm_service_runs_as_a_slurm_job_is_attached_to_and_cancelled(slurm_c
         assert summary["datasets"]["arith_mc"]["metrics"]["acc"] == 0.995
         assert entry.api_key not in attached.stdout + attached.stderr
         print(f"attached run: load {summary['load_time_s']}s")
+        stopping = time.perf_counter()
         processes = job_processes(entry.pid)
         assert len(live(processes)) >= 2, processes  # the server and its EngineCore
         stopped = serve(tmp_path, "--stop", entry.id)
@@ -90,6 +91,7 @@ def test_a_vllm_service_runs_as_a_slurm_job_is_attached_to_and_cancelled(slurm_c
         assert f"stopped service {entry.id}: SLURM job {entry.job_id} cancelled" in stopped.stdout
         assert job_ended(entry.job_id), job_state(entry.job_id)
         assert wait_until(lambda: live(processes) == {}, 30), live(processes)
+        print(f"--stop: {time.perf_counter() - stopping:.1f}s, {stopped.stdout}")
         assert read_registry(tmp_path / "outputs").entries == {}
     finally:
         serve(tmp_path, "--stop", "all", timeout=180)
