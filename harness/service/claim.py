@@ -63,9 +63,11 @@ def end_service(entry: ServiceEntry, grace_s: float = 30.0) -> str:
     if entry.launcher == "slurm":
         from harness.service.slurm_job import cancel_job
 
+        if not entry.job_id:
+            return "no SLURM job was submitted"
         if cancel_job(entry.job_id):
             return f"SLURM job {entry.job_id} cancelled"
-        return f"its SLURM job {entry.job_id or '(none)'} had ended already"
+        return f"its SLURM job {entry.job_id} had ended already"
     ended = stop_server(entry, grace_s=grace_s)
     return f"{ended} process(es) ended" if ended else "its server had ended already"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.errors import ConfigError
 from harness.record.files import write_private_json
 from harness.service.options import loopback
 from harness.service.registry import ServiceEntry, read_entry, this_node
@@ -76,12 +78,30 @@ def sbatch_text(params: dict[str, Any]) -> str:
 
 
 def submit_job(path: Path, params: dict[str, Any]) -> str:
-    """Submit the job serving the entry in ``path``; its SLURM job id."""
+    """Submit the job serving the entry in ``path``; its SLURM job id.
+
+    Raises:
+        ConfigError: SLURM refused the job (a partition, GPU or memory request it cannot grant),
+            or its commands are not on this node.
+    """
+    from submitit.core.utils import FailedJobError
+
     from harness.sweep.slurm import slurm_executor
 
     job_folder(path).mkdir(mode=0o700, parents=True, exist_ok=True)
-    executor = slurm_executor({**params, "array_parallelism": 1})
-    job = executor.submit(serve_in_job, str(path))
+    try:
+        executor = slurm_executor({**params, "array_parallelism": 1})
+        job = executor.submit(serve_in_job, str(path))
+    except (FailedJobError, OSError, RuntimeError) as err:  # RuntimeError: submitit finds no srun
+        said = " ".join(str(err).split()) or type(err).__name__
+        shutil.rmtree(job_folder(path), ignore_errors=True)  # nothing was submitted
+        raise ConfigError(
+            [
+                f"SLURM did not take the service's job ({said}). Fix: run where SLURM's commands "
+                "(sbatch, squeue, sacct) work, with a tier (or hydra.launcher.* values) this "
+                "cluster has"
+            ]
+        ) from None
     return str(job.job_id)
 
 

@@ -101,3 +101,44 @@ def test_a_serve_command_killed_while_waiting_leaves_nothing_once_listed(tmp_pat
             proc.kill()
         run_module("harness.serve", "--stop", "all", f"outputs_root={tmp_path / 'outputs'}",
                    cwd=tmp_path, timeout=120)  # fmt: skip
+
+
+def test_a_starting_service_whose_command_is_gone_but_whose_server_is_up_is_adopted(
+    tmp_path, monkeypatch
+):
+    """The serve command died between its server's ready and its last write: the server is up
+    and healthy, so the entry is registered ready instead of killed."""
+    import harness.service.server as server
+    from harness.planning.preflight import checked_plan
+    from harness.service.claim import reap_orphan
+    from harness.service.options import ServiceConfig
+    from harness.service.registry import entry_path, this_node, write_entry
+    from harness.service.start import composed, new_entry
+
+    monkeypatch.setattr(server, "SERVER_MODULE", "tests.service.fake_server")
+    monkeypatch.setenv("FAKE_SERVER_DELAY_S", "0")
+    monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
+    run = composed([*SERVE[:2], f"outputs_root={tmp_path}"])
+    entry = new_entry(checked_plan(run), run, ServiceConfig())
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    entry.starter_pid, entry.starter_start, entry.starter_node = gone.pid, 1, this_node()
+    path = entry_path(tmp_path, entry.id)
+    server.start_server(entry)
+    try:
+        write_entry(path, entry)
+        assert wait_until(lambda: _answers(entry.url), 60)
+        assert not reap_orphan(path, entry)
+        assert read_entry(path).status == Status.ready
+        assert live([entry.pid]), "adopted, not killed"
+    finally:
+        server.stop_server(entry, grace_s=5)
+
+
+def _answers(url: str) -> bool:
+    from harness.service.probe import NotAnswering, served_models
+
+    try:
+        return bool(served_models(url, None))
+    except NotAnswering:
+        return False

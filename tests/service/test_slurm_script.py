@@ -4,9 +4,14 @@ tier gets them, the launcher's own values over them, and no key anywhere in it."
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from harness.service.options import ServiceConfig
 from harness.service.slurm_job import sbatch_text, with_address
 from harness.service.start import composition, new_entry, serving_plan, slurm_params
+from tests.conftest import assert_clean_failure, offline_env
 
 
 def script(tmp_path, *overrides: str) -> tuple[str, dict, object]:
@@ -46,3 +51,18 @@ def test_the_launchers_values_win_over_the_tiers(tmp_path):
     assert "#SBATCH --partition=h100\n" in text and "#SBATCH --time=30\n" in text
     assert "#SBATCH --qos=high\n" in text
     assert text.index("source /shared/venv/bin/activate") < text.index("srun")
+
+
+def test_a_slurm_service_where_slurm_is_not_is_refused_and_leaves_nothing(tmp_path):
+    """No ``sbatch`` on the PATH (a laptop): exit 2 saying so, no registry entry left."""
+    env = offline_env(tmp_path)
+    env["PATH"] = str(Path(sys.executable).parent)  # python, but no SLURM command
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.serve", "model=tiny_char", "strategy=vllm",
+         "hydra/launcher=slurm", f"outputs_root={tmp_path / 'outputs'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert_clean_failure(proc, "SLURM did not take the service's job")
+    assert "no SLURM job was submitted" in proc.stdout
+    assert [p.name for p in (tmp_path / "outputs" / "services").iterdir()] == [".registry.lock"]
