@@ -211,7 +211,7 @@ def start(overrides: Sequence[str], service: ServiceConfig) -> int:
     say(format_plan_line(plan))
     params: dict[str, Any] = {}
     if launcher == "slurm":
-        params = slurm_params(composed_run, plan, service)
+        params = slurm_params(composed_run, plan)
     got = claim(
         run.outputs_root,
         deployment_key(plan),
@@ -248,7 +248,7 @@ def start(overrides: Sequence[str], service: ServiceConfig) -> int:
     return 0
 
 
-def slurm_params(composed_run: Composition, plan: Plan, service: ServiceConfig) -> dict[str, Any]:
+def slurm_params(composed_run: Composition, plan: Plan) -> dict[str, Any]:
     """The job's submitit parameters (``slurm_job.job_params``), checked as a sweep checks its
     launcher values.
 

@@ -18,7 +18,7 @@ def script(tmp_path, *overrides: str) -> tuple[str, dict, object]:
     words = ["offline=false", "hydra/launcher=slurm", f"outputs_root={tmp_path}", *overrides]
     composed = composition(words)
     plan = serving_plan(composed.run, on_this_node=False)  # the job's node has the GPUs
-    params = slurm_params(composed, plan, ServiceConfig())
+    params = slurm_params(composed, plan)
     entry = new_entry(plan, composed.run, ServiceConfig(), "slurm")
     return sbatch_text(params), params, entry
 
