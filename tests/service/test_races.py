@@ -10,11 +10,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from harness.paths import PROJECT_ROOT
 from harness.service.registry import Status, read_entry, read_registry
-from harness.service.server import group_members
+from harness.service.server import group_members, stop_server
 from tests.conftest import offline_env, run_module
 from tests.processes import live, wait_until
 from tests.service.fake_server import STARTED
@@ -103,20 +107,17 @@ def test_a_serve_command_killed_while_waiting_leaves_nothing_once_listed(tmp_pat
                    cwd=tmp_path, timeout=120)  # fmt: skip
 
 
-def test_a_starting_service_whose_command_is_gone_but_whose_server_is_up_is_adopted(
-    tmp_path, monkeypatch
-):
-    """The serve command died between its server's ready and its last write: the server is up
-    and healthy, so the entry is registered ready instead of killed."""
+def orphan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delay_s: float) -> tuple[Path, Any]:
+    """A ``starting`` entry whose serve command has ended, its (fake) server started: what a
+    serve command SIGKILLed while it waits leaves."""
     import harness.service.server as server
     from harness.planning.preflight import checked_plan
-    from harness.service.claim import reap_orphan
     from harness.service.options import ServiceConfig
     from harness.service.registry import entry_path, this_node, write_entry
     from harness.service.start import composed, new_entry
 
     monkeypatch.setattr(server, "SERVER_MODULE", "tests.service.fake_server")
-    monkeypatch.setenv("FAKE_SERVER_DELAY_S", "0")
+    monkeypatch.setenv("FAKE_SERVER_DELAY_S", str(delay_s))
     monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
     run = composed([*SERVE[:2], f"outputs_root={tmp_path}"])
     entry = new_entry(checked_plan(run), run, ServiceConfig())
@@ -125,14 +126,46 @@ def test_a_starting_service_whose_command_is_gone_but_whose_server_is_up_is_adop
     entry.starter_pid, entry.starter_start, entry.starter_node = gone.pid, 1, this_node()
     path = entry_path(tmp_path, entry.id)
     server.start_server(entry)
+    write_entry(path, entry)
+    return path, entry
+
+
+def test_a_starting_service_whose_command_is_gone_but_whose_server_is_up_is_adopted(
+    tmp_path, monkeypatch
+):
+    """The serve command died between its server's ready and its last write: the server is up
+    and healthy, so the entry is registered ready instead of killed."""
+    from harness.service.claim import reap_orphan
+
+    path, entry = orphan(tmp_path, monkeypatch, 0.0)
     try:
-        write_entry(path, entry)
         assert wait_until(lambda: _answers(entry.url), 60)
         assert not reap_orphan(path, entry)
         assert read_entry(path).status == Status.ready
         assert live([entry.pid]), "adopted, not killed"
     finally:
-        server.stop_server(entry, grace_s=5)
+        stop_server(entry, grace_s=5)
+
+
+def test_the_next_serve_command_ends_an_orphaned_service_and_starts_its_own(tmp_path, monkeypatch):
+    """The next serve command's claim, under the registry's lock, finds the orphan: its server
+    (and the server's child) killed, its entry dead; it claims a new entry of its own."""
+    from harness.service.claim import claim
+    from harness.service.options import ServiceConfig
+
+    path, entry = orphan(tmp_path, monkeypatch, 600.0)
+    try:
+        assert wait_until(lambda: len(group_members(entry.pid, entry.pid_start)) >= 2, 30)
+        members = group_members(entry.pid, entry.pid_start)
+        fresh = replace(entry, id="tiny_char-fresh1", starter_pid=0)
+        got = claim(tmp_path, entry.deployment, ServiceConfig(), "local", lambda: None,
+                    lambda: fresh)  # fmt: skip
+        assert not got.reused and got.entry.id == "tiny_char-fresh1"
+        assert wait_until(lambda: live(members) == {}, 30), live(members)
+        dead = read_entry(path)
+        assert dead.status == Status.dead and "ended before it was ready" in dead.reason
+    finally:
+        stop_server(entry, grace_s=5)
 
 
 def _answers(url: str) -> bool:
