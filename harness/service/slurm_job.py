@@ -6,7 +6,7 @@ from the tier, ``hydra.launcher.*`` over them).
 The job (``serve_in_job``) reads its registry entry (mode 0600, on the shared file system: the API
 key travels there, never on a command line nor in the sbatch script or submitit's pickle, which
 holds the entry's path only), starts the server as its child on the node's address and a free
-port, gives it the key by its environment, and writes where it listens (``<id>.where.json``, 0600)
+port, gives it the key by its environment, and writes where it listens (``<id>.where``, JSON, 0600)
 for the serve command, which waits for that, then for the server. Whether the service is there is
 SLURM's word (``sacct``, ``squeue``), not a pid; stopping it is ``scancel``.
 """
@@ -41,8 +41,9 @@ STATE_EVERY_S = 5.0
 
 
 def where_path(path: Path) -> Path:
-    """The file the job writes where its server listens: ``<id>.where.json`` beside the entry."""
-    return path.with_name(f"{path.stem}.where.json")
+    """The file the job writes where its server listens: ``<id>.where`` (JSON) beside the
+    entry (not ``*.json``: the registry reads those as entries)."""
+    return path.with_name(f"{path.stem}.where")
 
 
 def job_folder(path: Path) -> Path:

@@ -74,6 +74,7 @@ def test_a_vllm_service_runs_as_a_slurm_job_is_attached_to_and_cancelled(slurm_c
         assert oct(path.stat().st_mode & 0o777) == "0o600"
         listed = serve(tmp_path, "--list")
         assert f"ready (SLURM job {entry.job_id} RUNNING)" in listed.stdout, listed.stdout
+        assert "not yours" not in listed.stdout  # the job's own files are no entries
         attached = run(tmp_path, "first", "strategy=vllm", "dataset=[arith_mc]", *ON_SLURM[:2])
         assert attached.returncode == 0, (attached.stdout + attached.stderr)[-4000:]
         assert f"attached to service {entry.id} at {entry.url}" in attached.stdout
@@ -111,6 +112,7 @@ def test_a_slurm_service_whose_job_ended_is_dead_and_never_attached(slurm_cluste
         assert wait_until(lambda: job_ended(entry.job_id) is not None, 60)
         listed = serve(tmp_path, "--list")
         assert f"dead: SLURM job {entry.job_id} cancelled" in listed.stdout, listed.stdout
+        assert "not yours" not in listed.stdout  # the job's own files are no entries
         assert read_entry(path).status == Status.dead
         assert wait_until(lambda: live(processes) == {}, 30), live(processes)
         again = serve_fake(tmp_path, 1.0, *ON_SLURM)
