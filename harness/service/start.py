@@ -261,6 +261,13 @@ def slurm_params(composed_run: Composition, plan: Plan) -> dict[str, Any]:
     path = entry_path(run.outputs_root, "<id>")
     params = job_params(composed_run.launcher_params, plan, tier_of(run, plan), path)
     problems = launcher_problems(params)
+    if plan.nodes_needed > 1:
+        problems.append(
+            f"strategy={plan.strategy} on tier={plan.tier} needs {plan.nodes_needed} nodes; a "
+            "service runs on one node (a server over several needs the Ray cluster a run's "
+            "distributed engine builds, which a service does not yet). Fix: a tier whose node "
+            "has the plan's GPUs (tier=large for tp8), or run it as a sweep's job"
+        )
     if problems:
         raise ConfigError(problems)
     return params

@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from harness.errors import ConfigError
 from harness.service.options import ServiceConfig
 from harness.service.slurm_job import sbatch_text, with_address
 from harness.service.start import composition, new_entry, serving_plan, slurm_params
@@ -66,3 +69,13 @@ def test_a_slurm_service_where_slurm_is_not_is_refused_and_leaves_nothing(tmp_pa
     assert_clean_failure(proc, "SLURM did not take the service's job")
     assert "no SLURM job was submitted" in proc.stdout
     assert [p.name for p in (tmp_path / "outputs" / "services").iterdir()] == [".registry.lock"]
+
+
+def test_a_plan_over_two_nodes_is_refused_as_a_service(tmp_path):
+    words = ["offline=false", "hydra/launcher=slurm", f"outputs_root={tmp_path}"]
+    composed = composition([*words, "model=falcon_180b", "strategy=tp4_pp2", "tier=xlarge"])
+    plan = serving_plan(composed.run, on_this_node=False)
+    assert plan.nodes_needed == 2
+    with pytest.raises(ConfigError) as refused:
+        slurm_params(composed, plan)
+    assert "needs 2 nodes; a service runs on one node" in str(refused.value)
