@@ -222,20 +222,23 @@ def wait_listening(path: Path, entry: ServiceEntry, tell: Callable[[str], None])
     Raises:
         ServiceError: the job ended first.
     """
-    said_state, said_at = "", 0.0
+    said_state, said_at, asked = "", 0.0, 0.0
     while True:
-        where = where_path(path)
-        if where.is_file():
-            take_where(entry, json.loads(where.read_text(encoding="utf-8")))
+        where = read_where(path)
+        if where is not None:
+            take_where(entry, where)
             return
-        state = job_state(entry.job_id)
-        ended = job_ended(entry.job_id) if not live_state(state) and state != "SUBMITTED" else None
-        if ended:
-            raise ServiceError(f"{ended} before its server started; its log ends:\n{job_log(path)}")
-        if state != said_state or time.monotonic() - said_at >= 30.0:
-            tell(job_line(entry.job_id, state, said_state == state))
-            said_state, said_at = state, time.monotonic()
-        time.sleep(1.0)
+        if time.monotonic() - asked >= STATE_EVERY_S:  # SLURM's daemons are shared: ask less
+            asked = time.monotonic()
+            state = job_state(entry.job_id)
+            ended = None if live_state(state) or state == "SUBMITTED" else job_ended(entry.job_id)
+            if ended:
+                tail = job_log(path)
+                raise ServiceError(f"{ended} before its server started; its log ends:\n{tail}")
+            if state != said_state or time.monotonic() - said_at >= 30.0:
+                tell(job_line(entry.job_id, state, said_state == state))
+                said_state, said_at = state, time.monotonic()
+        time.sleep(0.5)
 
 
 def job_line(job_id: str, state: str, again: bool) -> str:
