@@ -66,9 +66,16 @@ def usable(path: Path, entry: ServiceEntry) -> str | None:
         return f"it belongs to user {entry.user}: a run attaches to its own user's services only"
     if entry.status != Status.ready:
         return f"it is {entry.status.value}" + (f" ({entry.reason})" if entry.reason else "")
-    if entry.node != this_node():
+    if entry.launcher == "slurm":  # SLURM's word, from any node; its URL is the node's address
+        from harness.service.slurm_job import job_running
+
+        ended = job_running(entry)
+        if ended:
+            mark_dead(path, entry, ended)
+            return f"{ended}: marked dead"
+    elif entry.node != this_node():
         return f"it runs on {entry.node}: a run attaches to a service of its own node"
-    if not server_alive(entry):
+    elif not server_alive(entry):
         mark_dead(path, entry, f"its server (pid {entry.pid} on {entry.node}) ended")
         return f"its server (pid {entry.pid}) is gone: marked dead"
     try:
@@ -112,7 +119,10 @@ def find_service(plan: Plan, outputs_root: str | Path) -> EndpointTarget | None:
             api=entry.api,
             model_id=entry.model_id,
             api_key=entry.api_key,
-            restart=functools.partial(restart_service, path, entry.pid),
+            # a SLURM job is not restarted by a run (its dataset fails with the reason)
+            restart=None
+            if entry.launcher == "slurm"
+            else functools.partial(restart_service, path, entry.pid),
             service_id=entry.id,
         )
     return None

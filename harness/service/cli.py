@@ -20,6 +20,13 @@ harness.serve: keep a model up across runs, served by vLLM's own OpenAI server.
       register it in DIR/services/<id>.json (mode 0600). It outlives this command. A later
       `python -m harness` run whose model and deployment match attaches to it instead of
       loading (the console says "attached to service <id> at <url>").
+  python -m harness.serve model=M strategy=S tier=T hydra/launcher=slurm [hydra.launcher.*=...]
+      the same as a SLURM job (submitted through submitit, as a sweep's job: GPUs and nodes from
+      the plan, CPUs, memory, time limit and partition from the tier; hydra.launcher.partition,
+      .timeout_min, .setup=[...], ... over them). It says whether the job is pending in the
+      queue (and why) or loading; its server listens on the node's address and requires the
+      API key harness generates (kept in the 0600 registry file only). Runs on any node attach
+      to it; --stop cancels the job (scancel); a job that ended is seen dead (sacct/squeue).
   python -m harness.serve --list [outputs_root=DIR]       the services, with their status
   python -m harness.serve --stop ID|all [outputs_root=DIR]
       stop a service (or all of yours): its processes end, its registry entry goes
@@ -32,10 +39,16 @@ Settings of the service (service.KEY=VALUE):
   service.startup_timeout_s=null  longest wait for ready; null: 300 s + 10 s per GB of weights
                                 (x2 on the CPU)
 
+Two serve commands of one deployment at once start one service: the second waits for the
+first's and reuses it. A service whose serve command was killed before it was ready is ended
+(its processes, its job) and shown dead by --list or the next serve command.
+
 Examples:
   python -m harness.serve model=tiny_char strategy=vllm
   python -m harness model=tiny_char strategy=vllm dataset=[arith_mc]   # attaches, loads nothing
   python -m harness.serve model=llama3_1_8b strategy=vllm tier=small service.host=0.0.0.0
+  python -m harness.serve model=llama3_1_70b strategy=tp4 tier=large hydra/launcher=slurm \
+      'hydra.launcher.setup=["source /shared/harness/.venv/bin/activate"]'
   python -m harness.serve --stop all
 
 docs/services.md tells the rest (matching, recovery, keys); `python -m harness --help` lists every

@@ -85,6 +85,17 @@ class ServiceEntry:
     """How many times harness started its server (1, then 2 after a restart)."""
     served: dict[str, Any] = field(default_factory=dict)
     """What the server reports of itself (``/v1/models``: ``max_model_len``, ``root``)."""
+    launcher: str = "local"
+    """Where the server runs: ``local`` (a process of this node) or ``slurm`` (a SLURM job)."""
+    job_id: str = ""
+    """The SLURM job that runs the server (``launcher`` slurm): its liveness, ``scancel``."""
+    starter_pid: int = 0
+    """The serve command that starts it (while ``starting``): gone with the server not up, the
+    entry is dead (``claim.reap_orphan``)."""
+    starter_start: int = 0
+    """That pid's start time (``/proc/<pid>/stat``), telling a reused pid apart."""
+    starter_node: str = ""
+    """The node the serve command runs on."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -180,9 +191,17 @@ def pid_start(pid: int) -> int | None:
     return int(after[19])
 
 
+def starter_gone(entry: ServiceEntry) -> bool:
+    """Whether the serve command that started ``entry`` is known to have ended (its pid ended or
+    is now another process's); False where it runs on another node (nothing here can tell)."""
+    if entry.starter_node != this_node() or entry.starter_pid <= 0:
+        return False
+    return pid_start(entry.starter_pid) != entry.starter_start
+
+
 def server_alive(entry: ServiceEntry) -> bool:
     """Whether the entry's server process is still running (this node only)."""
-    if entry.node != this_node() or entry.pid <= 0:
+    if entry.launcher != "local" or entry.node != this_node() or entry.pid <= 0:
         return False
     return pid_start(entry.pid) == entry.pid_start
 

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -140,9 +141,10 @@ def startup_budget_s(plan: Plan) -> float:
     return round(STARTUP_BASE_S + per_gb * plan.memory.weights_total_gb, 1)
 
 
-def start_server(entry: ServiceEntry) -> None:
-    """Start ``entry``'s server in a session of its own, logging to ``entry.log``; the entry
-    gets its pid, the pid's start time and one more start."""
+def start_server(entry: ServiceEntry, own_session: bool = True) -> subprocess.Popen[bytes]:
+    """Start ``entry``'s server, logging to ``entry.log``; the entry gets its pid, the pid's start
+    time and one more start. ``own_session``: in a session of its own, outliving this process (a
+    SLURM job keeps its server as its child instead: SLURM ends it with the job)."""
     env = {**os.environ, **entry.env}
     if entry.api_key:
         env["VLLM_API_KEY"] = entry.api_key
@@ -155,12 +157,36 @@ def start_server(entry: ServiceEntry) -> None:
             stderr=subprocess.STDOUT,
             env=env,
             cwd=Path(entry.log).parent,
-            start_new_session=True,  # its own session and group: it outlives this command
+            start_new_session=own_session,  # its own session and group: it outlives this command
         )
     entry.pid, entry.pid_start = process.pid, pid_start(process.pid) or 0
     entry.node, entry.started_at = this_node(), time.time()
     entry.starts += 1
     entry.status, entry.reason = Status.starting, ""
+    return process
+
+
+def free_port(host: str) -> int:
+    """A port nobody listens on at ``host`` now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def url_host(host: str) -> str:
+    """Where runs reach a server listening on ``host``: loopback for loopback and the wildcard
+    (``0.0.0.0`` listens there too), else the address itself."""
+    if host in ("0.0.0.0", "::", "localhost") or host.startswith("127."):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def local_pid_gone(entry: ServiceEntry) -> str | None:
+    """Why the entry's server process is not running here, or None while it runs."""
+    if pid_start(entry.pid) != entry.pid_start:
+        return "the server exited while starting"
+    return None
 
 
 def log_tail(path: str, lines: int = 15) -> str:
@@ -172,26 +198,35 @@ def log_tail(path: str, lines: int = 15) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
-def wait_ready(entry: ServiceEntry, tell: Callable[[str], None], every_s: float = 30.0) -> None:
+def wait_ready(
+    entry: ServiceEntry,
+    tell: Callable[[str], None],
+    every_s: float = 30.0,
+    gone: Callable[[ServiceEntry], str | None] = local_pid_gone,
+) -> None:
     """Wait until the server lists ``entry.model_id`` at ``/v1/models``, within the entry's
     start-up budget, saying what it waits for (and every ``every_s`` that it still waits); then
-    the health check. ``entry.served`` gets what the server reports of the model.
+    the health check. ``entry.served`` gets what the server reports of the model. ``gone`` says
+    why the server is no more (its pid here; its SLURM job), or None while it runs.
 
     Raises:
         ServiceError: the server exited, did not list the model in time, or failed the check.
     """
     budget = entry.startup_timeout_s
+    where = f"pid {entry.pid}" + (
+        f", SLURM job {entry.job_id} on {entry.node}" * bool(entry.job_id)
+    )
     tell(
-        f"waiting for vLLM's OpenAI server (pid {entry.pid}) to load {entry.model} and list it "
+        f"waiting for vLLM's OpenAI server ({where}) to load {entry.model} and list it "
         f"at {entry.url}/models: up to {budget:.0f}s (scaled by the model's size; "
         f"service.startup_timeout_s); its log: {entry.log}"
     )
     started = time.monotonic()
     said = started
     while True:
-        if pid_start(entry.pid) != entry.pid_start:
-            ended = f"the server exited while starting; its log ends:\n{log_tail(entry.log)}"
-            raise ServiceError(ended)
+        why = gone(entry)
+        if why:
+            raise ServiceError(f"{why}; its log ends:\n{log_tail(entry.log)}")
         with contextlib.suppress(NotAnswering):
             models = served_models(entry.url, entry.api_key)
             found = [m for m in models if m.get("id") == entry.model_id]

@@ -51,6 +51,7 @@ def test_help_list_and_stop_without_services(tmp_path):
     shown = run_module("harness.serve", "--help", cwd=tmp_path, timeout=60)
     assert shown.returncode == 0
     assert "--stop ID|all" in shown.stdout and "service.host" in shown.stdout
+    assert "hydra/launcher=slurm" in shown.stdout and "scancel" in shown.stdout
     listed = run_module("harness.serve", "--list", cwd=tmp_path, timeout=60)
     assert listed.returncode == 0 and "no services under" in listed.stdout
     stopped = run_module("harness.serve", "--stop", "nothing-123", cwd=tmp_path, timeout=60)
@@ -65,6 +66,7 @@ def test_help_list_and_stop_without_services(tmp_path):
         (["model=nope"], "model=nope: no such option"),
         (["strategy=vllm", "strategy.max_model_len=100000"], "max_model_len"),
         (["strategy=vllm", "strategy.tensor_parallel_size=x"], "does not compose"),
+        (["strategy=vllm", "hydra/launcher=submitit_local"], "Fix: hydra/launcher=slurm"),
     ],
 )
 def test_bad_input_exits_2_before_anything_starts(tmp_path, argv, needle):
