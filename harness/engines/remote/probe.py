@@ -2,9 +2,10 @@
 
 ``endpoint_problems(plan)`` (the endpoint's preflight, ``harness.engines.engine_problems``): the
 server is reachable and accepts the key, serves the model id, its context holds the plan's
-``max_model_len``, and its tokenizer (vLLM's ``/tokenize``) agrees with the model group's on a
-probe text. ``request_type_problems`` (once the datasets' tasks are built): a loglikelihood or
-perplexity task is asked only of an endpoint that returns prompt log-probabilities; a chat API
+``max_model_len``, and its tokenizer agrees with the model group's on a probe text (vLLM's
+``/tokenize``, else an echoed completion's prompt tokens: ``tokenizer_check.py``).
+``request_type_problems`` (once the datasets' tasks are built): a loglikelihood or perplexity task
+is asked only of an endpoint that returns prompt log-probabilities; a chat API
 never does, and a completions server is probed with one echoed request. Each problem names the
 value, the rule and the fix; nothing here sends a dataset's request.
 """
@@ -31,8 +32,6 @@ PROBE_TIMEOUT_S = 15.0
 """Longest a probe's request may take (no model answers these but the prompt-logprob probe)."""
 FIRST_ANSWER_TIMEOUT_S = 300.0
 """Longest the prompt-logprob probe may take: a fresh vLLM server's first request warms it up."""
-PROBE_TEXT = "The probe: 12 + 30 = 42; reverse 'abc' -> 'cba'.\nA B C"
-"""Text tokenized by the server and here; the two must agree token for token."""
 SCORED_TYPES = ("loglikelihood", "multiple_choice", "loglikelihood_rolling")
 """lm-eval's output types answered from prompt log-probabilities."""
 
@@ -182,32 +181,27 @@ def _context_problems(url: str, entry: dict[str, Any], plan: Plan) -> list[str]:
 
 
 def tokenizer_problems(transport: Transport, model_id: str, plan: Plan) -> list[str]:
-    """The server's tokens for ``PROBE_TEXT`` (vLLM's ``/tokenize``) against the model group's
-    tokenizer; a server without ``/tokenize`` cannot be compared (a warning, no refusal)."""
-    body = {"model": model_id, "prompt": PROBE_TEXT, "add_special_tokens": False}
-    try:
-        served = transport.request("POST", "/tokenize", body, PROBE_TIMEOUT_S).get("tokens")
-    except (EndpointError, EndpointGone) as err:
-        log.warning("the server has no usable /tokenize (%s): tokenizers not compared", err)
-        return []
+    """The server's tokens for a probe text against the model group's tokenizer
+    (``harness.engines.remote.tokenizer_check``: ``/tokenize``, else an echoed completion); a
+    server where neither answers cannot be compared (a warning and the record, no refusal)."""
     from transformers import AutoTokenizer
+
+    from harness.engines.remote.tokenizer_check import check_tokenizer
 
     model = plan.model_used
     source = tokenizer_source(plan)
     tokenizer = AutoTokenizer.from_pretrained(
         source, revision=model.revision, trust_remote_code=model.trust_remote_code
     )
-    local = tokenizer(PROBE_TEXT, add_special_tokens=False).input_ids
-    if served == local:
+    check = check_tokenizer(transport, model_id, tokenizer, source)
+    if not check.differs:
         return []
-    pairs = enumerate(zip(served or [], local, strict=False))
-    at = next((i for i, (a, b) in pairs if a != b), None)
-    where = f"first difference at token {at}" if at is not None else "lengths differ"
     return [
         f"the server's tokenizer differs from model '{model.name}''s ({source}): the probe text "
-        f"is {len(served or [])} token(s) there and {len(local)} here ({where}), so prompts, "
-        "truncation and token counts would not be what the server reads. Fix: model=<the model "
-        "the server serves> (or model.pretrained=<its checkpoint>), or the server of this model."
+        f"is {check.served} token(s) there and {check.local} here ({check.verdict}), so "
+        "prompts, truncation and token counts would not be what the server reads. Fix: "
+        "model=<the model the server serves> (or model.pretrained=<its checkpoint>), or the "
+        "server of this model."
     ]
 
 
