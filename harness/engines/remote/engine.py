@@ -101,15 +101,17 @@ class EndpointEngine:
 
     def _build_lm(self) -> Any:
         from harness.engines.remote.lm import ROUTES, EndpointChat, EndpointCompletions, adds_bos
+        from harness.engines.remote.probe import load_tokenizer
 
         plan, strategy, target = self.plan, self.plan.strategy_used, self.target
         model = plan.model_used
         chat = target.api == "chat"
+        self.tokenizer = load_tokenizer(plan)  # lm-eval keeps a tokenizer given as an object
         kwargs: dict[str, Any] = {
             "model": target.model_id,
             "base_url": self.transport.url(ROUTES[target.api]),
             "tokenizer_backend": None if chat else "huggingface",
-            "tokenizer": None if chat else tokenizer_source(plan),
+            "tokenizer": None if chat else self.tokenizer,
             "tokenized_requests": False if chat else strategy.tokenized_requests,
             "trust_remote_code": model.trust_remote_code,
             "revision": model.revision,
@@ -127,16 +129,10 @@ class EndpointEngine:
             kwargs["think_end_token"] = plan.engine_args["think_end_token"]
         with _quiet("lm_eval.models.api_models"):  # "Batch size > 1 detected": it is meant
             lm: Any = (EndpointChat if chat else EndpointCompletions)(**kwargs)
-        if chat:
-            from transformers import AutoTokenizer
+        if not chat:
+            from lm_eval.models.utils import configure_pad_token  # as lm-eval's own loading
 
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                tokenizer_source(plan),
-                revision=model.revision,
-                trust_remote_code=model.trust_remote_code,
-            )
-        else:
-            self.tokenizer = lm.tokenizer
+            lm.tokenizer = configure_pad_token(lm.tokenizer)
             lm.add_bos_token = adds_bos(lm.tokenizer)  # as lm-eval's vLLM model encodes
         lm.bind(self.transport, ROUTES[target.api], self.stall_timeout_s)
         return lm

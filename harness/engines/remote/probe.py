@@ -12,9 +12,11 @@ value, the rule and the fix; nothing here sends a dataset's request.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.engines.remote.target import EndpointTarget
@@ -41,6 +43,39 @@ def tokenizer_source(plan: Plan) -> str:
     pretrained = plan.model_used.pretrained
     local = resolve_project_path(pretrained)
     return str(local) if local.is_dir() else pretrained
+
+
+def load_tokenizer(plan: Plan) -> Any:
+    """The model group's tokenizer (``tokenizer_source``), as ``AutoTokenizer`` would load it.
+
+    A local folder whose ``tokenizer_config.json`` names a fast tokenizer class is loaded by that
+    class directly: importing ``AutoTokenizer`` imports transformers' whole model registry and
+    its generation code (about four times the import time of the class alone, measured here),
+    which an endpoint, that runs no model, never needs. Anything else goes through
+    ``AutoTokenizer``."""
+    import transformers
+
+    model = plan.model_used
+    source = tokenizer_source(plan)
+    named = _fast_class(source)
+    loader = getattr(transformers, named) if named else None
+    if loader is None:
+        from transformers import AutoTokenizer
+
+        loader = AutoTokenizer
+    return loader.from_pretrained(
+        source, revision=model.revision, trust_remote_code=model.trust_remote_code
+    )
+
+
+def _fast_class(source: str) -> str | None:
+    """The fast tokenizer class a local folder's ``tokenizer_config.json`` names, or None."""
+    config = Path(source) / "tokenizer_config.json"
+    try:
+        named = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return named if isinstance(named, str) and named.endswith("Fast") else None
 
 
 def probe_transport(
@@ -184,16 +219,11 @@ def tokenizer_problems(transport: Transport, model_id: str, plan: Plan) -> list[
     """The server's tokens for a probe text against the model group's tokenizer
     (``harness.engines.remote.tokenizer_check``: ``/tokenize``, else an echoed completion); a
     server where neither answers cannot be compared (a warning and the record, no refusal)."""
-    from transformers import AutoTokenizer
-
     from harness.engines.remote.tokenizer_check import check_tokenizer
 
     model = plan.model_used
     source = tokenizer_source(plan)
-    tokenizer = AutoTokenizer.from_pretrained(
-        source, revision=model.revision, trust_remote_code=model.trust_remote_code
-    )
-    check = check_tokenizer(transport, model_id, tokenizer, source)
+    check = check_tokenizer(transport, model_id, load_tokenizer(plan), source)
     if not check.differs:
         return []
     return [
