@@ -206,7 +206,7 @@ def test_a_dataset_that_fails_on_429s_counts_the_retries_it_spent(vllm_server, t
         result = run(tmp_path, *args, datasets("arith_mc", "reverse_gen"))
     finally:
         proxy.stop()
-    assert result["code"] == 1, result["out"][-3000:]
+    assert result["code"] == 1 and result["summary"], result["out"][-3000:]
     summary = result["summary"]
     failed = summary["datasets"]["reverse_gen"]
     assert failed["status"] == "failed" and "429" in failed["error_message"]

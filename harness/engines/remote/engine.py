@@ -106,13 +106,15 @@ class EndpointEngine:
         plan, strategy, target = self.plan, self.plan.strategy_used, self.target
         model = plan.model_used
         chat = target.api == "chat"
-        self.tokenizer = load_tokenizer(plan)  # lm-eval keeps a tokenizer given as an object
+        self.tokenizer = load_tokenizer(plan)
         kwargs: dict[str, Any] = {
             "model": target.model_id,
             "base_url": self.transport.url(ROUTES[target.api]),
-            "tokenizer_backend": None if chat else "huggingface",
-            "tokenizer": None if chat else self.tokenizer,
-            "tokenized_requests": False if chat else strategy.tokenized_requests,
+            # lm-eval would load the tokenizer through AutoTokenizer (a string only): built
+            # without one, the model group's is set below, as lm-eval's huggingface backend
+            "tokenizer_backend": "none",
+            "tokenizer": None,
+            "tokenized_requests": False,
             "trust_remote_code": model.trust_remote_code,
             "revision": model.revision,
             # lm-eval's concurrent path always (its cache keys tag each HTTP request with the
@@ -129,10 +131,12 @@ class EndpointEngine:
             kwargs["think_end_token"] = plan.engine_args["think_end_token"]
         with _quiet("lm_eval.models.api_models"):  # "Batch size > 1 detected": it is meant
             lm: Any = (EndpointChat if chat else EndpointCompletions)(**kwargs)
-        if not chat:
-            from lm_eval.models.utils import configure_pad_token  # as lm-eval's own loading
+        if not chat:  # what lm-eval's huggingface backend sets up, with the tokenizer loaded
+            from lm_eval.models.utils import configure_pad_token
 
-            lm.tokenizer = configure_pad_token(lm.tokenizer)
+            lm.tokenizer_backend = "huggingface"
+            lm.tokenizer = configure_pad_token(self.tokenizer)
+            lm.tokenized_requests = strategy.tokenized_requests
             lm.add_bos_token = adds_bos(lm.tokenizer)  # as lm-eval's vLLM model encodes
         lm.bind(self.transport, ROUTES[target.api], self.stall_timeout_s)
         return lm
