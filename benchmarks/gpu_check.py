@@ -8,7 +8,10 @@ Steps, each in its own process under its own time limit, the node's python for a
 and plans Llama-3.1-8B on this node), ``default_cuda`` (the embedded default, ``strategy=single``,
 ``tracking=none``, on the GPU, with NVML telemetry per phase), ``llama8b`` (a random bf16 model
 with Llama-3.1-8B's shape, built on the GPU, loaded by the HF engine; the planner's per-GPU
-figure set beside NVML's peak), ``gpu_tests`` (``pytest -m gpu tests/gpu``) and ``cpu_tests``
+figure set beside NVML's peak), ``served`` (vLLM's GPU OpenAI server with the bundled model, one
+bundled dataset through it with ``strategy=endpoint`` against the in-process vLLM engine's run:
+metrics equal; ``skipped`` where the node has no vLLM: gpu_check_served.py), ``gpu_tests``
+(``pytest -m gpu tests/gpu``) and ``cpu_tests``
 (the fast tests, last: they take what time is left). After every step the figures go to
 ``DIR/gpu_check.json``; the telemetry plots and step logs go beside it; a table ends the output.
 
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import gpu_check_gpu as gpu
+import gpu_check_served as served
 import gpu_check_steps as steps
 import gpu_check_wheels as wheels
 from common import add_common_args
@@ -43,6 +47,7 @@ STEPS: dict[str, steps.Step] = {
     "py312": steps.step_py312,
     "default_cuda": gpu.step_default_cuda,
     "llama8b": gpu.step_llama8b,
+    "served": served.step_served,
     "gpu_tests": gpu.step_gpu_tests,
     "cpu_tests": gpu.step_cpu_tests,
 }
@@ -122,13 +127,16 @@ def main(args: argparse.Namespace) -> int:
         for log in logs:
             f.write(f"===== {log.name} =====\n{log.read_text(errors='replace')[-2_000_000:]}\n")
     failed = [r["step"] for r in report["steps"] if r["status"] == "failed"]
-    report["failed"] = failed
+    skipped = [r["step"] for r in report["steps"] if r["status"] == "skipped"]
+    report["failed"], report["skipped"] = failed, skipped
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
         shutil.copy(out / "gpu_check.json", args.json)
     print(f"\n{table(report['steps'])}")
     total = time.time() - started
-    verdict = "FAILED: " + ", ".join(failed) if failed else "all steps passed"
+    verdict = "FAILED: " + ", ".join(failed) if failed else "every step that ran passed"
+    if skipped:
+        verdict += "; skipped (not run): " + ", ".join(skipped)
     print(f"gpu_check ({mode}): {verdict}; {total:.0f}s; {out}/gpu_check.json", flush=True)
     return 1 if failed else 0
 

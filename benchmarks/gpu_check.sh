@@ -11,7 +11,9 @@
 # from the tree, as an editable install would), and runs benchmarks/gpu_check.py: Python 3.12
 # compile/import/plan-only, the embedded default on CUDA with NVML telemetry per phase, a random
 # bf16 model of Llama-3.1-8B's shape built on the GPU and loaded by the HF engine (planner's
-# per-GPU figure beside NVML's peak), pytest -m gpu tests/gpu, then the fast CPU tests. Figures:
+# per-GPU figure beside NVML's peak), the served path (vLLM's GPU OpenAI server with the bundled
+# model, one dataset through strategy=endpoint, metrics against the in-process vLLM engine's;
+# skipped where the node has no vLLM), pytest -m gpu tests/gpu, then the fast CPU tests. Figures:
 # DIR/gpu_check.json, plots DIR/*_telemetry.png, logs DIR/gpu_check.log and DIR/steps.log.
 #
 # With the device tool (run the dry run here first: it builds the wheel folder that travels):
@@ -37,7 +39,7 @@ usage: bash benchmarks/gpu_check.sh [--dry-run] [--out DIR] [--wheels DIR] [--bu
   --wheels DIR     the carried wheel folder (default: benchmarks/gpu_wheels)
   --budget S       hard limit for the whole script in seconds (default 530 on the node, 900 dry)
   --only STEPS     comma-separated steps: wheels,size,closure,py312,default_cuda,llama8b,
-                   gpu_tests,cpu_tests
+                   served,gpu_tests,cpu_tests
   --smoke-cpu-tests
                    dry run: collect the fast CPU tests but run only a few folders of them
                    (seconds instead of about 70 s on two cores)

@@ -36,6 +36,7 @@ CAPS = {
     "py312": 240,
     "default_cuda": 150,
     "llama8b": 270,
+    "served": 360,
     "gpu_tests": 200,
     "cpu_tests": 600,
 }
@@ -44,6 +45,11 @@ CAPS = {
 
 class StepFailed(Exception):
     """A step's check did not hold; the message says what was seen."""
+
+
+class StepSkipped(Exception):
+    """A step that cannot run here (what it needs is missing); the message says what. Recorded
+    as ``skipped``, never as passed."""
 
 
 @dataclass
@@ -83,17 +89,18 @@ def describe(python: str) -> str:
     return f"{version} ({python})"
 
 
-def env(ctx: Context, *, fake_gpu: bool = True, **extra: str) -> dict[str, str]:
+def env(ctx: Context, *, fake_gpu: bool = True, block: bool = True, **extra: str) -> dict[str, str]:
     """The steps' environment: offline, the tree and plugins importable, on the node the wheels'
     site first (gpu_check.sh); in the dry run the node's missing packages hidden (a
-    ``sitecustomize``) and, where ``fake_gpu``, the tests' fake NVML of an H200."""
+    ``sitecustomize``; not where ``block`` is false) and, where ``fake_gpu``, the tests' fake
+    NVML of an H200."""
     path = [str(ROOT), str(ROOT / "plugins")]
     values: dict[str, str] = {
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    if ctx.dry:
+    if ctx.dry and block:
         path = [str(blocker(ctx)), *path]
     if ctx.dry and fake_gpu:
         path.insert(0, str(FAKE_NVML))
@@ -128,6 +135,7 @@ def run(
     *,
     python: str | None = None,
     fake_gpu: bool = True,
+    block: bool = True,
     **extra: str,
 ) -> str:
     """Run ``cmd`` (``python`` first) from the tree; its output goes to the step's log.
@@ -146,7 +154,7 @@ def run(
         proc = subprocess.Popen(
             full,
             cwd=ROOT,
-            env=env(ctx, fake_gpu=fake_gpu, **extra),
+            env=env(ctx, fake_gpu=fake_gpu, block=block, **extra),
             stdout=f,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -178,6 +186,8 @@ def run_step(ctx: Context, name: str, fn: Step) -> dict[str, Any]:
         record["summary"], record["figures"] = summary, figures
     except StepFailed as err:
         record["status"], record["summary"] = "failed", str(err)
+    except StepSkipped as err:
+        record["status"], record["summary"] = "skipped", str(err)
     except Exception as err:  # a bug of the check itself: say so and go on to the next step
         record["status"], record["summary"] = "failed", f"{type(err).__name__}: {err}"
         record["traceback"] = traceback.format_exc()

@@ -4,6 +4,10 @@ as it came and misbehaves on purpose, as servers under load and networks do.
 - ``throttle_every=N``: every N-th dataset request (a POST to ``/v1/completions`` whose prompt
   is a list: token ids or a batch; the probes and health checks send one string) is answered
   ``429 Too Many Requests`` (``Retry-After: 0``) without reaching the server;
+- ``throttle_kind="generate"`` (or ``"scored"``): every dataset request of that kind (a
+  generation, or an echoed request for prompt log-probabilities) is answered 429, so its dataset
+  fails for good after its tries;
+- ``no_tokenize=True``: ``/tokenize`` answers 404 (a server without vLLM's route);
 - ``delay_every=N``, ``delay_s``: every N-th such request waits that long before it is
   forwarded;
 - ``max_model_len=N``: its ``/v1/models`` says the server's context is N tokens (a server
@@ -11,8 +15,9 @@ as it came and misbehaves on purpose, as servers under load and networks do.
 - ``down()`` / ``up()``: the port stops listening (connection refused) and listens again;
 - ``hang()``: requests are taken but never answered, until ``up()``.
 
-It counts what it saw (``posts``, ``throttled``, ``delayed``, ``paths``), and runs on an event
-loop of its own thread, so a test drives it from outside while a harness run goes through it.
+It counts what it saw (``posts``, ``throttled`` and ``throttled_kinds``, ``delayed``,
+``paths``), and runs on an event loop of its own thread, so a test drives it from outside while a
+harness run goes through it.
 """
 
 from __future__ import annotations
@@ -36,8 +41,12 @@ class Proxy:
         delay_every: int = 0,
         delay_s: float = 0.0,
         max_model_len: int | None = None,
+        throttle_kind: str | None = None,
+        no_tokenize: bool = False,
     ) -> None:
         self.upstream = upstream.rstrip("/")
+        self.throttle_kind, self.no_tokenize = throttle_kind, no_tokenize
+        self.throttled_kinds: Counter[str] = Counter()
         self.max_model_len = max_model_len
         self.throttle_every, self.delay_every, self.delay_s = throttle_every, delay_every, delay_s
         self.posts = self.throttled = self.delayed = 0
@@ -119,10 +128,15 @@ class Proxy:
         while self.hanging:
             await asyncio.sleep(0.1)
         body = await request.read()
+        if self.no_tokenize and request.path == "/tokenize":
+            return web.json_response({"error": "not found (test proxy)"}, status=404)
         if request.method == "POST" and request.path == COMPLETIONS and _listed_prompt(body):
             self.posts += 1
-            if self.throttle_every and self.posts % self.throttle_every == 0:
+            kind = _kind(body)
+            every = self.throttle_every and self.posts % self.throttle_every == 0
+            if every or kind == self.throttle_kind:
                 self.throttled += 1
+                self.throttled_kinds[kind] += 1
                 return web.json_response(
                     {"error": "too many requests (test proxy)"},
                     status=429,
@@ -144,6 +158,11 @@ class Proxy:
                 payload = json.dumps(listed).encode()
             kept = {"Content-Type": upstream.headers.get("Content-Type", "application/json")}
             return web.Response(body=payload, status=upstream.status, headers=kept)
+
+
+def _kind(body: bytes) -> str:
+    """``scored`` for a request echoing the prompt's log-probabilities, else ``generate``."""
+    return "scored" if json.loads(body).get("echo") else "generate"
 
 
 def _listed_prompt(body: bytes) -> bool:

@@ -59,23 +59,42 @@ class Answered:
     """Tokens the model read for each request (its context and scored continuation)."""
     generated_tokens: list[int]
     """Tokens the model produced for each request (0 but for ``generate_until``)."""
-    retries: int = 0
-    """Requests sent again after a transport error (an endpoint's timeouts, 429s, 5xx) before
-    these answers came back whole; 0 for an engine without a transport."""
 
     def part(self, start: int, stop: int) -> Answered:
-        """The answers of requests ``start`` to ``stop`` (one dataset's slice of a merged call),
-        with its share of the call's retries (by requests, rounded so the shares add up)."""
-        count = len(self.answers)
-        retries = 0
-        if self.retries and count:
-            retries = round(self.retries * stop / count) - round(self.retries * start / count)
+        """The answers of requests ``start`` to ``stop`` (one dataset's slice of a merged call)."""
         return Answered(
             self.answers[start:stop],
             self.prompt_tokens[start:stop],
             self.generated_tokens[start:stop],
-            retries,
         )
+
+
+RETRIED = "harness_retried"
+"""The attribute an engine with a transport marks a request with: ``{HTTP request: retries}``
+for each HTTP request that carried it and was sent again (``note_retries``)."""
+
+
+def note_retries(request: Any, http_request: int, retries: int) -> None:
+    """Mark ``request`` as carried by HTTP request number ``http_request`` (unique in the
+    process), which was sent ``retries`` times again: the dataset that sent ``request`` counts
+    them (``retries_of``), whether the call then succeeded or failed."""
+    marks = getattr(request, RETRIED, None)
+    if marks is None:
+        marks = {}
+        setattr(request, RETRIED, marks)
+    marks[http_request] = retries
+
+
+def retries_of(requests: Sequence[Any]) -> int:
+    """The retries of the HTTP requests that carried any of ``requests``, each HTTP request
+    once however many of them it carried; the marks are taken (a second call counts 0)."""
+    calls: dict[int, int] = {}
+    for request in requests:
+        marks = getattr(request, RETRIED, None)
+        if marks:
+            calls.update(marks)
+            setattr(request, RETRIED, None)
+    return sum(calls.values())
 
 
 class Engine(Protocol):
@@ -189,7 +208,8 @@ class RequestMeter:
     by_type: dict[str, int] = field(default_factory=dict)
     """Requests per lm-eval request type."""
     retried: int = 0
-    """Requests the engine's transport sent again (``Answered.retries``)."""
+    """HTTP requests the engine's transport sent again that carried requests of this dataset
+    (``retries_of``; one shared with another dataset's requests counts for both)."""
 
     def reset(self) -> None:
         self.requests = self.prompt_tokens = self.generated_tokens = self.retried = 0
@@ -202,7 +222,6 @@ class RequestMeter:
         self.by_type[request_type] = self.by_type.get(request_type, 0) + count
         self.prompt_tokens += sum(answered.prompt_tokens)
         self.generated_tokens += sum(answered.generated_tokens)
-        self.retried += answered.retries
 
 
 def recordable(value: Any) -> Any:

@@ -239,6 +239,7 @@ def _write_error(ev: Evaluation, name: str, outcome: DatasetOutcome, err: Except
         "task": outcome.task,
         "error_type": outcome.error_type,
         "error_message": str(err),
+        "requests_retried": outcome.requests_retried,  # spent before it failed
         "traceback": "".join(traceback.format_exception(err)),
     }
     try:

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from harness.engines.base import Engine, RequestMeter
+from harness.engines.base import Engine, RequestMeter, retries_of
 from harness.evaluation.gate import EngineGate
 from harness.record.journal import RequestJournal
 
@@ -151,7 +151,10 @@ class JournaledLM(_lm_base()):  # type: ignore[misc]
             part = missing[start : start + self._slice]
             sent = [requests[i] for i, _ in part]
             began = time.perf_counter()
-            answered = self._gate.send(op, sent)
+            try:
+                answered = self._gate.send(op, sent)
+            finally:  # a slice that failed spent its retries too
+                self.meter.retried += retries_of(sent)
             self._resize(len(part), time.perf_counter() - began)
             got = answered.answers  # as many as sent: the gate checks
             self.meter.record(op, answered)

@@ -12,7 +12,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -153,15 +153,39 @@ class Sampler:
         return self.recording
 
 
-def open_sampler(interval_s: float, clock: Callable[[], float] = time.time) -> Sampler | str:
-    """A sampler of every GPU of this node (not started), or why there is none."""
+def open_sampler(
+    interval_s: float,
+    clock: Callable[[], float] = time.time,
+    visible: Sequence[str] | None = None,
+) -> Sampler | str:
+    """A sampler of every GPU of this node (not started), or why there is none; ``visible``:
+    only the GPUs a process's ``CUDA_VISIBLE_DEVICES`` entries name (``select_gpus``)."""
     nvml, why_not = import_nvml()
     if nvml is None:
         return why_not or "NVML unavailable"
     try:
-        gpus = list_gpus(nvml)
+        gpus = select_gpus(list_gpus(nvml), visible)
+        if not gpus:
+            return "the process watched sees no GPU (its CUDA_VISIBLE_DEVICES is empty)"
         sampler = Sampler(Reader(nvml, gpus), interval_s, clock)
         sampler.recording.topology = topology(nvml, gpus)
     except nvml.NVMLError as err:
         return f"NVML failed while listing the GPUs ({err})"
     return sampler
+
+
+def select_gpus(gpus: list[Gpu], visible: Sequence[str] | None) -> list[Gpu]:
+    """The GPUs ``CUDA_VISIBLE_DEVICES`` entries name: an index (NVML's order, which is CUDA's
+    under ``CUDA_DEVICE_ORDER=PCI_BUS_ID``) or a UUID or its prefix (``GPU-8f2...``). None: every
+    GPU; entries that name none of them (MIG instances, ``-1``): every GPU too, as nothing better
+    is known; no entry: none."""
+    if visible is None:
+        return gpus
+    chosen: list[Gpu] = []
+    for entry in visible:
+        if entry.isdigit():
+            found = [g for g in gpus if g.index == int(entry)]
+        else:
+            found = [g for g in gpus if entry.startswith("GPU-") and g.uuid.startswith(entry)]
+        chosen += [g for g in found if g not in chosen]
+    return chosen if chosen or not visible else gpus

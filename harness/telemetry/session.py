@@ -4,6 +4,10 @@ and at the end the files and MLflow records.
 ``load_started`` begins phase ``load`` and ``loaded`` ends it; ``dataset_started`` begins the
 dataset's phase and ``dataset_done`` or ``dataset_failed`` ends it (a resumed dataset is not
 evaluated and has no phase). Every failure here is a warning: telemetry never ends an evaluation.
+
+A run on an endpoint (``strategy=endpoint``) watches the server's GPUs where the server runs on
+this node (those of its ``CUDA_VISIBLE_DEVICES``, else every GPU: ``engines/remote/place.py``),
+and samples nothing where it runs elsewhere; the record says which (``endpoint``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from harness.telemetry.sampler import Recording, Sampler, open_sampler
 
 if TYPE_CHECKING:
     from harness.config.schema import TelemetryConfig
+    from harness.engines.remote.place import ServerPlace
     from harness.planning.plan import Plan
     from harness.record.outcome import DatasetOutcome
     from harness.telemetry.nodes import NodeSamplers
@@ -32,7 +37,11 @@ class Telemetry:
     nodes' (every method a no-op when there is nothing to sample)."""
 
     def __init__(
-        self, sampler: Sampler | None, title: str = "", interval_s: float | None = None
+        self,
+        sampler: Sampler | None,
+        title: str = "",
+        interval_s: float | None = None,
+        endpoint: str | None = None,
     ) -> None:
         self.sampler = sampler
         """This node's sampler; None without GPUs or NVML."""
@@ -49,6 +58,8 @@ class Telemetry:
         self.stopped = False
         self.interval_s = interval_s
         """Seconds between readings; None when telemetry is off."""
+        self.endpoint = endpoint
+        """For a run on an endpoint: what is watched of its server (``ServerPlace.telemetry``)."""
 
     @classmethod
     def start(cls, config: TelemetryConfig, plan: Plan) -> Telemetry:
@@ -60,11 +71,16 @@ class Telemetry:
         if not config.enabled:
             say("telemetry: off (telemetry.enabled=false)", show=False)
             return cls(None)
-        found = open_sampler(config.interval_s)
+        place = _endpoint_place(plan)
+        endpoint = place.telemetry() if place is not None else None
+        if place is not None and not place.on_this_node:
+            say(f"telemetry: {endpoint}", show=False)
+            return cls(None, interval_s=config.interval_s, endpoint=endpoint)
+        found = open_sampler(config.interval_s, visible=place.visible if place else None)
         if isinstance(found, str):
             on_gpus = plan.device == "cuda"
             say(f"telemetry: no GPU telemetry on this node: {found}; the run goes on", show=on_gpus)
-            return cls(None, interval_s=config.interval_s)
+            return cls(None, interval_s=config.interval_s, endpoint=endpoint)
         found.start()
         gpus = found.recording.gpus
         say(
@@ -72,7 +88,8 @@ class Telemetry:
             f" every {config.interval_s:g}s",
             show=False,
         )
-        return cls(found, title=f"{plan.model} | {plan.strategy}", interval_s=config.interval_s)
+        title = f"{plan.model} | {plan.strategy}"
+        return cls(found, title=title, interval_s=config.interval_s, endpoint=endpoint)
 
     def follow_cluster(self) -> None:
         """Sample the other nodes of the Ray cluster this process is connected to, if it has any
@@ -147,13 +164,14 @@ class Telemetry:
         """Write telemetry.json/csv/png to ``root`` (``harness.tracking.rundir`` logs them);
         returns what summary.json keeps (None when nothing was sampled)."""
         self.stop()
+        said = {"endpoint": self.endpoint} if self.endpoint else {}
         if not self.recordings:
-            return None
+            return said or None
         try:
-            return self._record(root, outcomes, self.recordings)
+            return said | self._record(root, outcomes, self.recordings)
         except Exception as err:  # telemetry must never end the run
             log.warning("GPU telemetry could not be recorded (%s: %s)", type(err).__name__, err)
-            return {"error": f"{type(err).__name__}: {err}"}
+            return said | {"error": f"{type(err).__name__}: {err}"}
 
     def _record(
         self,
@@ -204,3 +222,13 @@ class Telemetry:
             },
             "shared_phases": [p.name for p in phases if SEPARATOR in p.name],
         }
+
+
+def _endpoint_place(plan: Plan) -> ServerPlace | None:
+    """Where a ``strategy=endpoint`` plan's server runs (None for any other plan)."""
+    base_url = plan.strategy_used.base_url
+    if plan.engine != "endpoint" or not base_url:
+        return None
+    from harness.engines.remote.place import place_of
+
+    return place_of(base_url)

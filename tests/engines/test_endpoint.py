@@ -145,7 +145,11 @@ def test_the_record_holds_the_servers_facts_and_no_secret(vllm_server, at_once):
     assert engine["server"]["max_model_len"] == 256
     assert engine["server"]["version"]  # vLLM's /version
     assert engine["requests_retried"] == 0
-    assert "not available" in engine["telemetry"]
+    # the server runs on this node: watched on its GPUs (none here: nothing sampled), said so
+    pid = vllm_server.pgid  # the server leads its process group
+    watched = f"per phase on this node: every GPU of it (the server: pid {pid})"
+    assert engine["telemetry"] == watched == at_once["summary"]["telemetry"]["endpoint"]
+    assert engine["tokenizer_check"] == "equal (/tokenize)"
     assert at_once["summary"]["plan"]["memory"]["needed"] == 0
     for text in [at_once["out"], *(p.read_text(errors="replace") for p in files(at_once))]:
         assert "pw-s3cret-77" not in text
@@ -162,8 +166,11 @@ def files(result: dict[str, Any]) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def throttled(vllm_server: VLLMServer, tmp_path_factory) -> dict[str, Any]:
-    """Three datasets at once through a proxy that answers 429 to every fifth request."""
-    proxy = Proxy(vllm_server.root, throttle_every=5, delay_every=7, delay_s=0.3).start()
+    """Three datasets at once through a proxy that answers 429 to every fifth request, and has
+    no /tokenize (the tokenizers are compared through an echoed completion)."""
+    proxy = Proxy(
+        vllm_server.root, throttle_every=5, delay_every=7, delay_s=0.3, no_tokenize=True
+    ).start()
     try:
         args = endpoint(proxy.url, "strategy.retry_wait_s=0.05", "strategy.num_concurrent=4")
         root = tmp_path_factory.mktemp("throttled")
@@ -178,11 +185,39 @@ def test_429s_are_retried_and_counted_and_never_scored(in_process, throttled):
     assert proxy.throttled > 0 and proxy.delayed > 0
     reference = metrics(in_process)
     assert metrics(throttled) == {k: reference[k] for k in ("arith_mc", "reverse_gen", "story_ppl")}
-    outcomes = throttled["summary"]["datasets"].values()
-    assert sum(d["requests_retried"] for d in outcomes) == proxy.throttled
+    outcomes = throttled["summary"]["datasets"]
+    # each dataset its own retries (three request types: no HTTP request carries two datasets)
+    assert outcomes["reverse_gen"]["requests_retried"] == proxy.throttled_kinds["generate"]
+    scored = outcomes["arith_mc"]["requests_retried"] + outcomes["story_ppl"]["requests_retried"]
+    assert scored == proxy.throttled_kinds["scored"]
     assert throttled["summary"]["engine"]["requests_retried"] == proxy.throttled
     assert throttled["summary"]["engine"]["concurrency_lowest"] < 4  # halved on a 429
     assert "requests retried (transport errors, not scored)" in throttled["out"]
+    assert throttled["summary"]["engine"]["tokenizer_check"] == "equal (echoed prompt tokens)"
+
+
+def test_a_dataset_that_fails_on_429s_counts_the_retries_it_spent(vllm_server, tmp_path):
+    """Every generation request is answered 429: reverse_gen fails after its tries (nothing of
+    it scored), its outcome and error record count every retry the run made (all were its
+    own); arith_mc, at once beside it, finishes with none."""
+    proxy = Proxy(vllm_server.root, throttle_kind="generate").start()
+    try:
+        args = endpoint(proxy.url, "strategy.max_retries=3", "strategy.retry_wait_s=0.01")
+        result = run(tmp_path, *args, datasets("arith_mc", "reverse_gen"))
+    finally:
+        proxy.stop()
+    assert result["code"] == 1 and result["summary"], result["out"][-3000:]
+    summary = result["summary"]
+    failed = summary["datasets"]["reverse_gen"]
+    assert failed["status"] == "failed" and "429" in failed["error_message"]
+    assert failed["requests_retried"] == summary["engine"]["requests_retried"] > 0
+    assert proxy.throttled_kinds["generate"] > failed["requests_retried"]  # and the last tries
+    from harness.record.rundir import RunDirectory
+
+    error = json.loads(RunDirectory(result["run_dir"]).dataset_error("reverse_gen").read_text())
+    assert error["requests_retried"] == failed["requests_retried"]
+    assert summary["datasets"]["arith_mc"]["status"] == "ok"
+    assert summary["datasets"]["arith_mc"]["requests_retried"] == 0
 
 
 def refused(result: dict[str, Any], proxy: Proxy, *needles: str) -> None:
@@ -218,8 +253,13 @@ def test_bad_servers_are_refused_before_any_request(vllm_server, tmp_path):
             f"model.pretrained={other}",
             datasets("reverse_gen"),
         )
-        refused(tokenizer, proxy, "tokenizer differs", "Fix: model=")
+        refused(tokenizer, proxy, "tokenizer differs", "/tokenize: first difference", "Fix: model=")
         assert proxy.paths["POST /tokenize"] >= 1
+        proxy.no_tokenize = True  # a server without /tokenize: its echoed prompt tokens differ
+        swapped = [*endpoint(proxy.url), f"model.pretrained={other}", datasets("reverse_gen")]
+        echoed = run(tmp_path / "echo", *swapped)
+        refused(echoed, proxy, "tokenizer differs", "(echoed prompt tokens: first difference")
+        proxy.no_tokenize = False
         proxy.max_model_len = 128  # as if started with --max-model-len 128
         short = run(tmp_path / "short", *endpoint(proxy.url), datasets("reverse_gen"))
         refused(short, proxy, "context of 128 tokens", "strategy.max_model_len=128")

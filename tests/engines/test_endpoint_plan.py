@@ -1,14 +1,16 @@
 """``strategy=endpoint`` as planned and keyed, before any server is asked: no memory fit, every
 dataset at once, the URL's credentials masked, the server in the result key; and the pieces of
-the endpoint engine that need no server (retries shared by a merged call's datasets, an answer
-without prompt log-probabilities caught)."""
+the endpoint engine that need no server (each HTTP request's retries given to the requests it
+carried, counted once per dataset through a merged call, a failed one too; an answer without
+prompt log-probabilities caught)."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 from harness.config.schema import to_run_config
-from harness.engines.base import Answered, RequestMeter
+from harness.engines.base import retries_of
 from harness.planning.preflight import checked_plan
 from harness.views import format_plan, format_plan_line
 
@@ -57,14 +59,53 @@ def test_the_result_key_names_the_server(compose_cfg):
     }
 
 
-def test_a_merged_calls_retries_are_shared_by_its_slices():
-    answered = Answered(list(range(10)), [1] * 10, [0] * 10, retries=7)
-    parts = [answered.part(0, 3), answered.part(3, 4), answered.part(4, 10)]
-    assert sum(p.retries for p in parts) == 7
-    meter = RequestMeter()
-    for part in parts:
-        meter.record("loglikelihood", part)
-    assert meter.retried == 7 and meter.requests == 10
+def requests(*args: tuple[str, ...]) -> list[SimpleNamespace]:
+    return [SimpleNamespace(args=a) for a in args]
+
+
+def test_each_http_requests_retries_go_to_the_requests_it_carried():
+    """lm-eval's cache keys tag each HTTP request; equal requests take them in order."""
+    from harness.engines.remote.retries import mark_retries
+    from harness.engines.remote.transport import RetryCount
+
+    a, b, a2, c = requests(("a", " x"), ("b", " y"), ("a", " x"), ("c", " z"))
+    count = RetryCount(
+        retried=5,
+        each=[2, 0, 3],
+        tags=[[("b", " y"), ("a", " x")], [("a", " x")], [("c", " z")]],
+    )
+    mark_retries("loglikelihood", [a, b, a2, c], count)
+    assert retries_of([a2]) == 0  # the second ("a", " x") went in the request never retried
+    assert retries_of([a, b]) == 2  # one HTTP request carried both: counted once
+    assert retries_of([c]) == 3
+    assert retries_of([a, b, c]) == 0  # taken: counted once
+
+
+def test_a_generations_retries_are_matched_by_its_context():
+    from harness.engines.remote.retries import mark_retries
+    from harness.engines.remote.transport import RetryCount
+
+    short, long = requests(("2+2=", {"until": ["\n"]}), ("reverse: abc", {"until": ["\n"]}))
+    count = RetryCount(
+        retried=1, each=[1, 0], tags=[[("reverse: abc", {"until": ["\n"]})], [("2+2=", {})]]
+    )
+    mark_retries("generate_until", [short, long], count)
+    assert (retries_of([short]), retries_of([long])) == (0, 1)
+
+
+def test_a_merged_calls_retries_are_each_datasets_own():
+    """Two datasets' slices merged into one engine call (one HTTP request carrying a prompt of
+    each): each dataset counts the retries of its own requests' HTTP requests, the shared one in
+    both, whether the call then succeeded or failed (the marks are made either way)."""
+    from harness.engines.remote.retries import mark_retries
+    from harness.engines.remote.transport import RetryCount
+
+    first = requests(("q1", " a"), ("q2", " b"))
+    second = requests(("q3", " c"))
+    tags = [[("q1", " a"), ("q3", " c")], [("q2", " b")]]
+    mark_retries("loglikelihood", first + second, RetryCount(retried=4, each=[1, 3], tags=tags))
+    assert retries_of(first) == 4  # both of its HTTP requests
+    assert retries_of(second) == 1  # the one it shared with the first dataset
 
 
 def test_an_answer_without_the_prompts_logprobs_is_caught():

@@ -93,6 +93,22 @@ def test_transport_errors_are_retried_and_counted(peer):
     assert peer.seen == 4
 
 
+@pytest.mark.parametrize("peer", [[200, 429, 429, 200, 500, 500, 500]], indirect=True)
+def test_each_requests_retries_are_counted_with_its_tag_even_when_it_fails(peer):
+    """Three calls into one count: the first answers, the second after two 429s, the third
+    fails for good after three 500s (tries 3): each keeps its retries, beside its tag."""
+    link, count = transport(peer.url, tries=3), RetryCount()
+    try:
+        link.post_many("completions", [{"n": 0}], count, tags=["zero"])
+        link.post_many("completions", [{"n": 1}], count, tags=["one"])
+        with pytest.raises(EndpointError):
+            link.post_many("completions", [{"n": 2}], count, tags=["two"])
+    finally:
+        link.close()
+    assert count.tags == ["zero", "one", "two"]
+    assert count.each == [0, 2, 2] and count.retried == 4 == link.retried
+
+
 @pytest.mark.parametrize("peer", [[400]], indirect=True)
 def test_a_client_error_is_not_retried(peer):
     link = transport(peer.url)

@@ -7,10 +7,7 @@ an energy counter (its energy is power integrated), GPUs 0 and 1 joined by NVLin
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -66,23 +63,6 @@ class Clock:
     def __call__(self) -> float:
         self.now += 1.0
         return self.now
-
-
-@pytest.fixture
-def fake_nvml(monkeypatch, tmp_path):
-    """The fake NVML as ``pynvml`` in this process; returns a function that scripts the node."""
-    spec = importlib.util.spec_from_file_location("pynvml", FAKE_NVML)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setitem(sys.modules, "pynvml", module)
-
-    def script(node: dict) -> None:
-        path = tmp_path / f"nvml_{len(list(tmp_path.glob('nvml_*')))}.json"
-        path.write_text(json.dumps(node))
-        monkeypatch.setenv("FAKE_NVML_SCRIPT", str(path))
-
-    return script
 
 
 def scripted_run(node: dict) -> Recording:

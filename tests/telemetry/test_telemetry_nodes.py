@@ -12,7 +12,7 @@ import pytest
 from harness.telemetry.export import csv_points, to_csv
 from harness.telemetry.summary import summarize
 from tests.conftest import FAKE_NVML
-from tests.telemetry.test_telemetry import NODE, fake_nvml  # noqa: F401 (a fixture)
+from tests.telemetry.test_telemetry import NODE
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -73,7 +73,7 @@ def test_every_node_is_sampled_and_labelled(two_nodes):
     assert not ray.util.list_named_actors()  # nothing left running on the nodes
 
 
-def test_a_run_records_its_own_node_and_the_others(two_nodes, fake_nvml, tmp_path):  # noqa: F811
+def test_a_run_records_its_own_node_and_the_others(two_nodes, fake_nvml, tmp_path):
     """The run's Telemetry samples this node (three fake GPUs, in-process) and follows the other
     node through its actor; telemetry.json, the CSV and the plot hold both."""
     from types import SimpleNamespace

@@ -34,9 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TELEMETRY = "not available: the model runs on a server elsewhere, not on this node's GPUs"
-"""What the record says of GPU telemetry for an endpoint."""
-
 
 def target_of(plan: Plan) -> EndpointTarget:
     """The endpoint a ``strategy=endpoint`` plan names, its API key read from the environment
@@ -75,6 +72,7 @@ class EndpointEngine:
 
     def __init__(self, plan: Plan, target: EndpointTarget) -> None:
         from harness.engines.remote.probe import server_facts
+        from harness.engines.remote.tokenizer_check import check_tokenizer
         from harness.engines.remote.transport import Transport
 
         self.plan, self.target = plan, target
@@ -93,6 +91,9 @@ class EndpointEngine:
         try:
             self.lm: Any = self._build_lm()
             self.server = server_facts(self.transport, target.model_id)
+            self.tokenizer_check = check_tokenizer(
+                self.transport, target.model_id, self.tokenizer, tokenizer_source(plan)
+            ).verdict  # the preflight's, for a run on strategy=endpoint: asked once
             self.check()  # the first request warms a fresh server up: part of the load
         except BaseException:
             self.transport.close()
@@ -100,19 +101,25 @@ class EndpointEngine:
 
     def _build_lm(self) -> Any:
         from harness.engines.remote.lm import ROUTES, EndpointChat, EndpointCompletions, adds_bos
+        from harness.engines.remote.probe import load_tokenizer
 
         plan, strategy, target = self.plan, self.plan.strategy_used, self.target
         model = plan.model_used
         chat = target.api == "chat"
+        self.tokenizer = load_tokenizer(plan)
         kwargs: dict[str, Any] = {
             "model": target.model_id,
             "base_url": self.transport.url(ROUTES[target.api]),
-            "tokenizer_backend": None if chat else "huggingface",
-            "tokenizer": None if chat else tokenizer_source(plan),
-            "tokenized_requests": False if chat else strategy.tokenized_requests,
+            # lm-eval would load the tokenizer through AutoTokenizer (a string only): built
+            # without one, the model group's is set below, as lm-eval's huggingface backend
+            "tokenizer_backend": "none",
+            "tokenizer": None,
+            "tokenized_requests": False,
             "trust_remote_code": model.trust_remote_code,
             "revision": model.revision,
-            "num_concurrent": strategy.num_concurrent,
+            # lm-eval's concurrent path always (its cache keys tag each HTTP request with the
+            # prompts it carries); the transport's limiter keeps strategy.num_concurrent
+            "num_concurrent": max(2, strategy.num_concurrent),
             "max_retries": 1,  # lm-eval's own loop tries once: the transport retries
             "batch_size": strategy.batch_size,
             "max_length": plan.max_model_len,
@@ -124,16 +131,12 @@ class EndpointEngine:
             kwargs["think_end_token"] = plan.engine_args["think_end_token"]
         with _quiet("lm_eval.models.api_models"):  # "Batch size > 1 detected": it is meant
             lm: Any = (EndpointChat if chat else EndpointCompletions)(**kwargs)
-        if chat:
-            from transformers import AutoTokenizer
+        if not chat:  # what lm-eval's huggingface backend sets up, with the tokenizer loaded
+            from lm_eval.models.utils import configure_pad_token
 
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                tokenizer_source(plan),
-                revision=model.revision,
-                trust_remote_code=model.trust_remote_code,
-            )
-        else:
-            self.tokenizer = lm.tokenizer
+            lm.tokenizer_backend = "huggingface"
+            lm.tokenizer = configure_pad_token(self.tokenizer)
+            lm.tokenized_requests = strategy.tokenized_requests
             lm.add_bos_token = adds_bos(lm.tokenizer)  # as lm-eval's vLLM model encodes
         lm.bind(self.transport, ROUTES[target.api], self.stall_timeout_s)
         return lm
@@ -142,16 +145,31 @@ class EndpointEngine:
 
     def answer(self, op: str, requests: Sequence[Any]) -> Answered:
         """lm-eval's answers to ``requests`` from the server, with the tokens each read and
-        produced and the retries they took (``Answered.retries``)."""
-        from harness.engines.remote.transport import RetryCount
-
+        produced; each request is marked with the retries of the HTTP requests that carried it
+        (``note_retries``), also when the call fails. A rolling loglikelihood request is asked
+        alone (lm-eval sends each text's windows on their own anyway), so its windows' retries
+        are its own."""
         if self.closed:
             raise EngineDied(f"the endpoint engine for {self.transport.shown} is closed")
+        if op != "loglikelihood_rolling":
+            return self._answer(op, requests)
+        parts = [self._answer(op, [request]) for request in requests]
+        return Answered(
+            [a for p in parts for a in p.answers],
+            [n for p in parts for n in p.prompt_tokens],
+            [n for p in parts for n in p.generated_tokens],
+        )
+
+    def _answer(self, op: str, requests: Sequence[Any]) -> Answered:
+        from harness.engines.remote.retries import mark_retries
+        from harness.engines.remote.transport import RetryCount
+
         count = RetryCount()
-        with self.lm.counting(count):
-            answered = answer_with(self.lm, op, requests, self.token_lengths)
-        answered.retries = count.retried
-        return answered
+        try:
+            with self.lm.counting(count):
+                return answer_with(self.lm, op, requests, self.token_lengths)
+        finally:
+            mark_retries(op, requests, count)
 
     def token_lengths(self, texts: Sequence[Any]) -> list[int]:
         """Each text's tokens under the model's tokenizer (a chat request's conversation as the
@@ -168,6 +186,7 @@ class EndpointEngine:
             "server": self.server,
             "service_id": self.target.service_id,
             "tokenizer": tokenizer_source(self.plan),
+            "tokenizer_check": self.tokenizer_check,
             "tokenized_requests": bool(getattr(lm, "tokenized_requests", False)),
             "add_bos_token": bool(getattr(lm, "add_bos_token", False)),
             "max_length": self.plan.max_model_len,
@@ -178,9 +197,23 @@ class EndpointEngine:
             "timeout_s": strategy.timeout,
             "requests_retried": self.transport.retried,
             "restarts": self.restarts,
-            "telemetry": TELEMETRY,
+            "telemetry": self._telemetry(),
         }
         return {k: v if isinstance(v, dict) else recordable(v) for k, v in facts.items()}
+
+    def _telemetry(self) -> str:
+        """What the run's GPU telemetry watched of the server (``harness.telemetry.session``:
+        the server's GPUs on this node, nothing of a server elsewhere). A run that attached to
+        a service watched this node's GPUs as the engine its plan names would have been."""
+        from harness.engines.remote.place import place_of
+
+        place = place_of(self.target.base_url)
+        if self.plan.engine == "endpoint" or not place.on_this_node:
+            return place.telemetry()
+        return (
+            f"per phase on this node: every GPU of it, as for a {self.plan.engine} engine of "
+            f"this plan; of the service attached to: {place.telemetry()}"
+        )
 
     def close(self) -> None:
         """Close the connections; the server is not ours to stop (a service outlives the run)."""

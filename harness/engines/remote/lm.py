@@ -54,11 +54,18 @@ class _Transported:
         finally:
             self._local.count = None
 
-    def _send(self, payloads: list[dict[str, Any]]) -> list[Any]:
+    def _send(self, payloads: list[dict[str, Any]], tags: list[Any] | None = None) -> list[Any]:
+        """Each payload's answer; ``tags``: lm-eval's cache keys of the prompts each carries
+        (whose requests its retries are counted for)."""
         count = getattr(self._local, "count", None)
         transport = self._transport
         return transport.post_many(
-            self._route, payloads, count, stall_s=self._stall_s, on_stall=transport.cancel_all
+            self._route,
+            payloads,
+            count,
+            stall_s=self._stall_s,
+            on_stall=transport.cancel_all,
+            tags=tags,
         )
 
     def _payload(self, messages: Any, generate: bool, gen_kwargs: dict[str, Any] | None) -> Any:
@@ -91,14 +98,18 @@ class _Transported:
         ctxlens: list[int] | None = None,
         **kwargs: Any,
     ) -> list[list[Any]]:
-        """lm-eval's concurrent path: every batch of ``batch_size`` requests sent at once
-        (the transport keeps ``num_concurrent`` in flight), each parsed as lm-eval parses it."""
+        """lm-eval's concurrent path (always taken: ``num_concurrent`` is given to lm-eval as 2
+        at least, the transport's limiter keeps the real bound): every batch of ``batch_size``
+        requests sent at once, each parsed as lm-eval parses it, its cache keys (the prompts'
+        own arguments) tagging its HTTP request."""
         lm: Any = self
         lm_ctxlens: list[Any] = ctxlens or [None] * len(requests)
         batches = list(chunks(requests, n=lm._batch_size))
         lengths = list(chunks(lm_ctxlens, n=lm._batch_size))
+        keys = list(chunks(list(cache_keys or [None] * len(requests)), n=lm._batch_size))
         gen_kwargs = kwargs.get("gen_kwargs")
-        outputs = self._send([self._payload(b, generate, gen_kwargs) for b in batches])
+        payloads = [self._payload(b, generate, gen_kwargs) for b in batches]
+        outputs = self._send(payloads, keys)
         parsed = []
         for output, batch, ctx in zip(outputs, batches, lengths, strict=True):
             if generate:

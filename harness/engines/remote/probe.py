@@ -2,18 +2,21 @@
 
 ``endpoint_problems(plan)`` (the endpoint's preflight, ``harness.engines.engine_problems``): the
 server is reachable and accepts the key, serves the model id, its context holds the plan's
-``max_model_len``, and its tokenizer (vLLM's ``/tokenize``) agrees with the model group's on a
-probe text. ``request_type_problems`` (once the datasets' tasks are built): a loglikelihood or
-perplexity task is asked only of an endpoint that returns prompt log-probabilities; a chat API
+``max_model_len``, and its tokenizer agrees with the model group's on a probe text (vLLM's
+``/tokenize``, else an echoed completion's prompt tokens: ``tokenizer_check.py``).
+``request_type_problems`` (once the datasets' tasks are built): a loglikelihood or perplexity task
+is asked only of an endpoint that returns prompt log-probabilities; a chat API
 never does, and a completions server is probed with one echoed request. Each problem names the
 value, the rule and the fix; nothing here sends a dataset's request.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.engines.remote.target import EndpointTarget
@@ -31,8 +34,6 @@ PROBE_TIMEOUT_S = 15.0
 """Longest a probe's request may take (no model answers these but the prompt-logprob probe)."""
 FIRST_ANSWER_TIMEOUT_S = 300.0
 """Longest the prompt-logprob probe may take: a fresh vLLM server's first request warms it up."""
-PROBE_TEXT = "The probe: 12 + 30 = 42; reverse 'abc' -> 'cba'.\nA B C"
-"""Text tokenized by the server and here; the two must agree token for token."""
 SCORED_TYPES = ("loglikelihood", "multiple_choice", "loglikelihood_rolling")
 """lm-eval's output types answered from prompt log-probabilities."""
 
@@ -42,6 +43,39 @@ def tokenizer_source(plan: Plan) -> str:
     pretrained = plan.model_used.pretrained
     local = resolve_project_path(pretrained)
     return str(local) if local.is_dir() else pretrained
+
+
+def load_tokenizer(plan: Plan) -> Any:
+    """The model group's tokenizer (``tokenizer_source``), as ``AutoTokenizer`` would load it.
+
+    A local folder whose ``tokenizer_config.json`` names a fast tokenizer class is loaded by that
+    class directly: importing ``AutoTokenizer`` imports transformers' whole model registry and
+    its generation code (about four times the import time of the class alone, measured here),
+    which an endpoint, that runs no model, never needs. Anything else goes through
+    ``AutoTokenizer``."""
+    import transformers
+
+    model = plan.model_used
+    source = tokenizer_source(plan)
+    named = _fast_class(source)
+    loader = getattr(transformers, named) if named else None
+    if loader is None:
+        from transformers import AutoTokenizer
+
+        loader = AutoTokenizer
+    return loader.from_pretrained(
+        source, revision=model.revision, trust_remote_code=model.trust_remote_code
+    )
+
+
+def _fast_class(source: str) -> str | None:
+    """The fast tokenizer class a local folder's ``tokenizer_config.json`` names, or None."""
+    config = Path(source) / "tokenizer_config.json"
+    try:
+        named = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return named if isinstance(named, str) and named.endswith("Fast") else None
 
 
 def probe_transport(
@@ -182,32 +216,22 @@ def _context_problems(url: str, entry: dict[str, Any], plan: Plan) -> list[str]:
 
 
 def tokenizer_problems(transport: Transport, model_id: str, plan: Plan) -> list[str]:
-    """The server's tokens for ``PROBE_TEXT`` (vLLM's ``/tokenize``) against the model group's
-    tokenizer; a server without ``/tokenize`` cannot be compared (a warning, no refusal)."""
-    body = {"model": model_id, "prompt": PROBE_TEXT, "add_special_tokens": False}
-    try:
-        served = transport.request("POST", "/tokenize", body, PROBE_TIMEOUT_S).get("tokens")
-    except (EndpointError, EndpointGone) as err:
-        log.warning("the server has no usable /tokenize (%s): tokenizers not compared", err)
-        return []
-    from transformers import AutoTokenizer
+    """The server's tokens for a probe text against the model group's tokenizer
+    (``harness.engines.remote.tokenizer_check``: ``/tokenize``, else an echoed completion); a
+    server where neither answers cannot be compared (a warning and the record, no refusal)."""
+    from harness.engines.remote.tokenizer_check import check_tokenizer
 
     model = plan.model_used
     source = tokenizer_source(plan)
-    tokenizer = AutoTokenizer.from_pretrained(
-        source, revision=model.revision, trust_remote_code=model.trust_remote_code
-    )
-    local = tokenizer(PROBE_TEXT, add_special_tokens=False).input_ids
-    if served == local:
+    check = check_tokenizer(transport, model_id, load_tokenizer(plan), source)
+    if not check.differs:
         return []
-    pairs = enumerate(zip(served or [], local, strict=False))
-    at = next((i for i, (a, b) in pairs if a != b), None)
-    where = f"first difference at token {at}" if at is not None else "lengths differ"
     return [
         f"the server's tokenizer differs from model '{model.name}''s ({source}): the probe text "
-        f"is {len(served or [])} token(s) there and {len(local)} here ({where}), so prompts, "
-        "truncation and token counts would not be what the server reads. Fix: model=<the model "
-        "the server serves> (or model.pretrained=<its checkpoint>), or the server of this model."
+        f"is {check.served} token(s) there and {check.local} here ({check.verdict}), so "
+        "prompts, truncation and token counts would not be what the server reads. Fix: "
+        "model=<the model the server serves> (or model.pretrained=<its checkpoint>), or the "
+        "server of this model."
     ]
 
 

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -53,10 +53,17 @@ class EndpointGone(EngineDied):
 
 @dataclass
 class RetryCount:
-    """The retries of one engine call (one dataset's slice, or several merged)."""
+    """The retries of one engine call (one dataset's slice, or several merged), in all and for
+    each HTTP request ``post_many`` sent: the engine gives each request's retries to the
+    prompts it carried (``tags``), so each dataset counts its own."""
 
     retried: int = 0
     """HTTP requests sent again after a transport error."""
+    each: list[int] = field(default_factory=list)
+    """The retries of each HTTP request ``post_many`` sent, in the order given (one that was
+    cancelled, or failed for good, keeps those it took)."""
+    tags: list[Any] = field(default_factory=list)
+    """What each of those requests carried, as the caller tagged it (``post_many``'s ``tags``)."""
 
 
 class Transport:
@@ -112,13 +119,18 @@ class Transport:
         count: RetryCount | None = None,
         stall_s: float | None = None,
         on_stall: Callable[[], None] | None = None,
+        tags: Sequence[Any] | None = None,
     ) -> list[Any]:
         """The answers to many POSTs sent at once (up to the limiter's limit), in order. The
         first that fails for good cancels the rest and is raised. With ``stall_s``, no answer
         from the server for that long cancels them all, calls ``on_stall`` and raises
-        ``EngineDied`` (the stall watchdog)."""
+        ``EngineDied`` (the stall watchdog). Each POST's retries go to ``count.each``, its tag
+        (``tags``, one a payload) to ``count.tags``."""
         count = count if count is not None else RetryCount()
-        coro = self._gather(route, list(payloads), count)
+        first = len(count.each)
+        count.each.extend([0] * len(payloads))
+        count.tags.extend(tags if tags is not None else [None] * len(payloads))
+        coro = self._gather(route, list(payloads), count, first)
         return self._wait(asyncio.run_coroutine_threadsafe(coro, self._loop), stall_s, on_stall)
 
     def request(
@@ -179,10 +191,11 @@ class Transport:
         return self._session
 
     async def _gather(
-        self, route: str, payloads: list[dict[str, Any]], count: RetryCount
+        self, route: str, payloads: list[dict[str, Any]], count: RetryCount, first: int
     ) -> list[Any]:
         tasks = [
-            asyncio.ensure_future(self._with_retries("POST", route, p, count)) for p in payloads
+            asyncio.ensure_future(self._with_retries("POST", route, p, count, first + i))
+            for i, p in enumerate(payloads)
         ]
         try:
             return list(await asyncio.gather(*tasks))
@@ -199,9 +212,15 @@ class Transport:
             raise EndpointGone(f"{url}: no answer within {seconds:g}s") from None
 
     async def _with_retries(
-        self, method: str, route: str, payload: dict[str, Any] | None, count: RetryCount
+        self,
+        method: str,
+        route: str,
+        payload: dict[str, Any] | None,
+        count: RetryCount,
+        slot: int | None = None,
     ) -> Any:
-        """One request, tried up to ``tries`` times; every retry counted."""
+        """One request, tried up to ``tries`` times; every retry counted (in ``count.each[slot]``
+        too, given a slot)."""
         reason = ""
         for attempt in range(1, self.tries + 1):
             await self.limiter.acquire()
@@ -221,6 +240,8 @@ class Transport:
             if attempt == self.tries:
                 break
             count.retried += 1
+            if slot is not None:
+                count.each[slot] += 1
             self.retried += 1
             await asyncio.sleep(self._backoff(attempt, retry_after))
         raise self._given_up(route, reason)
