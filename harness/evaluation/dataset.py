@@ -28,7 +28,7 @@ from harness.evaluation.tasks import PreparedDataset, leaf_tasks
 from harness.planning.plan import Plan
 from harness.record.files import DiskFull
 from harness.record.journal import RequestJournal
-from harness.record.metrics import headline_entry, is_score, metric_items
+from harness.record.metrics import headline_entry, is_score, metric_items, without_placeholders
 from harness.record.outcome import DatasetOutcome
 from harness.record.rundir import RunDirectory
 from harness.record.store import ResultStore
@@ -96,6 +96,8 @@ def evaluate_dataset(ev: Evaluation, i: int, name: str, item: Pending) -> Datase
         how += f", {outcome.requests_journaled} of {asked} requests from the journal"
     if outcome.requests_retried:
         how += f", {outcome.requests_retried} requests retried (transport errors, not scored)"
+    if outcome.status == "ok" and outcome.evaluation.get("predict_only"):
+        how += f", predict-only: no metric, outputs recorded in {outcome.samples_file}"
     say(f"[{i}/{ev.total}] {name} {verdict} {how}")
     return outcome
 
@@ -103,6 +105,7 @@ def evaluate_dataset(ev: Evaluation, i: int, name: str, item: Pending) -> Datase
 def _resumed(ev: Evaluation, name: str, item: Pending) -> DatasetOutcome:
     assert item.stored is not None
     outcome = DatasetOutcome(**item.stored["outcome"])
+    outcome.metrics = without_placeholders(outcome.metrics)  # stored before they were left out
     outcome.fingerprint = item.fingerprint
     outcome.result_file, outcome.samples_file = write_result(
         ev.run_dir, name, item.stored["result"]
