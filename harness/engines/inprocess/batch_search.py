@@ -11,7 +11,8 @@ log-likelihood at the model's whole context (lm-eval's own length for them), log
 the longest request's token count rounded up to a power of two. A size found for a length serves
 every request no longer, for every slice and dataset; the call itself then runs at that fixed
 size, as lm-eval would have run it after its own search (``batch_size_per_gpu``, read by its
-``batch_size``).
+``batch_size``). ``auto:N`` (lm-eval searches N times within one call, as the requests get
+shorter) is searched the same way: each slice at the size for its longest request.
 """
 
 from __future__ import annotations

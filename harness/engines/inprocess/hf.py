@@ -64,6 +64,8 @@ class HFEngine(AnswersInProcess):
         size = self.batch_search.size_for(op, requests)
         auto = self.lm.batch_size_per_gpu
         self.lm.batch_size_per_gpu = size  # lm-eval's batch_size: a fixed size, no search
+        if op == "loglikelihood":  # as its own search leaves it (the result's config.batch_sizes)
+            self.lm.batch_sizes = {0: size}
         try:
             return super().answer(op, requests)
         finally:
