@@ -16,7 +16,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from harness.config.evaluation import settings_for
@@ -24,7 +24,7 @@ from harness.config.schema import RunConfig
 from harness.console import quiet_lm_eval_git_probe, say
 from harness.engines.base import Engine, EngineDied, RemoteEngine, RequestMeter
 from harness.evaluation.gate import EngineGate
-from harness.evaluation.journal_sweep import removal_line, sweep_journals
+from harness.evaluation.journal_sweep import sweep_stored
 from harness.evaluation.tasks import PreparedDataset, leaf_tasks
 from harness.planning.plan import Plan
 from harness.record.files import DiskFull
@@ -235,14 +235,7 @@ def _store(
     stored = {k: v for k, v in outcome.to_dict().items() if k not in drop}
     ev.store.save(name, item.fingerprint, item.key, stored, result)
     journal_of(ev.store, name, item).delete()  # stored: no answer in it is needed again
-    try:  # and the dataset's other journals that no result can use
-        removed, _ = sweep_journals(ev.store, name)
-    except OSError as err:  # a store folder that cannot be listed: the journals stay
-        log.warning("request journals of %s not swept (%s)", name, err)
-        removed = []
-    if removed:
-        say(removal_line(name, removed))
-        ev.emit("journals_removed", dataset=name, journals=[asdict(r) for r in removed])
+    sweep_stored(ev.store, name, ev.emit)  # and its other journals that no result can use
 
 
 def _write_error(ev: Evaluation, name: str, outcome: DatasetOutcome, err: Exception) -> None:

@@ -19,8 +19,10 @@ journal is the complete one.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
+from harness.console import say
 from harness.evaluation.fingerprint import fingerprint, journal_key
 from harness.record.journal import KEEP_DAYS, JournalFile
 from harness.record.store import ResultStore
@@ -83,3 +85,17 @@ def removal_line(dataset: str, removed: list[Removed]) -> str:
         f"{dataset}: removed {len(removed)} request journal(s) no result can use "
         f"({'; '.join(why[r] for r in sorted(reasons))}), {megabytes:.1f} MB"
     )
+
+
+def sweep_stored(store: ResultStore, dataset: str, emit: Callable[..., None]) -> list[Removed]:
+    """``sweep_journals`` once ``dataset``'s result is stored, said on the console and as a
+    ``journals_removed`` event; a store that cannot be listed keeps its journals (a warning)."""
+    try:
+        removed, _ = sweep_journals(store, dataset)
+    except OSError as err:
+        log.warning("request journals of %s not swept (%s)", dataset, err)
+        return []
+    if removed:
+        say(removal_line(dataset, removed))
+        emit("journals_removed", dataset=dataset, journals=[asdict(r) for r in removed])
+    return removed
