@@ -14,6 +14,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name, d in summary["datasets"].items():
         shown = {k: v for k, v in d["metrics"].items() if "stderr" not in k}
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) or "-"
+        if d["status"] == "ok" and (d.get("evaluation") or {}).get("predict_only"):
+            metrics = "predict-only: outputs in samples/"  # lm-eval computed no metric
         status = d["status"] if d["status"] == "ok" else f"FAILED: {d['error_type']}"
         rows.append(
             (

@@ -24,11 +24,12 @@ from harness.config.schema import RunConfig
 from harness.console import quiet_lm_eval_git_probe, say
 from harness.engines.base import Engine, EngineDied, RemoteEngine, RequestMeter
 from harness.evaluation.gate import EngineGate
+from harness.evaluation.journal_sweep import sweep_stored
 from harness.evaluation.tasks import PreparedDataset, leaf_tasks
 from harness.planning.plan import Plan
 from harness.record.files import DiskFull
 from harness.record.journal import RequestJournal
-from harness.record.metrics import headline_entry, is_score, metric_items
+from harness.record.metrics import headline_entry, is_score, metric_items, without_placeholders
 from harness.record.outcome import DatasetOutcome
 from harness.record.rundir import RunDirectory
 from harness.record.store import ResultStore
@@ -74,8 +75,8 @@ class Evaluation:
     tracker: Tracker
     """The run's tracker (each dataset a child run)."""
     emit: Callable[..., None]
-    """Hears ``dataset_started``, ``dataset_done``, ``dataset_failed`` and ``dataset_resumed``
-    (harness/record/events.py), one event at a time."""
+    """Hears ``dataset_started``, ``dataset_done``, ``dataset_failed``, ``dataset_resumed`` and
+    ``journals_removed`` (harness/record/events.py), one event at a time."""
     total: int
     """Datasets of the run (the console's ``[i/total]``)."""
 
@@ -96,6 +97,8 @@ def evaluate_dataset(ev: Evaluation, i: int, name: str, item: Pending) -> Datase
         how += f", {outcome.requests_journaled} of {asked} requests from the journal"
     if outcome.requests_retried:
         how += f", {outcome.requests_retried} requests retried (transport errors, not scored)"
+    if outcome.status == "ok" and outcome.evaluation.get("predict_only"):
+        how += f", predict-only: no metric, outputs recorded in {outcome.samples_file}"
     say(f"[{i}/{ev.total}] {name} {verdict} {how}")
     return outcome
 
@@ -103,6 +106,7 @@ def evaluate_dataset(ev: Evaluation, i: int, name: str, item: Pending) -> Datase
 def _resumed(ev: Evaluation, name: str, item: Pending) -> DatasetOutcome:
     assert item.stored is not None
     outcome = DatasetOutcome(**item.stored["outcome"])
+    outcome.metrics = without_placeholders(outcome.metrics)  # stored before they were left out
     outcome.fingerprint = item.fingerprint
     outcome.result_file, outcome.samples_file = write_result(
         ev.run_dir, name, item.stored["result"]
@@ -231,6 +235,7 @@ def _store(
     stored = {k: v for k, v in outcome.to_dict().items() if k not in drop}
     ev.store.save(name, item.fingerprint, item.key, stored, result)
     journal_of(ev.store, name, item).delete()  # stored: no answer in it is needed again
+    sweep_stored(ev.store, name, ev.emit)  # and its other journals that no result can use
 
 
 def _write_error(ev: Evaluation, name: str, outcome: DatasetOutcome, err: Exception) -> None:

@@ -104,6 +104,10 @@ class Plan:
     resolved: ``auto`` is every dataset of the run for an engine that lives outside this process,
     else 1; a number is that number, at most the run's datasets). The loop runs the smaller of it
     and the datasets left to evaluate."""
+    batch_size: int | str = 32
+    """What the engine batches by: ``strategy.batch_size`` for the HF engine and an endpoint (a
+    number, or ``auto``: searched once per request shape, the sizes found in summary.json's
+    ``engine``), ``auto`` for vLLM (it schedules every request of a call itself)."""
     seed: int | None = None
     """The run's seed, as the engine is built with it (``seed``; None: the engine's default)."""
     ray_address: str | None = None
@@ -399,6 +403,7 @@ def make_plan(
         memory=memory,
         threads_per_rank=threads,
         stall_timeout_s=strategy.stall_timeout_s or stall_timeout(model.num_params, device),
+        batch_size="auto" if strategy.engine.value == "vllm" else strategy.batch_size,
         seed=run.seed,
         ray_address=run.ray.address,
         ray_wait_timeout_s=run.ray.wait_timeout_s,

@@ -3,7 +3,8 @@
 Each line is flushed as it happens, so a user (or a dashboard) can follow a run on a cluster with
 ``tail -f <run dir>/events.jsonl``. Events, in order: ``planned``, ``load_started``, ``loaded``,
 then per dataset ``dataset_started`` and ``dataset_done`` or ``dataset_failed`` (or
-``dataset_resumed`` for a stored result), and ``run_done``. Every line has ``event``, ``time``
+``dataset_resumed`` for a stored result; ``journals_removed`` when storing a result removed
+request journals no result can use), and ``run_done``. Every line has ``event``, ``time``
 (ISO 8601, UTC) and ``t`` (seconds since the epoch), then the event's own fields; each dataset's
 last event carries its whole ``outcome``, so that a run killed before its summary.json was written
 can still be told whole from this file (``harness.record.summary.killed_summary``).
@@ -34,6 +35,7 @@ EVENTS = (
     "dataset_done",
     "dataset_failed",
     "dataset_resumed",
+    "journals_removed",
     "run_done",
 )
 """Every event a run records."""

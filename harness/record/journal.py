@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ from typing import IO, Any
 log = logging.getLogger(__name__)
 
 JOURNAL_FORMAT = "harness-journal/1"
+KEEP_DAYS = 14.0
+"""A journal of another setting than a stored result's, untouched this long, is removed when
+its dataset's result is next stored: the run that wrote it was not resumed in that time."""
+_NAME = re.compile(r"^(?P<dataset>.+)-(?P<fingerprint>[0-9a-f]{20})\.jsonl$")
 SYNC_EVERY_S = 5.0
 """Longest time between two ``fsync`` calls while answers are written (a node that loses power
 loses at most this much; a killed process loses only the batch in flight)."""
@@ -171,6 +176,43 @@ class RequestJournal:
             self.path.unlink()
         with contextlib.suppress(OSError):  # the store keeps no empty journal folder
             self.path.parent.rmdir()
+
+
+@dataclass(frozen=True)
+class JournalFile:
+    """A journal on disk, as its name and file say (its records unread)."""
+
+    path: Path
+    dataset: str
+    fingerprint: str
+    """Its journal fingerprint (harness/evaluation/fingerprint.py ``journal_key``)."""
+    size: int
+    """Bytes."""
+    age_s: float
+    """Seconds since it was last written."""
+
+    @classmethod
+    def found(cls, path: Path, now: float) -> JournalFile | None:
+        """The journal at ``path``; None when the name is no journal's or the file is gone."""
+        match = _NAME.match(path.name)
+        if match is None:
+            return None
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return cls(path, match["dataset"], match["fingerprint"], stat.st_size, now - stat.st_mtime)
+
+    def remove(self) -> bool:
+        """Delete it; False when it could not be (gone already counts as removed)."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return True
+        except OSError as err:
+            log.warning("request journal %s could not be removed (%s)", self.path, err)
+            return False
+        return True
 
 
 def _record_line(key: str, answer: Any) -> str:

@@ -11,17 +11,36 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+PLACEHOLDERS = {"bypass"}
+"""lm-eval's stand-ins for a metric, no score: ``predict_only`` sets every task's metric to
+``bypass``, whose value is always 999."""
+
+
+def is_placeholder(metric: str) -> bool:
+    """Whether ``metric`` (as logged: ``bypass``, ``bypass_stderr/strict-match``) is one of
+    ``PLACEHOLDERS`` or its stderr."""
+    name = metric.partition(",")[0].partition("/")[0]
+    return name.removesuffix("_stderr") in PLACEHOLDERS
+
+
+def without_placeholders(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` less lm-eval's placeholders (a result stored before they were left out)."""
+    return {k: v for k, v in metrics.items() if not is_placeholder(k)}
+
 
 def metric_items(entry: dict[str, Any]) -> dict[str, float]:
     """Numeric metrics of one lm-eval result entry, named for MLflow.
 
     lm-eval keys metrics as ``"<metric>,<filter>"`` (``"acc,none"``); MLflow names may not hold
     commas, so ``acc,none`` becomes ``acc`` and ``exact_match,strict-match`` becomes
-    ``exact_match/strict-match``. Non-numbers (``"N/A"`` stderr, aliases) are left out.
+    ``exact_match/strict-match``. Non-numbers (``"N/A"`` stderr, aliases) are left out, and so
+    is ``predict_only``'s placeholder (``bypass=999``: no metric was computed).
     """
     out: dict[str, float] = {}
     for key, value in entry.items():
         if "," not in key or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if is_placeholder(key):
             continue
         if isinstance(value, float) and not math.isfinite(value):
             continue
@@ -78,6 +97,7 @@ def is_score(key: str) -> bool:
     """Whether a child run's metric is one of lm-eval's scores (not stderr, timing, telemetry)."""
     return (
         key not in _NOT_SCORES
+        and not is_placeholder(key)
         and not _NOT_SCORE_PREFIX.match(key)
         and "_stderr" not in key.partition("/")[0]
     )

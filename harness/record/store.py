@@ -10,16 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 from harness.record.files import json_default, write_json_atomic
-from harness.record.journal import RequestJournal
+from harness.record.journal import JournalFile, RequestJournal
 from harness.secrets import mask
 
 log = logging.getLogger(__name__)
 
 STORE_FORMAT = "harness-store/1"
+_RECORD = re.compile(r"^(?P<dataset>.+)-(?P<fingerprint>[0-9a-f]{20})\.json$")
 
 
 class ResultStore:
@@ -45,6 +48,29 @@ class ResultStore:
         """The request journal of ``dataset`` under its journal ``fingerprint``, beside the
         results (a rerun writes a new run directory, but finds the same store)."""
         return RequestJournal(self.root / "journal", dataset, fingerprint)
+
+    def journals(self, dataset: str) -> list[JournalFile]:
+        """Every request journal of ``dataset`` in this store, of any fingerprint."""
+        folder = self.root / "journal"
+        if not folder.is_dir():
+            return []
+        now = time.time()
+        found = (JournalFile.found(p, now) for p in folder.glob("*.jsonl"))
+        return [j for j in found if j is not None and j.dataset == dataset]
+
+    def stored_keys_of(self, dataset: str) -> list[dict[str, Any]]:
+        """The key of each intact record of ``dataset`` (any fingerprint)."""
+        if not self.root.is_dir():
+            return []
+        keys = []
+        for path in self.root.glob("*.json"):
+            match = _RECORD.match(path.name)
+            if match is None or match["dataset"] != dataset:
+                continue
+            payload = self.load(dataset, match["fingerprint"])
+            if payload is not None and isinstance(payload.get("key"), dict):
+                keys.append(payload["key"])
+        return keys
 
     def save(
         self,

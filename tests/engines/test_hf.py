@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -50,3 +51,71 @@ def test_the_hf_engine_on_the_cpu_uses_the_plans_threads(tmp_path):
     default, used = map(int, proc.stdout.split()[-2:])
     assert default == 2, "torch would take both CPUs: the check would be void"
     assert used == 1
+
+
+class Request:
+    """What an engine reads of lm-eval's ``Instance``: its ``args``."""
+
+    def __init__(self, *args: object) -> None:
+        self.args = args
+
+
+@pytest.mark.slow  # loads the bundled model
+def test_batch_size_auto_searches_once_per_request_shape_and_answers_as_lm_eval(monkeypatch):
+    """``batch_size=auto``: lm-eval's HFLM searches its batch size at every call, so at every
+    journal slice (issue #35: 8-12 searches a run, the run twice as long as at batch 32). The
+    engine searches once per request shape (log-likelihood at its length, generation at the
+    whole context), keeps the size for every later slice, says what it found, and answers as
+    lm-eval's own search does."""
+    from lm_eval.models.huggingface import HFLM
+
+    from harness.engines.inprocess.hf import HFEngine
+    from harness.planning.auto import plan_run
+    from tests.planning.test_plan import composed
+
+    searches: list[tuple] = []
+    detect = HFLM._detect_batch_size
+
+    def counted(self, *args, **kwargs):
+        searches.append(args)
+        return detect(self, *args, **kwargs)
+
+    monkeypatch.setattr(HFLM, "_detect_batch_size", counted)
+    run = composed()
+    run = replace(run, strategy=replace(run.strategy, batch_size="auto", max_batch_size=4))
+    engine = HFEngine(plan_run(run))
+    try:
+        scored = [Request(f"{i} + {i} =", f" {2 * i}") for i in range(24)]
+        generated = [
+            Request(f"{i}, {i + 1},", {"until": ["\n"], "max_gen_toks": 3}) for i in range(6)
+        ]
+        slices = [("loglikelihood", scored[i : i + 6]) for i in range(0, 24, 6)]
+        slices += [("generate_until", generated[i : i + 2]) for i in range(0, 6, 2)]
+        ours = [engine.answer(op, part).answers for op, part in slices]
+        assert len(searches) == 2, searches  # one per shape, not one per slice (7)
+        found = engine.describe()
+        assert found["batch_size"] == "auto" and found["batch_size_searches"] == 2
+        by_type = found["batch_sizes_found"]
+        assert set(by_type) == {"loglikelihood", "generate_until"}, by_type
+        assert all(size == 4 for sizes in by_type.values() for size in sizes.values())  # a CPU
+        searches.clear()
+        theirs = [getattr(engine.lm, op)(part, disable_tqdm=True) for op, part in slices]
+        assert len(searches) == len(slices)  # lm-eval alone: a search per call
+        assert ours == theirs
+    finally:
+        engine.close()
+
+
+def test_the_plan_says_what_the_engine_batches_by():
+    """plan.json (and MLflow's ``plan.*``) say the batch size: the HF engine's as asked
+    (``auto`` searched at run time, its sizes in summary.json), vLLM's always ``auto``."""
+    from harness.planning.auto import plan_run
+    from tests.planning.test_plan import composed
+
+    run = composed()
+    auto = replace(run, strategy=replace(run.strategy, batch_size="auto"))
+    assert plan_run(auto).to_dict()["batch_size"] == "auto"
+    assert plan_run(run).to_dict()["batch_size"] == run.strategy.batch_size == 32
+    vllm = composed(strategy="vllm")
+    vllm = replace(vllm, strategy=replace(vllm.strategy, batch_size=8))
+    assert plan_run(vllm).batch_size == "auto"  # vLLM schedules every request of a call

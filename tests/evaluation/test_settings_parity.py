@@ -214,7 +214,9 @@ def test_metrics_equal_lm_eval_cli(both, name):
     assert theirs and scores(ours, task) == theirs
     if name == "auto_batch":  # the summary says what the batch size was asked and became
         engine = json.loads((run_dir / "summary.json").read_text())["engine"]
-        assert engine["batch_size"] == "auto" and "batch_sizes_found" in engine, engine
+        assert engine["batch_size"] == "auto", engine
+        found = engine["batch_sizes_found"]["loglikelihood"]  # searched once per length
+        assert found and engine["batch_size_searches"] == len(found), engine
         assert engine["engine_config"] == {"attn_implementation": "eager"}  # read back
 
 

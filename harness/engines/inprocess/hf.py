@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from harness.engines.base import AnswersInProcess, recordable
+from harness.engines.base import Answered, AnswersInProcess, recordable
+from harness.engines.inprocess.batch_search import BatchSizeSearch, is_auto
 from harness.paths import resolve_project_path
 
 if TYPE_CHECKING:
@@ -51,6 +53,23 @@ class HFEngine(AnswersInProcess):
         self.lm: Any = HFLM(**kwargs)
         self._batch_size = strategy.batch_size
         self.engine_args = dict(plan.engine_args)
+        self.batch_search = BatchSizeSearch(self.lm) if is_auto(strategy.batch_size) else None
+        """``batch_size=auto``: the sizes searched once per request shape (``batch_search.py``)."""
+
+    def answer(self, op: str, requests: Sequence[Any]) -> Answered:
+        """lm-eval's answers; under ``batch_size=auto`` at the size found for these requests'
+        shape, so lm-eval does not search again at every call (every journal slice)."""
+        if self.batch_search is None or not requests:
+            return super().answer(op, requests)
+        size = self.batch_search.size_for(op, requests)
+        auto = self.lm.batch_size_per_gpu
+        self.lm.batch_size_per_gpu = size  # lm-eval's batch_size: a fixed size, no search
+        if op == "loglikelihood":  # as its own search leaves it (the result's config.batch_sizes)
+            self.lm.batch_sizes = {0: size}
+        try:
+            return super().answer(op, requests)
+        finally:
+            self.lm.batch_size_per_gpu = auto
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -59,10 +78,17 @@ class HFEngine(AnswersInProcess):
             "device": self.device,
             "dtype": self.dtype,
             "batch_size": self._batch_size,
-            # what batch_size=auto became: lm-eval's sizes found, by schedule step
-            "batch_sizes_found": dict(getattr(self.lm, "batch_sizes", None) or {}),
+            # what batch_size=auto became: the size found for each request type, by length
+            **(self._auto_record() if self.batch_search is not None else {}),
             "max_length": self.lm.max_length if self.lm is not None else None,
             **({"engine_config": self.engine_config()} if self.engine_args else {}),
+        }
+
+    def _auto_record(self) -> dict[str, Any]:
+        assert self.batch_search is not None
+        return {
+            "batch_sizes_found": self.batch_search.record(),
+            "batch_size_searches": self.batch_search.searches,
         }
 
     def engine_config(self) -> dict[str, Any]:

@@ -1,0 +1,111 @@
+"""``strategy.batch_size=auto`` for lm-eval's Hugging Face model: the search run once per request
+shape and engine, not once per call.
+
+lm-eval's ``HFLM`` searches the largest batch that fits (``_detect_batch_size``: five forward
+passes at the longest length, halving on out-of-memory) at every ``loglikelihood`` and
+``generate_until`` call. Harness calls it once per journal slice, so a run searched 8-12 times,
+each time printing two lines, and on a CPU (which never runs out of memory: every search ends at
+``max_batch_size``) ``batch_size=auto`` took twice as long as the default batch size
+(issue #35). Here the search runs once per shape of request: generation and rolling
+log-likelihood at the model's whole context (lm-eval's own length for them), log-likelihood at
+the longest request's token count rounded up to a power of two. A size found for a length serves
+every request no longer, for every slice and dataset; the call itself then runs at that fixed
+size, as lm-eval would have run it after its own search (``batch_size_per_gpu``, read by its
+``batch_size``). ``auto:N`` (lm-eval searches N times within one call, as the requests get
+shorter) is searched the same way: each slice at the size for its longest request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LENGTH_MARGIN = 2
+"""Tokens added to a log-likelihood request's count: lm-eval's own encoding may add a prefix
+token (an empty context) or split the text at another place than one pass over it."""
+FULL_CONTEXT_OPS = ("generate_until", "loglikelihood_rolling")
+"""Request types lm-eval searches at the model's whole context (``max_length``)."""
+
+
+def is_auto(batch_size: Any) -> bool:
+    """Whether ``strategy.batch_size`` asks lm-eval to search (``auto`` or ``auto:N``)."""
+    return str(batch_size).startswith("auto")
+
+
+def length_bucket(tokens: int, max_length: int) -> int:
+    """The length a search is run at: ``tokens`` rounded up to a power of two, at most the
+    model's context (a size found for a length fits every shorter request)."""
+    bucket = 1
+    while bucket < tokens:
+        bucket *= 2
+    return min(bucket, max_length)
+
+
+class BatchSizeSearch:
+    """The batch sizes found for one loaded ``HFLM``, by the length they were searched at.
+
+    Args:
+        lm: lm-eval's ``HFLM``, built with ``batch_size="auto"``.
+    """
+
+    def __init__(self, lm: Any) -> None:
+        self.lm = lm
+        self.found: dict[int, int] = {}
+        """Batch size by the token length it was searched at."""
+        self.used: dict[str, dict[int, int]] = {}
+        """What each request type was run at: {type: {length searched at: batch size}}."""
+        self.searches = 0
+        """Searches run (lm-eval's ``_detect_batch_size`` calls)."""
+
+    def size_for(self, op: str, requests: Sequence[Any]) -> int:
+        """The batch size for ``requests`` of type ``op``: one already found for a length at
+        least theirs, else one searched now."""
+        max_length = int(self.lm.max_length)
+        if op in FULL_CONTEXT_OPS:
+            length = max_length
+        else:
+            length = length_bucket(self._longest(requests), max_length)
+        known = [n for n in self.found if n >= length]
+        if known:
+            length = min(known)
+        else:
+            self.found[length] = self._search(length, max_length)
+        self.used.setdefault(op, {})[length] = self.found[length]
+        return self.found[length]
+
+    def record(self) -> dict[str, dict[str, int]]:
+        """What ``auto`` became, for summary.json: {request type: {"<=N tokens": size}}."""
+        return {
+            op: {f"<={length} tokens": size for length, size in sorted(by_length.items())}
+            for op, by_length in self.used.items()
+        }
+
+    def _longest(self, requests: Sequence[Any]) -> int:
+        """The token count of the longest log-likelihood request (context and continuation)."""
+        texts = [str(r.args[0]) + str(r.args[1]) for r in requests if len(r.args) >= 2]
+        if not texts:
+            return 1
+        ids = self.lm.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return max(len(i) for i in ids) + LENGTH_MARGIN
+
+    def _search(self, length: int, max_length: int) -> int:
+        """lm-eval's own search, at ``length`` tokens: its ``_detect_batch_size`` reads the
+        length from a request's encoded context (one token more, which it drops)."""
+        began = time.perf_counter()
+        if length >= max_length:
+            size = int(self.lm._detect_batch_size())
+        else:
+            size = int(self.lm._detect_batch_size([(None, [0] * (length + 1), [])], 0))
+        self.searches += 1
+        log.info(
+            "batch_size=auto: %d for requests of up to %d tokens (searched in %.1fs; kept for "
+            "every slice and dataset)",
+            size,
+            length,
+            time.perf_counter() - began,
+        )
+        return size
