@@ -109,6 +109,24 @@ def test_a_tree_longer_than_an_mlflow_tag_goes_in_pieces():
 
 
 def test_names_mlflow_refuses_are_made_safe_or_left_out(caplog):
+    """MLflow's own rules (3.17), read from its source (importing MLflow takes seconds): a name
+    it refused would turn tracking off for the run."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    from harness.record.groups import MAX_KEY
+    from harness.tracking.groups import TAG_PIECE
+
+    spec = importlib.util.find_spec("mlflow")
+    assert spec is not None and spec.origin is not None
+    source = (Path(spec.origin).parent / "utils" / "validation.py").read_text()
+    assert f"MAX_ENTITY_KEY_LENGTH = {MAX_KEY}\n" in source
+    assert f"MAX_TAG_VAL_LENGTH = {TAG_PIECE}\n" in source
+    allowed = re.search(r'return re\.match\(r"(\^\[/\\w\.\\- :\]\*\$)", name\)', source)
+    assert allowed, "MLflow's rule for metric names changed"
+    assert not re.match(allowed.group(1), "gsm8k_cot/exact_match/maj@64")
+    assert re.match(allowed.group(1), member_key("gsm8k_cot", "exact_match/maj@64"))
     assert member_key("gsm8k_cot", "exact_match/maj@64") == "gsm8k_cot/exact_match/maj_64"
     assert member_key("mmlu_abstract_algebra", "acc") == "mmlu_abstract_algebra/acc"
     outcome = DatasetOutcome(name="d", task="g")
