@@ -144,10 +144,11 @@ def _group_parts(
             tree = child.tree
             if not tree:
                 continue
+            these = members(tree, child.task)
             listed = found.setdefault(ds, [])
             known = {m.name for m in listed}
-            listed += [m for m in members(tree, child.task) if m.name not in known]
-            trees.setdefault(ds, group_size(tree, [m.name for m in members(tree, child.task)]))
+            listed += [m for m in these if m.name not in known]
+            trees.setdefault(ds, group_size(tree, [m.name for m in these]))
             for member, metrics in parted[run.run_id][ds][1].items():
                 names.setdefault(ds, {}).setdefault(member, set()).update(metrics)
     parts = {}
