@@ -8,18 +8,26 @@ if TYPE_CHECKING:
     from harness.planning.plan import Plan
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """A table of every dataset: status, headline metrics, time and throughput."""
+def format_summary(summary: dict[str, Any], breakdown: bool = False) -> str:
+    """A table of every dataset: status, headline metrics, time and throughput.
+
+    A dataset that is an lm-eval group says how many subtasks it has; with ``breakdown`` (the
+    log file, ``verbose=true``) each of its subgroups and subtasks follows on a row of its own,
+    indented under the group it belongs to; without, one line says where they are.
+    """
     rows = [("dataset", "status", "metrics", "time_s", "req/s", "tok/s")]
+    grouped = []
     for name, d in summary["datasets"].items():
-        shown = {k: v for k, v in d["metrics"].items() if "stderr" not in k}
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) or "-"
+        status = d["status"] if d["status"] == "ok" else f"FAILED: {d['error_type']}"
+        metrics = _metrics_text(d["metrics"])
         if d["status"] == "ok" and (d.get("evaluation") or {}).get("predict_only"):
             metrics = "predict-only: outputs in samples/"  # lm-eval computed no metric
-        status = d["status"] if d["status"] == "ok" else f"FAILED: {d['error_type']}"
+        tree = d.get("group_subtasks") or {}
+        subtasks = d.get("subtasks") or {}
+        shown = f"{name} ({group_size(tree, list(subtasks))})" if tree else name
         rows.append(
             (
-                name,
+                shown,
                 status,
                 metrics,
                 f"{d['eval_time_s']:.2f}",
@@ -27,14 +35,47 @@ def format_summary(summary: dict[str, Any]) -> str:
                 f"{d['tokens_per_s']:.0f}",
             )
         )
+        if tree:
+            grouped.append(name)
+        if tree and breakdown:
+            depth = {d["task"]: 0}
+            parent = {m: g for g, ms in tree.items() for m in ms}
+            for member, metrics in subtasks.items():  # depth-first: a group before its members
+                depth[member] = depth.get(parent.get(member, d["task"]), 0) + 1
+                rows.append(("  " * depth[member] + member, "", _metrics_text(metrics), "", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    if grouped and not breakdown:
+        lines.append(
+            f"subgroups and subtasks of {', '.join(grouped)}: in harness.log and summary.json "
+            "(verbose=true shows them here)"
+        )
     foot = (
         f"model {summary['model']} | strategy {summary['strategy']} | "
         f"load {summary['load_time_s']:.1f}s | total {summary['total_time_s']:.1f}s | "
         f"results: {summary['run_dir']}"
     )
     return "\n".join([*lines, foot])
+
+
+def group_size(tree: dict[str, list[str]], members: list[str]) -> str:
+    """``3 subtasks in 1 subgroup``: a group dataset's size, from its tree (``group_subtasks``:
+    each group under it with its members) and the names of every member under it."""
+    subgroups = sum(1 for m in members if m in tree)
+    subtasks = len(members) - subgroups
+    text = f"{subtasks} subtask{'' if subtasks == 1 else 's'}"
+    if subgroups:
+        text += f" in {subgroups} subgroup{'' if subgroups == 1 else 's'}"
+    return text
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    """``acc=0.9, acc_norm=0.85``: the figures, their stderr left out; ``-`` when none."""
+    shown = {k: v for k, v in metrics.items() if "stderr" not in k}
+    return ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) or "-"
 
 
 def verdict_of(plan: Plan) -> str:

@@ -112,6 +112,7 @@ def _resumed(ev: Evaluation, name: str, item: Pending) -> DatasetOutcome:
         ev.run_dir, name, item.stored["result"]
     )
     outcome.resumed = True
+    outcome.take_groups(item.stored["result"])  # also for a result stored before they were kept
     ev.emit(
         "dataset_resumed", dataset=name, fingerprint=item.fingerprint, outcome=outcome.to_dict()
     )
@@ -218,6 +219,7 @@ def _store(
 ) -> None:
     """The dataset's metrics checked, its result written and stored, its journal deleted."""
     outcome.metrics = metric_items(headline_entry(result, outcome.task))
+    outcome.take_groups(result)  # a group's subgroups and subtasks
     predict_only = settings_for(ev.run, item.dataset.config).predict_only
     if predict_only and not result.get("samples"):
         raise NoMetricError(

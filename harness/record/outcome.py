@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from harness.record.groups import breakdown
+
 
 @dataclass
 class DatasetOutcome:
@@ -54,6 +56,17 @@ class DatasetOutcome:
     evaluation: dict[str, Any] = field(default_factory=dict)
     """lm-eval's evaluation settings where they differ from its defaults (chat template, system
     instruction, gen_kwargs, ...; harness/config/evaluation.py), as its result is keyed."""
+    group_subtasks: dict[str, list[str]] = field(default_factory=dict)
+    """When the dataset's task is an lm-eval group: that group and each subgroup under it with
+    its direct members, as lm-eval's result lists them (``group_subtasks``); empty for a single
+    task (harness/record/groups.py)."""
+    subtasks: dict[str, dict[str, float]] = field(default_factory=dict)
+    """When the dataset's task is a group: the metrics of every subgroup and subtask under it,
+    by lm-eval's name, depth-first, named as ``metrics`` is; empty for a single task."""
+
+    def take_groups(self, result: dict[str, Any]) -> None:
+        """Keep the subgroups and subtasks of lm-eval's ``result`` when the task is a group."""
+        self.group_subtasks, self.subtasks = breakdown(result, self.task)
 
     def timing_metrics(self) -> dict[str, float]:
         return {

@@ -44,6 +44,19 @@ class DatasetRun:
     tags: dict[str, str]
     """The child's tags (``status``, ``error_type``, ``resumed``, ...)."""
 
+    @property
+    def tree(self) -> dict[str, list[str]]:
+        """When the dataset is an lm-eval group: each group under it with its direct members
+        (its ``group_subtasks`` tag, harness/tracking/groups.py); empty for a single task."""
+        from harness.tracking.groups import read_tree
+
+        return read_tree(self.tags)
+
+    @property
+    def task(self) -> str:
+        """Its lm-eval task or group (the ``task`` tag; the dataset's name when missing)."""
+        return self.tags.get("task", self.name)
+
 
 @dataclass
 class ParentRun:

@@ -1,7 +1,9 @@
 """The report's files: report.md, report.csv, report.html (self-contained) and chart.png.
 
 The CSV holds every figure at full precision (``repr`` of the float MLflow returned); Markdown
-and HTML show four significant digits.
+and HTML show four significant digits. A group dataset's subgroups and subtasks are CSV columns
+``<dataset>/<member>/<metric>`` after the group's own, a table per group in Markdown, and in the
+HTML a table per group that opens on demand (``<details>``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.record.groups import member_key
 from harness.record.metrics import lower_is_better, stderr_name
 from harness.report.collect import Collection
-from harness.report.table import FIGURES, Cell, Table, metric_title
+from harness.report.table import FIGURES, Cell, GroupPart, Table, metric_title
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,46 @@ def rows(table: Table) -> list[list[str]]:
     ]
 
 
+def member_headers(table: Table) -> list[str]:
+    """The headers of a group's table: the member, its headline metric, one column per run."""
+    return ["subgroup / subtask", "metric", *(row.run.label for row in table.rows)]
+
+
+def member_rows(table: Table, dataset: str) -> list[list[str]]:
+    """A group's table, one row per subgroup and subtask (a subgroup's members after it, marked
+    ``· `` once per level below the group's direct members)."""
+    part = table.groups[dataset]
+    return [
+        [
+            "· " * (m.depth - 1) + m.name,
+            part.metrics.get(m.name, "-"),
+            *(cell_text(row.members[dataset][m.name]) for row in table.rows),
+        ]
+        for m in part.members
+    ]
+
+
+def group_title(dataset: str, part: GroupPart) -> str:
+    """``synth_suite (lm-eval group): 3 subtasks in 1 subgroup``."""
+    return f"{dataset} (lm-eval group): {part.summary}"
+
+
+def _markdown_line(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def to_markdown_groups(table: Table) -> list[str]:
+    """Each group dataset's subgroups and subtasks: a heading and a table."""
+    parts: list[str] = []
+    for ds, part in table.groups.items():
+        head = member_headers(table)
+        align = ["---", "---"] + ["---:"] * (len(head) - 2)
+        lines = [_markdown_line(r) for r in member_rows(table, ds)]
+        parts += [f"## {group_title(ds, part)}", "", _markdown_line(head), _markdown_line(align)]
+        parts += [*lines, ""]
+    return parts
+
+
 def to_markdown_table(table: Table) -> str:
     """The table alone, as GitHub-flavoured Markdown (numbers right-aligned)."""
 
@@ -92,11 +135,16 @@ def to_csv(table: Table) -> str:
     """One row per run; a column per dataset's headline metric and its stderr, full precision."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    metric_cols = []
+    metric_cols: list[tuple[str, str | None, str]] = []  # dataset, member (None: its own), metric
     for ds in table.datasets:
         metric = table.metrics.get(ds)
         if metric:
-            metric_cols += [(ds, metric), (ds, stderr_name(metric))]
+            metric_cols += [(ds, None, metric), (ds, None, stderr_name(metric))]
+        part = table.groups.get(ds)
+        heads = part.metrics if part else {}
+        for name in [p.name for p in part.members] if part else []:
+            if head := heads.get(name):
+                metric_cols += [(ds, name, head), (ds, name, stderr_name(head))]
     writer.writerow(
         [
             "model",
@@ -105,15 +153,19 @@ def to_csv(table: Table) -> str:
             "status",
             "run_id",
             "older_runs",
-            *(f"{ds}/{m}" for ds, m in metric_cols),
+            *(
+                f"{ds}/{metric}" if member is None else f"{ds}/{member}/{metric}"
+                for ds, member, metric in metric_cols
+            ),
             *table.figures,
         ]
     )
     for row in table.rows:
         values = []
-        for ds, m in metric_cols:
+        for ds, member, metric in metric_cols:
             d = row.run.datasets.get(ds)
-            value = d.metrics.get(m) if d is not None else None
+            key = metric if member is None else member_key(member, metric)
+            value = d.metrics.get(key) if d is not None else None
             values.append("" if value is None else repr(value))
         figures = ["" if row.figures[k] is None else repr(row.figures[k]) for k in table.figures]
         run = row.run
@@ -155,6 +207,12 @@ def notes(collection: Collection, table: Table) -> list[str]:
         + ". req/s and tok/s: requests and tokens over the evaluation time of the finished "
         "datasets. load s, total s: the run's model load and whole run."
     )
+    if table.groups:
+        lines.append(
+            f"{', '.join(table.groups)}: lm-eval group(s); the cell is the group's own figure as "
+            "lm-eval aggregates it; each subgroup's and subtask's headline follows in a table of "
+            "its own (report.csv: columns <dataset>/<member>/<metric>)."
+        )
     if "energy_j" in table.figures:
         lines.append(
             "energy J: every GPU, the load and each dataset; peak GiB: any GPU, any phase."
@@ -168,7 +226,7 @@ def to_markdown(collection: Collection, table: Table, chart: Path | None) -> str
     where = (
         f"Store: `{collection.uri}`, {len(table.rows)} run(s), {len(table.datasets)} dataset(s)."
     )
-    parts = [title, "", where, "", to_markdown_table(table), ""]
+    parts = [title, "", where, "", to_markdown_table(table), "", *to_markdown_groups(table)]
     parts += [f"- {n}" for n in notes(collection, table)]
     if chart is not None:
         parts += ["", f"![headline metric per dataset]({chart.name})"]
@@ -183,6 +241,9 @@ th, td { border: 1px solid #ccc; padding: 4px 10px; }
 th { background: #f2f4f7; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.failed { color: #b00020; }
+details.group { margin: 0.5em 0; }
+details.group summary { cursor: pointer; font-weight: 600; }
+tr.subgroup td:first-child { font-weight: 600; }
 img { max-width: 100%; border: 1px solid #eee; }
 code { background: #f5f5f5; padding: 0 3px; }
 """
@@ -200,6 +261,7 @@ def to_html(collection: Collection, table: Table, chart: Path | None) -> str:
             tds.append(f'<td class="{cls}">{esc(c)}</td>')
         body.append(f"<tr>{''.join(tds)}</tr>")
     items = "".join(f"<li>{esc(n)}</li>" for n in notes(collection, table))
+    groups = "\n".join(_html_group(table, ds) for ds in table.groups)
     img = ""
     if chart is not None:
         data = base64.b64encode(chart.read_bytes()).decode("ascii")
@@ -223,11 +285,36 @@ def to_html(collection: Collection, table: Table, chart: Path | None) -> str:
 {chr(10).join(body)}
 </tbody>
 </table>
+{groups}
 <ul>{items}</ul>
 {img}
 </body>
 </html>
 """
+
+
+def _html_group(table: Table, dataset: str) -> str:
+    """A group's table inside ``<details>``: closed until asked for."""
+    esc = html.escape
+    part = table.groups[dataset]
+    head = "".join(f"<th>{esc(h)}</th>" for h in member_headers(table))
+    body = []
+    for m, cells in zip(part.members, member_rows(table, dataset), strict=True):
+        indent = f' style="padding-left: {0.6 + 1.4 * (m.depth - 1):.1f}em"'
+        name = f"<td{indent}>{esc(m.name)}</td><td>{esc(cells[1])}</td>"
+        tds = "".join(
+            f'<td class="{"num failed" if c in ("FAILED", "KILLED") else "num"}">{esc(c)}</td>'
+            for c in cells[2:]
+        )
+        kind = "subgroup" if m.is_group else "subtask"
+        body.append(f'<tr class="{kind}" data-depth="{m.depth}">{name}{tds}</tr>')
+    return (
+        f'<details class="group" id="group-{esc(dataset)}">'
+        f"<summary>{esc(group_title(dataset, part))}</summary>\n"
+        f'<table class="members">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
+        + "\n".join(body)
+        + "\n</tbody>\n</table>\n</details>"
+    )
 
 
 def draw_chart(table: Table, path: Path) -> Path | None:

@@ -58,4 +58,4 @@ def run(cfg: DictConfig) -> int:
     outcomes, load_time, engine_facts = evaluate_resident(opened, run_cfg, plan, chatty)
     timings = (load_time, started)
     summary, unwritten = finish_run(opened, run_cfg, plan, outcomes, timings, engine_facts)
-    return report_run(summary, unwritten, opened.tracker, opened.run_dir)
+    return report_run(summary, unwritten, opened.tracker, opened.run_dir, run_cfg.verbose)

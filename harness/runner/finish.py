@@ -110,9 +110,14 @@ def close_record(opened: OpenRun, summary: RunSummary) -> None:
 
 
 def report_run(
-    summary: RunSummary, unwritten: list[str], tracker: Tracker, run_dir: RunDirectory
+    summary: RunSummary,
+    unwritten: list[str],
+    tracker: Tracker,
+    run_dir: RunDirectory,
+    verbose: bool = False,
 ) -> int:
-    """Say where the run is in MLflow, print the summary table; the exit code."""
+    """Say where the run is in MLflow, print the summary table (a group's subgroups and
+    subtasks in the log file, and on the console with ``verbose``); the exit code."""
     from harness.views import format_summary
 
     if tracker.failed:
@@ -130,7 +135,8 @@ def report_run(
         else:  # a local store's link opens once `mlflow ui` serves it
             serve = f"mlflow ui --backend-store-uri {tracker.uri}"
             say(f"this run in MLflow: {tracker.run_url()} (after: {serve})")
-    say(format_summary(summary.to_dict()))
+    whole = format_summary(summary.to_dict(), breakdown=True)
+    say(whole if verbose else format_summary(summary.to_dict()), record=whole)
     failed = [(name, summary.datasets[name]) for name in summary.failed]
     if failed:
         say(

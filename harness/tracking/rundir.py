@@ -19,6 +19,7 @@ from harness.record.provenance import tags as record_tags
 from harness.record.rundir import RunDirectory
 from harness.record.summary import RunSummary
 from harness.telemetry.export import csv_points
+from harness.tracking.groups import member_metrics, tree_tags
 from harness.tracking.names import LOGGED_TAG, flatten
 from harness.tracking.tracker import Tracker
 
@@ -70,16 +71,17 @@ def track_outcome(
     tracker: Tracker, child: str | None, outcome: DatasetOutcome, end_time: float | None = None
 ) -> None:
     """Log a dataset's outcome: metrics, tags, result and samples on its child run (ended at
-    ``end_time``, now by default), the same prefixed ``<dataset>/...`` on the parent (the live
-    run and replay both log here)."""
+    ``end_time``, now by default; a group's subgroups and subtasks too, tracking/groups.py), the
+    dataset's own prefixed ``<dataset>/...`` on the parent (the live run and replay both log
+    here)."""
     tags = {"status": outcome.status, "resumed": str(outcome.resumed)}
     if outcome.error_type:
         tags["error_type"] = outcome.error_type
         tags["error_message"] = (outcome.error_message or "")[:5000]
     timing = outcome.timing_metrics()
     if child is not None:
-        tracker.log_metrics({**outcome.metrics, **timing}, run=child)
-        tracker.set_tags(tags, run=child)
+        tracker.log_metrics({**outcome.metrics, **member_metrics(outcome), **timing}, run=child)
+        tracker.set_tags({**tags, **tree_tags(outcome)}, run=child)
         if outcome.result_file:
             tracker.log_artifact(Path(outcome.result_file), run=child)
         if outcome.samples_file:

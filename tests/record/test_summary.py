@@ -25,7 +25,7 @@ BEFORE = FIXTURES / "run_dir_fd5f124"
 """A run directory written before this step (commit fd5f124)."""
 
 
-GAINED = {"requests_retried": 0}
+GAINED = {"requests_retried": 0, "group_subtasks": {}, "subtasks": {}}
 """Fields a dataset's outcome gained after fd5f124, with the value an older summary reads as."""
 
 
