@@ -368,6 +368,7 @@ def report_run(
         else:  # a local store's link opens once `mlflow ui` serves it
             serve = f"mlflow ui --backend-store-uri {tracker.uri}"
             say(f"this run in MLflow: {tracker.run_url()} (after: {serve})")
+    console.summarise_collapsed()  # the warnings a quiet console counted, one line each
     say(format_summary(summary.to_dict()))
     failed = [(name, summary.datasets[name]) for name in summary.failed]
     if failed:
