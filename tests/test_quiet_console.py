@@ -129,7 +129,7 @@ def test_a_vllm_run_keeps_its_start_up_log_off_the_console(tmp_path):
     lines = console_lines(proc)
     text = "\n".join(lines)
     assert proc.returncode == 0, text[-3000:]
-    for chatter in ("INFO ", "it/s", "Loading"):
+    for chatter in ("INFO ", "it/s", "Loading", "resource_tracker"):
         assert chatter not in text, f"{chatter!r} on the console:\n{text}"
     assert len(lines) <= 14, text
     log = run_dir_log(run)
