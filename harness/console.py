@@ -44,9 +44,55 @@ def chatty(verbose: bool) -> bool:
     return verbose or sys.stdout.isatty()
 
 
+ENGINE_OUTPUT_LOGGER = "harness.engine.output"
+"""The logger of what an engine's own process printed (``harness.engines.process.output``)."""
+
+REPEATING: tuple[tuple[str, str, str], ...] = (
+    (
+        "datasets",
+        r"^(Using the latest cached version of the dataset|Found the latest cached dataset)",
+        'datasets read {n} offline cache notice(s) ("Using the latest cached version ...")',
+    ),
+    (
+        "lm_eval",
+        r"Left truncation applied|Truncating context from|Reducing max_gen_toks",
+        "lm-eval truncated prompts to fit the model's length ({n} warning(s))",
+    ),
+    (ENGINE_OUTPUT_LOGGER, r"", "the engine's own process logged {n} warning(s)"),
+)
+"""Third-party warnings that come by the dozen (one per dataset, per request, per engine
+start-up line): the logger (or its parent), the message pattern, and the one line that counts
+them on a quiet console. Each is kept whole in harness.log; ``verbose=true`` shows each."""
+
+_collapsed: dict[str, list[Any]] = {}
+"""Warnings kept off a quiet console so far: their summary line's key -> [count, summary]."""
+
+
+def _collapse_key(record: logging.LogRecord) -> tuple[str, str] | None:
+    """A warning a quiet console counts instead of showing: (key, summary template); None to
+    show it. A named repeating kind, or any third-party warning whose text (digits aside) was
+    already shown once."""
+    import re
+
+    name, message = record.name, record.getMessage()
+    for logger, pattern, summary in REPEATING:
+        if (name == logger or name.startswith(logger + ".")) and re.search(pattern, message):
+            return logger + pattern, summary
+    if name.startswith("harness") or record.levelno >= logging.ERROR:
+        return None
+    template = re.sub(r"\d+", "#", message)[:200]
+    key = f"{name}:{template}"
+    if key not in _collapsed:
+        _collapsed[key] = [0, f"{{n}} more warning(s) like: {message[:120]}"]
+        return None  # the first is shown; its repeats are counted
+    return key, _collapsed[key][1]
+
+
 class ConsoleFilter(logging.Filter):
     """The console handler's filter: warnings and errors always, INFO only when chatty, and
-    never a phase record (``say`` has printed it)."""
+    never a phase record (``say`` has printed it). When not chatty, warnings that repeat
+    (``REPEATING``, and a warning's repeats) are counted instead, for
+    :func:`summarise_collapsed`; errors are never held back."""
 
     def __init__(self, show_info: bool = False) -> None:
         super().__init__()
@@ -55,7 +101,32 @@ class ConsoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == PHASE_LOGGER:
             return False
-        return record.levelno >= logging.WARNING or self.show_info
+        if self.show_info:
+            return True
+        if record.levelno != logging.WARNING:
+            return record.levelno > logging.WARNING
+        seen = getattr(record, "_harness_collapsed", None)
+        if seen is not None:  # a second console handler: counted once
+            return not seen
+        collapse = _collapse_key(record)
+        record._harness_collapsed = collapse is not None
+        if collapse is not None:
+            key, summary = collapse
+            _collapsed.setdefault(key, [0, summary])[0] += 1
+        return collapse is None
+
+
+def summarise_collapsed() -> None:
+    """One warning line on the console for each kind of warning a quiet console counted (the
+    records themselves are in harness.log), then start counting afresh."""
+    lines = [
+        summary.format(n=count) + " (see harness.log; verbose=true shows each)"
+        for count, summary in _collapsed.values()
+        if count > 0
+    ]
+    _collapsed.clear()
+    for line in lines:
+        say(f"warning: {line}", err=True, level=logging.WARNING)
 
 
 class MaskedStream:
@@ -120,6 +191,11 @@ def configure(verbose: bool, draws_bars: bool = True) -> bool:
             handler.addFilter(ConsoleFilter(show_info=loud))
     global _bars_off
     _bars_off = not loud
+    if not loud:
+        import atexit
+
+        atexit.unregister(summarise_collapsed)
+        atexit.register(summarise_collapsed)  # what a run that ends early counted
     if _bars_off and draws_bars:
         _gate_progress_bars()
     return loud

@@ -97,3 +97,42 @@ def test_verbose_shows_lm_eval_info_progress_bars_and_the_full_plan(tmp_path):
     assert "[INFO] Building contexts for arith_mc on rank 0" in proc.stderr
     assert "Running loglikelihood requests" in proc.stderr  # lm-eval's progress bar
     assert "[1/1] arith_mc ok in " in proc.stdout
+
+
+def warning(name: str, message: str) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.WARNING, __file__, 1, message, None, None)
+
+
+def test_a_quiet_console_counts_repeating_warnings_in_one_line_each(monkeypatch, capsys):
+    monkeypatch.setattr(console, "_collapsed", {})
+    quiet, chatty = console.ConsoleFilter(), console.ConsoleFilter(show_info=True)
+    notices = [
+        warning("datasets.load", f"Using the latest cached version of the dataset since o/r{i}")
+        for i in range(57)
+    ]
+    truncated = [
+        warning("lm_eval.models.huggingface", f"Left truncation applied. Original {i}")
+        for i in range(30)
+    ]
+    engine = [warning(console.ENGINE_OUTPUT_LOGGER, "[e] WARNING a") for _ in range(3)]
+    same = [warning("transformers", f"slow tokenizer for {i} inputs") for i in range(4)]
+    shown = [r for r in notices + truncated + engine + same if quiet.filter(r)]
+    assert [r.getMessage() for r in shown] == ["slow tokenizer for 0 inputs"]  # the first only
+    error = logging.LogRecord("lm_eval", logging.ERROR, __file__, 1, "Left truncation", None, None)
+    assert quiet.filter(error)  # errors are never held back
+    assert all(chatty.filter(r) for r in notices)  # verbose=true shows each
+    assert quiet.filter(notices[0]) is False  # a second console handler: counted once
+    console.summarise_collapsed()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        'warning: datasets read 57 offline cache notice(s) ("Using the latest cached version ...")'
+        " (see harness.log; verbose=true shows each)",
+        "warning: lm-eval truncated prompts to fit the model's length (30 warning(s)) (see "
+        "harness.log; verbose=true shows each)",
+        "warning: the engine's own process logged 3 warning(s) (see harness.log; verbose=true "
+        "shows each)",
+        "warning: 3 more warning(s) like: slow tokenizer for 0 inputs (see harness.log; "
+        "verbose=true shows each)",
+    ]
+    console.summarise_collapsed()
+    assert capsys.readouterr().err == ""  # counted afresh

@@ -14,6 +14,7 @@ from typing import Any
 from harness.config.evaluation import settings_for
 from harness.config.schema import DatasetConfig, RunConfig
 from harness.errors import TaskError, did_you_mean
+from harness.evaluation.hub_data import download_command, hub_snapshots_offline
 from harness.paths import PLUGINS_DIR, resolve_project_path
 
 log = logging.getLogger(__name__)
@@ -73,15 +74,58 @@ def unreadable_task_files(folders: list[Path]) -> list[str]:
     return broken
 
 
-def build_task_manager(folders: list[Path], wanted: list[str]) -> Any:
-    """A TaskManager over our folders, widened to lm-eval's built-ins only if needed."""
+def build_task_manager(
+    folders: list[Path], wanted: list[str], ours: Any | None = None, check: Any = None
+) -> Any:
+    """A TaskManager over our folders, widened to lm-eval's built-ins only if needed.
+
+    Args:
+        ours: a TaskManager over ``folders`` alone already built (it is not built again).
+        check: called with the task index (ours, plus the built-in folders that define a
+            wanted name) before the built-ins are indexed whole: it may refuse the run early.
+    """
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=[str(f) for f in folders], include_defaults=False)
+    manager = ours or TaskManager(include_path=[str(f) for f in folders], include_defaults=False)
     if all(name in manager.all_tasks for name in wanted):
+        if check is not None:
+            check(manager.task_index)
         return manager
+    if check is not None:
+        check(_partial_index(manager, [n for n in wanted if n not in manager.all_tasks]))
     log.info("indexing lm-eval's built-in tasks (about 10 s)")
     return TaskManager(include_path=[str(f) for f in folders], include_defaults=True)
+
+
+def _partial_index(ours: Any, names: list[str]) -> dict[str, Any]:
+    """Our task index plus the entries of the lm-eval built-in folders that define ``names``."""
+    from lm_eval.tasks._index import TaskIndex
+
+    from harness.evaluation.hub_data import builtin_folders
+
+    return {**TaskIndex.build(builtin_folders(names)), **ours.task_index}
+
+
+def refuse_missing_data(run: RunConfig) -> Any:
+    """The check :func:`build_task_manager` runs offline: a dataset whose hub data is not on
+    this machine is refused there, naming each repo and the command that fetches it, before any
+    task is built (each of mmlu's 57 would try the hub and fail) or every built-in indexed."""
+    from harness.evaluation.hub_data import missing_data_problem, missing_hub_data
+
+    def check(index: dict[str, Any]) -> None:
+        wanted = {name: ds.task for name, ds in run.dataset.items()}
+        missing = missing_hub_data(wanted, index)
+        if missing:
+            problems = [
+                missing_data_problem(k, wanted[k], lacking) for k, lacking in missing.items()
+            ]
+            noun = "dataset" if len(problems) == 1 else "datasets"
+            raise TaskError(
+                f"{len(problems)} {noun} cannot be evaluated:\n"
+                + "\n".join(f"  - {p}" for p in problems)
+            )
+
+    return check if run.offline else None
 
 
 def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
@@ -95,7 +139,9 @@ def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
     if not any(isinstance(f, _QuietCustomDatasetHint) for f in task_log.filters):
         task_log.addFilter(_QuietCustomDatasetHint())
     folders = task_folders(run)
-    manager = build_task_manager(folders, [d.task for d in run.dataset.values()])
+    manager = build_task_manager(
+        folders, [d.task for d in run.dataset.values()], check=refuse_missing_data(run)
+    )
     problems: list[str] = []
     broken: list[str] | None = None
     prepared: dict[str, PreparedDataset] = {}
@@ -126,7 +172,8 @@ def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
             problems.append(unknown_metric_problem(name, ds.task, entry.yaml_path, unknown))
             continue
         try:
-            loaded = with_metadata(manager, task_metadata(run, ds)).load([ds.task])
+            with hub_snapshots_offline(run.offline):
+                loaded = with_metadata(manager, task_metadata(run, ds)).load([ds.task])
         except Exception as err:  # any loader failure becomes this dataset's explained error
             problems.append(_explain_load_failure(name, ds.task, entry, builtin, run.offline, err))
             continue
@@ -271,15 +318,16 @@ def _explain_load_failure(
     name: str, task: str, entry: Any, builtin: bool, offline: bool, err: BaseException
 ) -> str:
     if builtin:
-        hub = (entry.cfg or {}).get("dataset_path") or "its Hugging Face dataset"
-        if offline:
+        hub = (entry.cfg or {}).get("dataset_path")
+        if offline:  # a repo the check before found here, yet not loadable from it
+            fix = f"`{download_command(hub)}` where the hub is reachable" if hub else "fetch it"
             return (
-                f"dataset '{name}': lm-eval task {task!r} needs {hub!r} from the Hugging Face "
-                "hub, which is not in the local datasets cache, and offline=true forbids "
-                f"downloading it ({_first_line(err)}). Fix: run once with offline=false where the "
-                "hub is reachable, to fill the cache (~/.cache/huggingface), or copy that cache "
-                "here and point HF_HOME at it; the bundled datasets need no network."
+                f"dataset '{name}': lm-eval task {task!r} could not load "
+                f"{hub or 'its Hugging Face dataset'!r} offline ({_first_line(err)}). Fix: {fix} "
+                "(it fills the hub cache this run reads), or offline=false where the hub is "
+                "reachable."
             )
+        hub = hub or "its Hugging Face dataset"
         return (
             f"dataset '{name}': lm-eval task {task!r} could not load {hub!r} "
             f"({_first_line(err)}). Fix: check network access to the Hugging Face hub."

@@ -102,7 +102,11 @@ def close_record(opened: OpenRun, summary: RunSummary) -> None:
     opened.tracker.close()
     drain = round(time.perf_counter() - draining, 3)
     opened.events.emit(
-        "run_done", status=summary.status, failed=summary.failed, tracking_drain_s=drain
+        "run_done",
+        status=summary.status,
+        failed=summary.failed,
+        tracking_drain_s=drain,
+        tracking_failure=opened.tracker.failure,  # a sweep's outcome reads it
     )
     if drain >= 1.0:
         say(f"MLflow caught up {drain:.1f}s after the run ended (not in total_time_s)")

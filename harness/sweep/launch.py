@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.sweep import record_exit
-from harness.sweep.outcome import format_outcomes, write_outcomes
+from harness.sweep.outcome import format_outcomes, tracking_lost, write_outcomes
 from harness.sweep.packing import NodePool
 from harness.sweep.plan import (
     Group,
@@ -43,6 +43,10 @@ from harness.sweep.submitted import (
     submit_group,
     wait_all,
 )
+
+TRACKING_LOST_EXIT = 3
+"""A sweep's exit code when every job completed but MLflow lost some of them (replay logs them
+from their run directories); failures (1) and refusals (2) win over it."""
 
 
 def launch(
@@ -246,7 +250,14 @@ def report(
     say(format_outcomes(ordered, sweep_dir))
     say(f"sweep outcome written to {path}")
     failed = any(o.state != "COMPLETED" for o in ordered)
-    record_exit(interrupted or (1 if failed else 0))
+    lost = tracking_lost(ordered)
+    if lost and not failed:
+        say(
+            f"warning: the sweep evaluated every job, but MLflow does not hold {len(lost)} of "
+            f"them (exit {TRACKING_LOST_EXIT}); see the outcome above",
+            err=True,
+        )
+    record_exit(interrupted or (1 if failed else TRACKING_LOST_EXIT if lost else 0))
     by_index = {s.job.index: s for s in submitted}
     out = []
     for job in jobs:

@@ -30,6 +30,9 @@ class JobOutcome:
     started_at: float | None = None
     """When a local job started and ended, seconds since the epoch (SLURM's are in sacct)."""
     ended_at: float | None = None
+    tracking: str = ""
+    """What became of the job's MLflow tracking: ``logged``, ``off`` (tracking=none), ``failed:
+    <reason>`` (the results are on disk; replay logs them), or empty (no run record to read)."""
 
 
 def dataset_counts(run_dir: Path) -> tuple[int | None, int | None]:
@@ -44,6 +47,30 @@ def dataset_counts(run_dir: Path) -> tuple[int | None, int | None]:
         return None, None
     done, failed_names = record.written_results()
     return len(done), len(failed_names)
+
+
+def tracking_outcome(run_dir: Path) -> str:
+    """The job's tracking as its run recorded it: the ``run_done`` event's ``tracking_failure``
+    (set once MLflow's writer has finished, so a failure at the run's very end counts), else
+    summary.json's ``tracking``; empty when the run left neither."""
+    from harness.record.events import read_events
+
+    record = RunDirectory(run_dir)
+    done = [e for e in read_events(record.events) if e.get("event") == "run_done"]
+    if done and done[-1].get("tracking_failure"):
+        return f"failed: {done[-1]['tracking_failure']}"
+    summary = record.read_summary()
+    if summary is None:
+        return ""
+    tracking = summary.tracking or {}
+    if tracking.get("failed"):
+        return f"failed: {tracking.get('failure') or 'an MLflow call failed'}"
+    return "logged" if tracking.get("enabled") else "off"
+
+
+def tracking_lost(outcomes: Sequence[JobOutcome]) -> list[JobOutcome]:
+    """The jobs whose run was evaluated but not (wholly) tracked in MLflow."""
+    return [o for o in outcomes if o.tracking.startswith("failed")]
 
 
 def failed_datasets(run_dir: Path) -> list[str]:
@@ -61,7 +88,8 @@ def failed_datasets(run_dir: Path) -> list[str]:
 def format_outcomes(outcomes: Sequence[JobOutcome], sweep_dir: Path) -> str:
     """The outcome table; for local jobs also each one's share of the node and when it ran
     (seconds from the first start), which shows how the jobs were packed."""
-    head = ["job", "model", "strategy", "tier", "state", "datasets ok/failed", "run dir", "job id"]
+    head = ["job", "model", "strategy", "tier", "state", "datasets ok/failed", "tracking"]
+    head += ["run dir", "job id"]
     packed = any(o.given for o in outcomes)
     if packed:
         head += ["given", "ran (s)"]
@@ -73,7 +101,9 @@ def format_outcomes(outcomes: Sequence[JobOutcome], sweep_dir: Path) -> str:
             where = str(Path(o.run_dir).resolve().relative_to(sweep_dir.resolve()))
         except ValueError:
             where = o.run_dir
-        row = [str(o.index), o.model, o.strategy, o.tier, o.state, counts, where, o.job_id]
+        tracking = o.tracking.split(":", 1)[0] or "-"
+        row = [str(o.index), o.model, o.strategy, o.tier, o.state, counts, tracking]
+        row += [where, o.job_id]
         if packed:
             ran = "-"
             if o.started_at is not None:
@@ -92,14 +122,25 @@ def format_outcomes(outcomes: Sequence[JobOutcome], sweep_dir: Path) -> str:
         lines.append(
             f"  job {o.index} {o.state}: {o.detail}" + (f" (log: {o.log})" if o.log else "")
         )
+    lost = tracking_lost(outcomes)
+    for o in lost:
+        done = "completed" if o.state == "COMPLETED" else o.state
+        lines.append(f"  job {o.index} {done}, tracking lost: {o.tracking[len('failed: ') :]}")
     if bad:
         lines.append(
             f"{len(bad)} of {len(outcomes)} job(s) did not complete: "
             + ", ".join(f"{o.index} ({o.state})" for o in bad)
             + ". Rerun the same command to retry: datasets already stored are not evaluated again."
         )
-    else:
+    elif not lost:
         lines.append(f"all {len(outcomes)} job(s) completed")
+    if lost:
+        completed = len(outcomes) - len(bad)
+        dirs = " ".join(o.run_dir for o in lost)
+        lines.append(
+            f"{completed} of {len(outcomes)} job(s) completed; MLflow tracking failed in "
+            f"{len(lost)} (their runs are on disk; `python -m harness.replay {dirs}` logs them)"
+        )
     return "\n".join(lines)
 
 

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.record.rundir import RunDirectory
-from harness.sweep.outcome import JobOutcome, dataset_counts, failed_datasets, last_error_line
+from harness.sweep.outcome import (
+    JobOutcome,
+    dataset_counts,
+    failed_datasets,
+    last_error_line,
+    tracking_outcome,
+)
 from harness.sweep.packing import Grant, Need, NodePool
 from harness.sweep.plan import Group, SweepJob
 from harness.sweep.slurm import (
@@ -302,6 +308,7 @@ def outcome_of(s: Submitted, kind: str, interrupted: bool) -> JobOutcome:
         job_id="-" if s.handle is None else str(s.handle.job_id),
     )
     out.datasets_ok, out.datasets_failed = dataset_counts(job.run_dir)
+    out.tracking = tracking_outcome(job.run_dir)
     if s.grant is not None:
         out.given = s.grant.to_dict()
         out.started_at, out.ended_at = s.started_at, s.finished_at

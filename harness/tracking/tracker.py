@@ -52,6 +52,8 @@ class Tracker:
         """Handles of the child runs opened so far."""
         self.failed = False
         """An MLflow call failed: what followed it is not in MLflow (replay logs it)."""
+        self.failure: str | None = None
+        """Why tracking failed (the first failure), for the run's record and a sweep's outcome."""
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._sender: threading.Thread | None = None
         self._started = threading.Event()
@@ -147,6 +149,8 @@ class Tracker:
             "experiment_id": self.experiment_id,
             "run_id": self.parent_id,
             "run_uid": self.uid,
+            "failed": self.failed,
+            "failure": self.failure,
         }
 
     def ui_url(self) -> str | None:
@@ -228,5 +232,7 @@ class Tracker:
         elif message[0] == "failed":
             self.enabled = False
             self.failed = True
+            if self.failure is None:
+                self.failure = str(message[1]) if len(message) > 1 else "an MLflow call failed"
         elif message[0] == "gone":
             self._started.set()

@@ -134,7 +134,7 @@ class WorkerProcess:
                 "later: python -m harness.replay <run dir>",
                 code,
             )
-            self.report(("failed",))
+            self.report(("failed", f"the MLflow worker process ended early (exit code {code})"))
         self.report(("gone",))
 
 

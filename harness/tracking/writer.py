@@ -3,7 +3,7 @@
 It runs wherever the tracker puts it: a thread of the harness (replay) or a process of its own
 (``harness.tracking.worker``, the live run), and tells the tracker what it needs to know through
 ``report``: ``("started", experiment_id, parent_id)`` once the parent run is open (or could not
-be), ``("failed",)`` when an MLflow call failed and tracking turned itself off.
+be), ``("failed", reason)`` when an MLflow call failed and tracking turned itself off.
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ class MlflowWriter:
                 mask(str(err).splitlines()[0]) if str(err) else "",
             )
             self.enabled = False
-            self.report(("failed",))
+            reason = f"MLflow {what} failed at {mask(self.target.uri)} ({type(err).__name__})"
+            self.report(("failed", reason))
 
     def _id(self, run: str | None) -> str:
         run_id = self.parent_id if run is None else self.children[run]

@@ -489,3 +489,29 @@ def test_ctrl_c_in_a_local_sweep_ends_each_run_killed_in_one_line(tmp_path):
         err = next(job_dir.glob("*_0_log.err")).read_text()
         assert "Traceback" not in err and "interrupted (Ctrl-C): the run is marked KILLED" in err
         assert next(job_dir.glob("*_controller.log")).read_text() == ""
+
+
+@pytest.mark.slow
+def test_a_local_sweep_says_which_jobs_mlflow_lost_and_how_to_replay_them(tmp_path):
+    # Nothing listens at the tracking URI: each job evaluates, its tracking fails; the sweep's
+    # outcome says so per job and in a summary with the replay command, and exits 3, not 0.
+    from tests.tracking.test_tracking_server import free_port
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "-m", SEARCHPATH, "dataset=[arith_mc]",
+         "dataset.arith_mc.limit=2,3", "tracking=server",
+         f"tracking.uri=http://127.0.0.1:{free_port()}", "hydra/launcher=submitit_local",
+         f"outputs_root={tmp_path / 'out'}"],
+        cwd=tmp_path, env=offline_env(tmp_path), capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 3, text[-3000:]
+    rows = outcome(the_sweep_dir(tmp_path))
+    assert [r["state"] for r in rows] == ["COMPLETED"] * 2, rows
+    for row in rows:
+        assert row["tracking"].startswith("failed: MLflow start failed at http://127.0.0.1:"), row
+        assert f"job {row['index']} completed, tracking lost: MLflow start failed" in text
+    assert "2 of 2 job(s) completed; MLflow tracking failed in 2" in text
+    assert f"python -m harness.replay {rows[0]['run_dir']} {rows[1]['run_dir']}" in text
+    assert "all 2 job(s) completed" not in text

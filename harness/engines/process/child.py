@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from harness.engines.base import load_factory
+from harness.engines.process.output import redirect_output
 from harness.engines.process.serving import error_reply, serve
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,20 @@ def _guard_against_orphaning(parent_pid: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
 
 
-def child_main(conn: Connection, parent_pid: int, factory: str, args: tuple[Any, ...]) -> None:
-    """The engine process: build the engine, then answer the parent until it closes or dies."""
+def child_main(
+    conn: Connection,
+    parent_pid: int,
+    factory: str,
+    args: tuple[Any, ...],
+    output: Connection | None = None,
+) -> None:
+    """The engine process: build the engine, then answer the parent until it closes or dies.
+
+    Args:
+        output: where this process and every one it starts print (the parent logs it,
+            ``harness.engines.process.output``); None keeps the parent's stdout and stderr.
+    """
+    redirect_output(output)
     _guard_against_orphaning(parent_pid)
     try:
         from setproctitle import setproctitle

@@ -42,6 +42,7 @@ from harness.engines.base import (
     stalled,
 )
 from harness.engines.process.child import STOP_GRACE_S, child_main
+from harness.engines.process.output import OutputReader, quiet_resource_tracker
 from harness.engines.process.serving import as_args
 
 log = logging.getLogger(__name__)
@@ -95,15 +96,20 @@ class EngineProcess:
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
+        quiet_resource_tracker(ctx)
         self._conn, child_conn = ctx.Pipe()
+        name = f"harness-engine-{self.factory.rpartition(':')[2]}"
+        self._output = OutputReader(ctx, name.removeprefix("harness-"))  # its prints: logged
         self._proc = ctx.Process(
             target=child_main,
             args=(child_conn, os.getpid(), self.factory, self.args),
-            name=f"harness-engine-{self.factory.rpartition(':')[2]}",
+            kwargs={"output": self._output.writer},
+            name=name,
             daemon=False,  # a daemonic process may not start vLLM's own processes
         )
         self._proc.start()
         child_conn.close()
+        self._output.started()
         self.pid: int = self._proc.pid or 0
         self.builds += 1
         try:
@@ -222,6 +228,7 @@ class EngineProcess:
             self._proc.join(STOP_GRACE_S + 5)
         self._sweep()
         self._conn.close()
+        self._output.join(2.0)  # its last lines (the group is gone: the pipe ends)
 
     def _sweep(self) -> None:
         """SIGKILL whatever is left in the engine's process group (its pgid is its pid)."""
