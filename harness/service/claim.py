@@ -27,6 +27,7 @@ from harness.console import say
 from harness.service.options import ServiceConfig, loopback
 from harness.service.probe import NotAnswering, complete_one_token, served_models
 from harness.service.registry import (
+    Launcher,
     ServiceEntry,
     Status,
     entry_path,
@@ -116,7 +117,7 @@ def reap_orphans(outputs_root: str | Path) -> None:
         reap_orphan(path, entry)
 
 
-def same_place(entry: ServiceEntry, service: ServiceConfig, launcher: str) -> bool:
+def same_place(entry: ServiceEntry, service: ServiceConfig, launcher: Launcher) -> bool:
     """Whether ``entry`` serves where ``service`` asks: the same launcher, host and port (a SLURM
     service's address is its node's: any, unless ``service.host`` names one)."""
     if entry.launcher != launcher or (service.port is not None and service.port != entry.port):
@@ -144,7 +145,7 @@ class Claim:
 
 
 def starting_twin(
-    outputs_root: str | Path, want: dict[str, object], service: ServiceConfig, launcher: str
+    outputs_root: str | Path, want: dict[str, object], service: ServiceConfig, launcher: Launcher
 ) -> tuple[Path, ServiceEntry] | None:
     """A ``starting`` entry of this deployment and place whose serve command still runs."""
     for path, entry in read_registry(outputs_root).entries.items():
@@ -158,7 +159,7 @@ def claim(
     outputs_root: str | Path,
     want: dict[str, object],
     service: ServiceConfig,
-    launcher: str,
+    launcher: Launcher,
     find_ready: Callable[[], ServiceEntry | None],
     make_entry: Callable[[], ServiceEntry],
 ) -> Claim:

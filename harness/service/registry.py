@@ -15,9 +15,12 @@ import socket
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from harness.record.files import write_private_json
+
+Launcher = Literal["local", "slurm"]
+"""Where a service's server runs: a process of this node, or a SLURM job."""
 
 SERVICES = "services"
 """The registry's folder under ``outputs_root``."""
@@ -85,7 +88,7 @@ class ServiceEntry:
     """How many times harness started its server (1, then 2 after a restart)."""
     served: dict[str, Any] = field(default_factory=dict)
     """What the server reports of itself (``/v1/models``: ``max_model_len``, ``root``)."""
-    launcher: str = "local"
+    launcher: Launcher = "local"
     """Where the server runs: ``local`` (a process of this node) or ``slurm`` (a SLURM job)."""
     job_id: str = ""
     """The SLURM job that runs the server (``launcher`` slurm): its liveness, ``scancel``."""

@@ -18,6 +18,7 @@ from harness.service.attach import deployment_key, find_service
 from harness.service.claim import claim, end_service, same_place
 from harness.service.options import ServiceConfig, needs_key
 from harness.service.registry import (
+    Launcher,
     ServiceEntry,
     Status,
     entry_path,
@@ -39,7 +40,7 @@ from harness.service.server import (
 from harness.service.slurm_job import JobWatch, job_folder, job_params, submit_job, wait_listening
 
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-LAUNCHERS = {"basic": "local", "slurm": "slurm"}
+LAUNCHERS: dict[str, Launcher] = {"basic": "local", "slurm": "slurm"}
 """``hydra/launcher`` choices a service takes, and where its server runs then."""
 
 
@@ -48,7 +49,7 @@ class Composition:
     """What the serve command's words compose: the run, and where its server runs."""
 
     run: RunConfig
-    launcher: str
+    launcher: Launcher
     """``local`` (this node) or ``slurm`` (``hydra/launcher=slurm``: a SLURM job)."""
     launcher_params: dict[str, Any]
     """``hydra.launcher.*`` as composed (partition, setup, additional_parameters, ...)."""
@@ -153,7 +154,7 @@ def serving_plan(run: RunConfig, on_this_node: bool = True) -> Plan:
 
 
 def new_entry(
-    plan: Plan, run: RunConfig, service: ServiceConfig, launcher: str = "local"
+    plan: Plan, run: RunConfig, service: ServiceConfig, launcher: Launcher = "local"
 ) -> ServiceEntry:
     """The registry entry of a service about to start (no pid yet; a SLURM job's address and
     port are its node's, filled in when it says where it listens)."""
@@ -189,7 +190,7 @@ def new_entry(
 
 
 def already_served(
-    plan: Plan, run: RunConfig, service: ServiceConfig, launcher: str = "local"
+    plan: Plan, run: RunConfig, service: ServiceConfig, launcher: Launcher = "local"
 ) -> ServiceEntry | None:
     """A live service of this user that serves this plan where ``service`` asks, if any."""
     target = find_service(plan, run.outputs_root)
