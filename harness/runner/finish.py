@@ -8,6 +8,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from harness import console
 from harness.config.schema import RunConfig
 from harness.console import say
 from harness.planning.plan import Plan
@@ -139,6 +140,7 @@ def report_run(
         else:  # a local store's link opens once `mlflow ui` serves it
             serve = f"mlflow ui --backend-store-uri {tracker.uri}"
             say(f"this run in MLflow: {tracker.run_url()} (after: {serve})")
+    console.summarise_collapsed()  # the warnings a quiet console counted, one line each
     whole = format_summary(summary.to_dict(), breakdown=True)
     say(whole if verbose else format_summary(summary.to_dict()), record=whole)
     failed = [(name, summary.datasets[name]) for name in summary.failed]
