@@ -123,6 +123,47 @@ def one_run_directory(argv: list[str]) -> None:
         sys.argv.append(f"hydra.run.dir={given[-1]}")
 
 
+def refuse_used_output_dir(argv: list[str]) -> None:
+    """One run, one directory, said before Hydra's job writes ``harness.log`` and ``.hydra/``
+    into a named ``output_dir`` that holds another run (``runner.checked.refuse_used_directory``
+    decides, from the config composed as ``quick_plan`` composes it); exits 2 when refused."""
+    import os
+    from pathlib import Path
+
+    from harness.record.rundir import RunDirectory
+
+    if "-m" in argv or "--multirun" in argv or any(a.startswith("-") for a in argv):
+        return
+    given = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("output_dir=")]
+    if not given or given[-1] in ("", "null"):
+        return
+    run_dir = RunDirectory(Path(os.path.expanduser(given[-1])).resolve())
+    if not run_dir.holds_run():
+        return
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from harness.runner.checked import refuse_used_directory
+    from harness.secrets import mask_tree
+
+    try:
+        with (
+            libyaml_loading(),
+            initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="harness"),
+        ):
+            cfg = compose("config", overrides=argv)
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    except Exception:  # not said here: Hydra's own way composes it again and says why
+        return
+    try:
+        refuse_used_directory(run_dir, typed)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     """Console entry point (``harness`` and ``python -m harness``)."""
     import signal
@@ -153,6 +194,7 @@ def main() -> None:
 
     sys.argv[1:] = with_task_source(argv)  # any lm-eval task by its own name: dataset=[mmlu]
     one_run_directory(argv)
+    refuse_used_output_dir(sys.argv[1:])  # before Hydra's job writes into another run's folder
     if any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in argv):
         sys.stdout = console.MaskedStream(sys.stdout)
     if asks_quick_plan(sys.argv[1:]):

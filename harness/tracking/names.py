@@ -25,7 +25,7 @@ _MLFLOW_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 RUN_UID_TAG = "harness.run_uid"
-"""Tag on the parent and child runs: which run directory they record (harness/replay.py)."""
+"""Tag on the parent and child runs: which run directory they record (harness/replay/)."""
 LOGGED_TAG = "harness.logged"
 """Set to ``complete`` on the parent as the very last record: a parent without it is partial."""
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"

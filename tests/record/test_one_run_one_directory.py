@@ -80,12 +80,14 @@ def test_a_second_run_into_a_named_output_dir_never_merges(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     events = RunDirectory(out).events
     before = events.read_text()
+    kept = {p: p.read_bytes() for p in [out / "harness.log", *(out / ".hydra").iterdir()]}
 
     other = run_harness([*common, "dataset.arith_mc.limit=4"], tmp_path)
     assert other.returncode == 2, other.stdout[-1000:] + other.stderr[-2000:]
     assert "holds another run" in other.stderr and "dataset.arith_mc.limit" in other.stderr
     assert "Traceback" not in other.stderr
     assert events.read_text() == before  # nothing of the refused run in the record
+    assert {p: p.read_bytes() for p in kept} == kept  # Hydra's job never wrote there either
 
     again = run_harness([*common, "dataset.arith_mc.limit=3"], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -1,0 +1,7 @@
+"""``python -m harness.replay``."""
+
+import sys
+
+from harness.replay.cli import main
+
+sys.exit(main())
