@@ -117,10 +117,15 @@ def quiet_resource_tracker(ctx: Any) -> None:
     from multiprocessing import resource_tracker
 
     reader = OutputReader(ctx, "resource-tracker")
-    saved = sys.stderr
-    sys.stderr = os.fdopen(reader.writer.fileno(), "w", closefd=False)  # what it passes on
+    # The tracker is started with this process's file descriptor 2 as its stderr (whatever
+    # sys.stderr is), so the pipe stands in for descriptor 2 while it starts.
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(reader.writer.fileno(), 2)
     try:
         resource_tracker.ensure_running()
     finally:
-        sys.stderr = saved
+        os.dup2(saved, 2)
+        os.close(saved)
     reader.started()  # EOF at once where the tracker was already running
