@@ -64,9 +64,9 @@ class Request:
 def test_batch_size_auto_searches_once_per_request_shape_and_answers_as_lm_eval(monkeypatch):
     """``batch_size=auto``: lm-eval's HFLM searches its batch size at every call, so at every
     journal slice (issue #35: 8-12 searches a run, the run twice as long as at batch 32). The
-    engine searches once per request shape (log-likelihood at its length, generation at the
-    whole context), keeps the size for every later slice, says what it found, and answers as
-    lm-eval's own search does."""
+    engine searches once per request shape (log-likelihood at its length, generation at its
+    prompt plus max_gen_toks), keeps the size for every later slice, says what it found, and
+    answers as lm-eval's own search does."""
     from lm_eval.models.huggingface import HFLM
 
     from harness.engines.inprocess.hf import HFEngine
@@ -87,17 +87,20 @@ def test_batch_size_auto_searches_once_per_request_shape_and_answers_as_lm_eval(
     try:
         scored = [Request(f"{i} + {i} =", f" {2 * i}") for i in range(24)]
         generated = [
-            Request(f"{i}, {i + 1},", {"until": ["\n"], "max_gen_toks": 3}) for i in range(6)
+            Request(f"{i}, {i + 1},", {"until": ["\n"], "max_gen_toks": 40}) for i in range(6)
         ]
         slices = [("loglikelihood", scored[i : i + 6]) for i in range(0, 24, 6)]
         slices += [("generate_until", generated[i : i + 2]) for i in range(0, 6, 2)]
         ours = [engine.answer(op, part).answers for op, part in slices]
-        assert len(searches) == 2, searches  # one per shape, not one per slice (7)
+        # one per shape (up to 16 tokens scored, up to 64 generated), not one per slice (7)
+        assert [len(args[0][0][1]) - 1 for args in searches] == [16, 64], searches
         found = engine.describe()
         assert found["batch_size"] == "auto" and found["batch_size_searches"] == 2
         by_type = found["batch_sizes_found"]
-        assert set(by_type) == {"loglikelihood", "generate_until"}, by_type
-        assert all(size == 4 for sizes in by_type.values() for size in sizes.values())  # a CPU
+        assert by_type == {
+            "loglikelihood": {"<=16 tokens": 4},
+            "generate_until": {"<=64 tokens": 4},
+        }
         searches.clear()
         theirs = [getattr(engine.lm, op)(part, disable_tqdm=True) for op, part in slices]
         assert len(searches) == len(slices)  # lm-eval alone: a search per call

@@ -6,13 +6,16 @@ passes at the longest length, halving on out-of-memory) at every ``loglikelihood
 ``generate_until`` call. Harness calls it once per journal slice, so a run searched 8-12 times,
 each time printing two lines, and on a CPU (which never runs out of memory: every search ends at
 ``max_batch_size``) ``batch_size=auto`` took twice as long as the default batch size
-(issue #35). Here the search runs once per shape of request: generation and rolling
-log-likelihood at the model's whole context (lm-eval's own length for them), log-likelihood at
-the longest request's token count rounded up to a power of two. A size found for a length serves
-every request no longer, for every slice and dataset; the call itself then runs at that fixed
-size, as lm-eval would have run it after its own search (``batch_size_per_gpu``, read by its
-``batch_size``). ``auto:N`` (lm-eval searches N times within one call, as the requests get
-shorter) is searched the same way: each slice at the size for its longest request.
+(issue #35). Here the search runs once per shape of request, at a token count rounded up to a
+power of two (at most the model's context): log-likelihood at its longest request (lm-eval's
+own length), generation at its longest prompt plus ``max_gen_toks`` (lm-eval searches at the
+whole context, five passes of ``max_batch_size`` x ``max_length``: several times a small
+dataset's own time on a CPU), rolling log-likelihood at the whole context (its windows'). A
+size found for a length serves every request no longer, for every slice and dataset; the call
+itself then runs at that fixed size, as lm-eval would have run it after its own search
+(``batch_size_per_gpu``, read by its ``batch_size``). ``auto:N`` (lm-eval searches N times
+within one call, as the requests get shorter) is searched the same way: each slice at the size
+for its longest request.
 """
 
 from __future__ import annotations
@@ -27,8 +30,6 @@ log = logging.getLogger(__name__)
 LENGTH_MARGIN = 2
 """Tokens added to a log-likelihood request's count: lm-eval's own encoding may add a prefix
 token (an empty context) or split the text at another place than one pass over it."""
-FULL_CONTEXT_OPS = ("generate_until", "loglikelihood_rolling")
-"""Request types lm-eval searches at the model's whole context (``max_length``)."""
 
 
 def is_auto(batch_size: Any) -> bool:
@@ -65,8 +66,10 @@ class BatchSizeSearch:
         """The batch size for ``requests`` of type ``op``: one already found for a length at
         least theirs, else one searched now."""
         max_length = int(self.lm.max_length)
-        if op in FULL_CONTEXT_OPS:
+        if op == "loglikelihood_rolling":  # windows of the whole context
             length = max_length
+        elif op == "generate_until":  # the longest prompt and all it may generate
+            length = length_bucket(self._longest_generation(requests), max_length)
         else:
             length = length_bucket(self._longest(requests), max_length)
         known = [n for n in self.found if n >= length]
@@ -91,6 +94,24 @@ class BatchSizeSearch:
             return 1
         ids = self.lm.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return max(len(i) for i in ids) + LENGTH_MARGIN
+
+    def _longest_generation(self, requests: Sequence[Any]) -> int:
+        """The most tokens a generation request can hold: its prompt and its ``max_gen_toks``
+        (lm-eval's default where the request sets none). A forward pass over that many tokens
+        takes at least the memory of generating them with a KV cache."""
+        default = int(getattr(self.lm, "max_gen_toks", 256))
+        prompts = [str(r.args[0]) for r in requests]
+        if not prompts:
+            return 1
+        ids = self.lm.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        most = 0
+        for request, prompt in zip(requests, ids, strict=True):
+            settings = request.args[1] if len(request.args) > 1 else {}
+            wanted = (
+                settings.get("max_gen_toks", default) if isinstance(settings, dict) else default
+            )
+            most = max(most, len(prompt) + int(wanted))
+        return most + LENGTH_MARGIN
 
     def _search(self, length: int, max_length: int) -> int:
         """lm-eval's own search, at ``length`` tokens: its ``_detect_batch_size`` reads the
