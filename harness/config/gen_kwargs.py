@@ -12,11 +12,10 @@ A served model (``endpoint``) passes them to its server as they are: not checked
 from __future__ import annotations
 
 import ast
-import importlib.util
 from collections.abc import Iterable
 from functools import cache
-from pathlib import Path
 
+from harness.config.installed_source import annotated_fields, class_node, installed_source
 from harness.errors import did_you_mean
 
 LM_EVAL_KEYS = frozenset(
@@ -33,25 +32,9 @@ LM_EVAL_KEYS = frozenset(
 """What lm-eval's models read themselves (``lm_eval.models.utils.normalize_gen_kwargs``)."""
 
 
-def _source(module: str, relative: str) -> str | None:
-    """The text of ``relative`` inside an installed package, found without importing it."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / relative
-    return path.read_text(encoding="utf-8") if path.is_file() else None
-
-
-def _class(source: str, name: str) -> ast.ClassDef | None:
-    return next(
-        (n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == name),
-        None,
-    )
-
-
 def generation_config_keys(source: str) -> set[str]:
     """The attributes ``GenerationConfig.__init__`` sets (``self.<name> = ...``)."""
-    found = _class(source, "GenerationConfig")
+    found = class_node(source, "GenerationConfig")
     init = (
         next(
             (f for f in found.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"),
@@ -75,14 +58,7 @@ def generation_config_keys(source: str) -> set[str]:
 
 def sampling_params_fields(source: str) -> set[str]:
     """vLLM's ``SamplingParams`` fields (its annotated class attributes)."""
-    found = _class(source, "SamplingParams")
-    if found is None:
-        return set()
-    return {
-        st.target.id
-        for st in found.body
-        if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name)
-    }
+    return annotated_fields(source, "SamplingParams")
 
 
 @cache
@@ -90,10 +66,10 @@ def accepted(engine: str) -> frozenset[str] | None:
     """Every ``gen_kwargs`` key the installed ``engine`` takes; None where it is not checked
     (a served model, or sources not installed here)."""
     if engine == "hf":
-        source = _source("transformers", "generation/configuration_utils.py")
+        source = installed_source("transformers", "generation/configuration_utils.py")
         keys = generation_config_keys(source) if source else set()
     elif engine == "vllm":
-        source = _source("vllm", "sampling_params.py")
+        source = installed_source("vllm", "sampling_params.py")
         keys = sampling_params_fields(source) if source else set()
     else:
         return None

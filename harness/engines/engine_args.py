@@ -11,11 +11,10 @@ place decides each.
 from __future__ import annotations
 
 import ast
-import importlib.util
 from collections.abc import Mapping
 from functools import cache
-from pathlib import Path
 
+from harness.config.installed_source import annotated_fields, installed_source
 from harness.config.rules import PLAN_OWNED
 from harness.errors import did_you_mean
 
@@ -40,15 +39,6 @@ FROM_PRETRAINED = (
 passes on from its ``**kwargs``."""
 
 
-def _source(module: str, relative: str) -> str | None:
-    """The text of ``relative`` inside an installed package, found without importing it."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / relative
-    return path.read_text(encoding="utf-8") if path.is_file() else None
-
-
 def init_parameters(source: str, class_name: str) -> set[str]:
     """The named parameters of ``class_name.__init__`` in ``source`` (not ``self``)."""
     for node in ast.walk(ast.parse(source)):
@@ -63,26 +53,19 @@ def init_parameters(source: str, class_name: str) -> set[str]:
 
 def engine_args_fields(source: str) -> set[str]:
     """vLLM's ``EngineArgs`` fields in ``vllm/engine/arg_utils.py``'s source."""
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.ClassDef) and node.name == "EngineArgs":
-            return {
-                st.target.id
-                for st in node.body
-                if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name)
-            }
-    return set()
+    return annotated_fields(source, "EngineArgs")
 
 
 @cache
 def accepted(engine: str) -> frozenset[str] | None:
     """Every keyword the installed ``engine`` takes; None where its sources are not here."""
     if engine == "hf":
-        source = _source("lm_eval", "models/huggingface.py")
+        source = installed_source("lm_eval", "models/huggingface.py")
         if source is None:
             return None
         return frozenset(init_parameters(source, "HFLM") | set(FROM_PRETRAINED))
-    wrapper = _source("lm_eval", "models/vllm_causallms.py")
-    fields = _source("vllm", "engine/arg_utils.py")
+    wrapper = installed_source("lm_eval", "models/vllm_causallms.py")
+    fields = installed_source("vllm", "engine/arg_utils.py")
     if wrapper is None or fields is None:
         return None
     return frozenset(init_parameters(wrapper, "VLLM") | engine_args_fields(fields))

@@ -186,7 +186,9 @@ def attach_target(plan: Plan, outputs_root: str | Path) -> EndpointTarget | None
         return None
     if target.api_key:
         os.environ[KEY_ENV] = target.api_key
-    import transformers.models.auto.tokenization_auto  # noqa: F401  torch under it
+    # the fast tokenizer class the endpoint loads (engines/remote), not AutoTokenizer: that
+    # imports transformers' model registry, which cost an attached run most of its start
+    from transformers import PreTrainedTokenizerFast  # noqa: F401  torch under it
 
     import harness.engines.remote.engine  # noqa: F401  lm-eval's API models
 
