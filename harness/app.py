@@ -174,6 +174,8 @@ def main() -> None:
         output_problems,
         required_value_problems,
         searchpath_problems,
+        unquoted_equals_problems,
+        unselected_dataset_problems,
     )
     from harness.config.keys import argv_key_problems
 
@@ -183,6 +185,7 @@ def main() -> None:
     problems = searchpath_problems(argv) + check_group_choices(argv)
     if not cli_help.only_prints(argv):  # --help and tab completion (-sc install=bash) run nothing
         problems += argv_key_problems(argv) + required_value_problems(argv) + output_problems(argv)
+        problems += unselected_dataset_problems(argv) + unquoted_equals_problems(argv)
     from harness.sweep import argv_problems as sweep_argv_problems
 
     problems += sweep_argv_problems(argv)

@@ -45,3 +45,10 @@ def did_you_mean(value: str, choices: Iterable[str], n: int = 3) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def number(value: object) -> str:
+    """A value as the user typed it: ``5``, not the ``5.0`` that a float-typed setting holds."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

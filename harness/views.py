@@ -148,7 +148,9 @@ def _replicas(plan: Plan) -> str:
 
 def format_plan_line(plan: Plan) -> str:
     """The plan in one line (engine, parallel sizes, memory needed/budget, verdict), then its
-    explanation, notes and problems: what a run shows before it starts."""
+    explanation and notes: what a run shows before it starts. Its problems are not listed here:
+    a run raises every one of them in its ``error:`` block (a sweep lists them per job), and a
+    problem is said once."""
     if plan.device == "remote":
         return _served_plan(plan, table=False)
     m = plan.memory
@@ -168,12 +170,12 @@ def format_plan_line(plan: Plan) -> str:
         f"{plan.engine} on {plan.device}{executor} | {parallel} | {memory} | {verdict}"
     )
     explanation = [f"  {plan.explanation}"] if plan.explanation else []
-    return "\n".join([line, *explanation, *_plan_remarks(plan)])
+    return "\n".join([line, *explanation, *_plan_remarks(plan, problems=False)])
 
 
-def _plan_remarks(plan: Plan) -> list[str]:
+def _plan_remarks(plan: Plan, problems: bool = True) -> list[str]:
     lines = [f"  note: {n}" for n in plan.notes]
-    if plan.problems:
+    if plan.problems and problems:
         lines.append(f"{len(plan.problems)} problem(s):")
         lines += [f"  - {p}" for p in plan.problems]
     return lines
@@ -206,5 +208,5 @@ def _served_plan(plan: Plan, table: bool) -> str:
     if not table:
         line = f"{head} | {plan.engine} | {weights} | {verdict_of(plan)}"
         explanation = [f"  {plan.explanation}"] if plan.explanation else []
-        return "\n".join([line, *explanation, *_plan_remarks(plan)])
+        return "\n".join([line, *explanation, *_plan_remarks(plan, problems=False)])
     return _plan_table(plan, f"{head} | {verdict_of(plan)}", rows)

@@ -80,12 +80,15 @@ def test_plan_line_says_engine_sizes_memory_and_verdict(compose_cfg):
     assert format_plan(plan).startswith("plan: falcon_40b | strategy tp4 | tier medium | FITS")
 
 
-def test_plan_line_keeps_problems(compose_cfg):
+def test_plan_line_leaves_problems_to_the_error_block(compose_cfg):
+    """A run raises its plan's problems (``error:``): the line above says the verdict only, so
+    each problem is printed once (issue 35); plan-only's table lists them."""
     cfg = compose_cfg("model=llama2_70b", "strategy=single", "tier=small", "plan_only=true")
     plan = plan_run(to_run_config(cfg))
     text = format_plan_line(plan)
     assert text.splitlines()[0].endswith("| DOES NOT FIT")
-    assert "problem(s):" in text and "strategy=int8" in text
+    assert "problem(s):" not in text and "strategy=int8" not in text
+    assert "strategy=int8" in format_plan(plan)
 
 
 @pytest.mark.slow

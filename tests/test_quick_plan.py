@@ -21,6 +21,8 @@ COMMANDS = {
     "does-not-fit": ["model=llama2_70b", "strategy=single", "tier=small"],
     "cannot-work": ["model=llama3_1_8b", "strategy=tp8", "tier=medium"],
     "bad-value": ["strategy.batch_size=0"],
+    "rule-broken": ["model=llama3_1_8b", "strategy=tp4", "strategy.tensor_parallel_size=3"],
+    "engine-arg-misspelt": ["strategy.engine_args={attn_implmentation:eager}"],
     "secret": ["tracking=server", "tracking.uri=http://ann:s3cret@mlflow.example:5000"],
 }
 
@@ -45,6 +47,12 @@ def test_the_quick_way_answers_as_the_hydra_job_does(tmp_path, name):
     expected = {"fits": 0, "auto": 0, "this-node": 1, "does-not-fit": 1, "cannot-work": 1}
     if name in expected:  # this node has no GPU: tp4 on it does not fit
         assert code == expected[name], out + err
+    if name in ("rule-broken", "engine-arg-misspelt"):  # no tier mends these: bad input (2)
+        assert code == 2 and "| REFUSED (bad input)" in out, out + err
+        assert "FITS" not in out.replace("DOES NOT FIT", ""), out
+        assert "DOES NOT FIT" not in out, out
+        needle = "tensor parallel size (3)" if name == "rule-broken" else "attn_implmentation"
+        assert needle in out, out
     if name == "bad-value":  # bad input: refused (exit 2), not "does not fit"; said once
         assert code == 2 and "REFUSED (bad input)" in out and "DOES NOT FIT" not in out, out
         assert out.count("strategy.batch_size=0") == 1, out

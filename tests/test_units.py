@@ -83,7 +83,7 @@ def test_validation_collects_every_problem(compose_cfg):
     for needle in (
         "strategy.batch_size=0",
         "tp=2",
-        "dataset.arith_mc.limit=-1.0",
+        "dataset.arith_mc.limit=-1",
         "dataset.compare_mc.num_fewshot=-2",
         "plugins/models/nowhere",
     ):

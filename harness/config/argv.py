@@ -184,3 +184,49 @@ def required_value_problems(argv: Sequence[str]) -> list[str]:
                     )
                 )
     return problems
+
+
+def unselected_dataset_problems(argv: Sequence[str]) -> list[str]:
+    """``dataset.<name>.<key>=v`` for a dataset that ``dataset=[...]`` does not select: Hydra
+    answers "Key '<name>' is not in struct" and suggests ``+dataset.<name>.<key>=v``, which
+    fails too; the right form selects the dataset. (A sweep's several lists are left to it.)"""
+    if "-m" in argv or "--multirun" in argv:
+        return []
+    given = [a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith("dataset=")]
+    if not given or "]," in given[-1]:
+        return []
+    selected = [n.strip() for n in re.split(r"[\[\],]", given[-1]) if n.strip()]
+    problems = []
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        parts = key.split(".")
+        if not sep or len(parts) < 3 or parts[0] != "dataset" or parts[1] in selected:
+            continue
+        both = ",".join([*selected, parts[1]])
+        problems.append(
+            f"{arg}: dataset '{parts[1]}' is not selected (dataset=[{','.join(selected)}]), so "
+            f"it has no settings to change. Fix: dataset=[{both}] {key}={value} (no '+': "
+            "the dataset's settings exist once it is selected)."
+        )
+    return problems
+
+
+def unquoted_equals_problems(argv: Sequence[str]) -> list[str]:
+    """``key=a=b``: a value with an unquoted ``=``, as lm-eval's ``--gen_kwargs max_gen_toks=2``
+    is written, which Hydra's grammar cannot parse ("mismatched input '='"). Named here with the
+    two forms Hydra reads (the shell's quotes around Hydra's)."""
+    problems = []
+    for arg in argv:
+        if arg.startswith("-"):
+            continue
+        key, sep, value = arg.partition("=")
+        if not sep or "=" not in value or value[:1] in ("'", '"', "{", "["):
+            continue
+        inner, _, inner_value = value.partition("=")
+        problems.append(
+            f"{arg}: the value of {key.lstrip('+~')} holds an unquoted '=', which Hydra cannot "
+            f"parse (lm-eval's command line takes it; Hydra needs quotes or a mapping). Fix: "
+            f"\"{key}='{value}'\" (quoted for the shell and for Hydra) or "
+            f"{key}={{{inner}:{inner_value}}}."
+        )
+    return problems

@@ -16,6 +16,7 @@ from harness.config.schema import (
     ReplicaBackend,
     StrategyConfig,
 )
+from harness.errors import number
 from harness.secrets import env_secrets, mask
 
 
@@ -75,12 +76,12 @@ def _transport_problems(strategy: StrategyConfig) -> list[str]:
             )
     if not strategy.timeout > 0:
         problems.append(
-            f"strategy.timeout={strategy.timeout}: must be a positive number of seconds. "
+            f"strategy.timeout={number(strategy.timeout)}: must be a positive number of seconds. "
             "Fix: strategy.timeout=300."
         )
     if not strategy.retry_wait_s >= 0:
         problems.append(
-            f"strategy.retry_wait_s={strategy.retry_wait_s}: must be 0 or more seconds. "
+            f"strategy.retry_wait_s={number(strategy.retry_wait_s)}: must be 0 or more seconds. "
             "Fix: strategy.retry_wait_s=1."
         )
     name = strategy.api_key_env

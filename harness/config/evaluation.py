@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from harness.config.schema import DatasetConfig, RunConfig
+from harness.errors import number
 
 PER_DATASET = (
     "apply_chat_template",
@@ -180,7 +181,7 @@ def evaluation_problems(run: RunConfig) -> list[str]:
         if ds.samples is not None:
             if ds.limit is not None:
                 problems.append(
-                    f"{where}samples and {where}limit={ds.limit}: lm-eval takes one or the "
+                    f"{where}samples and {where}limit={number(ds.limit)}: lm-eval takes one or the "
                     f"other. Fix: drop {where}limit (samples already picks the documents)."
                 )
             if not ds.samples or any(int(i) < 0 for i in ds.samples):

@@ -21,6 +21,7 @@ from harness.config.schema import (
     StrategyConfig,
     TierConfig,
 )
+from harness.errors import number
 
 FP8_GPUS = ("L4", "L40", "L40S", "H100", "H200", "H800", "H20", "GH200", "B100", "B200", "GB200")
 """GPUs with fp8 tensor cores (compute capability 8.9 and up)."""
@@ -75,7 +76,7 @@ PLAN_OWNED: dict[str, str] = {
 
 def engine_args_problems(strategy: StrategyConfig) -> list[str]:
     """``strategy.engine_args`` is a mapping, and names no keyword another setting decides
-    (the engine's own check of every key is ``harness.engines.engine_args``)."""
+    (the engine's own check of every key is ``harness.config.engine_args``)."""
     given = strategy.engine_args
     if given is None:
         return []
@@ -134,13 +135,14 @@ def size_problems(strategy: StrategyConfig) -> list[str]:
         )
     if not strategy.journal_slice_s > 0:
         problems.append(
-            f"strategy.journal_slice_s={strategy.journal_slice_s}: must be a positive number of "
-            "seconds. Fix: strategy.journal_slice_s=5."
+            f"strategy.journal_slice_s={number(strategy.journal_slice_s)}: must be a positive "
+            "number of seconds. Fix: strategy.journal_slice_s=5."
         )
     if strategy.stall_timeout_s is not None and not strategy.stall_timeout_s > 0:
         problems.append(
-            f"strategy.stall_timeout_s={strategy.stall_timeout_s}: must be a positive number of "
-            "seconds, or null (scaled from the model's size). Fix: strategy.stall_timeout_s=600."
+            f"strategy.stall_timeout_s={number(strategy.stall_timeout_s)}: must be a positive "
+            "number of seconds, or null (scaled from the model's size). Fix: "
+            "strategy.stall_timeout_s=600."
         )
     return problems
 
@@ -190,6 +192,16 @@ def deployment_problems(
         problems += _gpu_rules(strategy, tier, gpus, nodes)
     problems += _quantization_rules(model, strategy, tier, device)
     return problems
+
+
+def input_rules(model: ModelConfig, strategy: StrategyConfig) -> list[str]:
+    """The rules the model and strategy break whatever the tier: bad input (exit 2, verdict
+    REFUSED), not a deployment that does not fit (1). A tier's GPUs are not the config's fault."""
+    return (
+        _model_rules(model, strategy)
+        + engine_rules(strategy)
+        + _checkpoint_quantization(model, strategy)
+    )
 
 
 def _model_rules(model: ModelConfig, strategy: StrategyConfig) -> list[str]:
@@ -310,12 +322,7 @@ def _quantization_rules(
     q = strategy.quantization
     if q == Quantization.none:
         return []
-    problems = []
-    if strategy.engine == EngineKind.hf:
-        problems.append(
-            f"strategy.quantization={q.value}: engine hf loads weights unquantized. Fix: use "
-            "strategy=int8 or strategy=fp8 (vLLM), or strategy.quantization=none."
-        )
+    problems = _checkpoint_quantization(model, strategy)
     if device != "cuda":
         problems.append(
             f"strategy.quantization={q.value} needs a GPU, and this deployment runs on the CPU. "
@@ -326,6 +333,18 @@ def _quantization_rules(
             f"strategy.quantization=fp8 needs fp8 tensor cores (L4, L40S, H100, H200, B200), "
             f"but tier '{tier.name}' has {tier.gpu_type or 'an unnamed GPU'}. Fix: "
             "strategy=int8, or a tier with H100s (medium, large, xlarge)."
+        )
+    return problems
+
+
+def _checkpoint_quantization(model: ModelConfig, strategy: StrategyConfig) -> list[str]:
+    """Quantization the engine or the checkpoint cannot give, on any tier."""
+    q = strategy.quantization
+    problems = []
+    if q != Quantization.none and strategy.engine == EngineKind.hf:
+        problems.append(
+            f"strategy.quantization={q.value}: engine hf loads weights unquantized. Fix: use "
+            "strategy=int8 or strategy=fp8 (vLLM), or strategy.quantization=none."
         )
     pretrained = model.pretrained.lower()
     if q == Quantization.int4 and "awq" not in pretrained and "gptq" not in pretrained:

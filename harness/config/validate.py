@@ -8,6 +8,7 @@ from harness.config.endpoint import endpoint_rules
 from harness.config.evaluation import evaluation_problems
 from harness.config.rules import model_fact_problems, size_problems
 from harness.config.schema import RunConfig, TrackingBackend
+from harness.errors import number
 from harness.paths import PROJECT_ROOT, resolve_project_path
 
 
@@ -71,8 +72,8 @@ def _check_datasets(run: RunConfig) -> list[str]:
             )
         if ds.limit is not None and ds.limit <= 0:
             problems.append(
-                f"dataset.{name}.limit={ds.limit}: must be positive (a count, or a fraction "
-                "below 1). Fix: use null to evaluate every example."
+                f"dataset.{name}.limit={number(ds.limit)}: must be positive (a count, or a "
+                "fraction below 1). Fix: use null to evaluate every example."
             )
         if ds.task_path is not None:
             problems += _check_task_root(f"dataset.{name}.task_path", ds.task_path, run)
@@ -94,10 +95,10 @@ def _check_datasets(run: RunConfig) -> list[str]:
 
 def allowed_roots(run: RunConfig) -> list[Path]:
     """Folders task paths may lie under: the project, the current directory, and allowed_roots."""
-    roots = [PROJECT_ROOT, Path.cwd()]
-    return [r.resolve() for r in roots] + [
-        Path(r).expanduser().resolve() for r in run.allowed_roots
-    ]
+    roots = [PROJECT_ROOT, Path.cwd(), *(Path(r).expanduser() for r in run.allowed_roots)]
+    return list(
+        dict.fromkeys(r.resolve() for r in roots)
+    )  # each once (the cwd is often the project)
 
 
 def _check_task_root(what: str, path: str, run: RunConfig) -> list[str]:

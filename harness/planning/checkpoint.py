@@ -167,7 +167,13 @@ def locate(
     if is_local(pretrained):
         folder = resolve_project_path(os.path.expanduser(pretrained))
         if not (folder / CONFIG).is_file():
-            what = "has no config.json" if folder.is_dir() else "does not exist"
+            what = (
+                "has no config.json"
+                if folder.is_dir()
+                else "is a file, not a checkpoint folder"
+                if folder.exists()
+                else "does not exist"
+            )
             relative = not os.path.isabs(os.path.expanduser(typed)) and os.path.isabs(pretrained)
             start = f" (a relative path starts at the current directory, {start_dir()})"
             raise ConfigError(

@@ -7,10 +7,12 @@ checks on arrival, ``harness.engines.engine_problems``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
+from harness.config.engine_args import unknown_problems
 from harness.config.evaluation import chat_templates_asked, engine_args
-from harness.config.rules import engine_rules, model_fact_problems, plannable
+from harness.config.rules import engine_rules, input_rules, model_fact_problems, plannable
 from harness.config.schema import RunConfig
 from harness.config.validate import config_problems
 from harness.errors import ConfigError
@@ -46,8 +48,21 @@ def checked_plan(run: RunConfig) -> Plan:
         problems += chat_template_problems(
             model.pretrained, model.revision, run.model.pretrained, asked
         )
+    problems += engine_arg_problems(run)
     plan.engine_args = engine_args(run)
+    # the plan's own rules that no tier mends are bad input too (2, REFUSED), not a misfit (1)
+    used = plan.model_config or model, plan.strategy_config or run.strategy
+    broken = set(input_rules(*used))
+    plan.bad_input = problems + [p for p in plan.problems if p in broken]
     plan.problems = problems + plan.problems
-    plan.bad_input = list(problems)
     plan.notes = notes + plan.notes
     return plan
+
+
+def engine_arg_problems(run: RunConfig) -> list[str]:
+    """Keys of ``strategy.engine_args`` the engine does not take: found by the plan, so that
+    plan-only refuses them as a run does (a served model's arguments are refused elsewhere)."""
+    given = run.strategy.engine_args
+    if not isinstance(given, Mapping) or run.strategy.engine.value == "endpoint":
+        return []
+    return unknown_problems(run.strategy.engine.value, given)

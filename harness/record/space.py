@@ -54,3 +54,35 @@ def space_problems(folders: Iterable[Path], needed: int) -> list[str]:
                 "Fix: free space there, or outputs_root=<a folder with room>."
             )
     return problems
+
+
+def out_of_room(err: BaseException) -> bool:
+    """Whether ``err`` says the disk is full: ``OSError`` ENOSPC, or SQLite's "database or disk
+    is full" (SQLAlchemy and MLflow wrap it, keeping its text)."""
+    import errno
+
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    text = str(err).lower()
+    return "disk is full" in text or "no space left on device" in text
+
+
+def tracking_fix(uri: str, err: BaseException) -> str:
+    """The fix for a failed MLflow call at ``uri``: a local store (SQLite, a folder) has no server
+    to start, and a full disk is mended by room, not by another store kind."""
+    local = uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
+    path = uri.split(":///", 1)[-1] if local else ""
+    if out_of_room(err):
+        where = f"the device of {path}" if local else "the tracking server's disk"
+        return (
+            f"Fix: free space on {where}, or tracking.uri=<a store on a disk with room>, or "
+            "tracking=none"
+        )
+    if local:
+        return (
+            f"Fix: the store is local ({path}): check that it is a writable MLflow store, or "
+            "tracking.uri=<another folder>, or tracking=none"
+        )
+    return (
+        "Fix: start the server (mlflow server --port ...) or pick tracking=local or tracking=none"
+    )

@@ -128,15 +128,17 @@ class MlflowWriter:
             with store_lock(self.target.uri):
                 fn()
         except Exception as err:  # tracking must never end the evaluation
+            from harness.record.space import tracking_fix
+
             log.warning(
                 "MLflow %s failed at tracking.uri=%s (%s: %s); tracking is off for the rest of "
-                "this run, results are still written to the run directory. Fix: start the "
-                "server (mlflow server --port ...) or pick tracking=local or tracking=none; "
+                "this run, results are still written to the run directory. %s; "
                 "then `python -m harness.replay <run dir>` logs this run",
                 what,
                 mask(self.target.uri),
                 type(err).__name__,
                 mask(str(err).splitlines()[0]) if str(err) else "",
+                mask(tracking_fix(self.target.uri, err)),
             )
             self.enabled = False
             reason = f"MLflow {what} failed at {mask(self.target.uri)} ({type(err).__name__})"

@@ -37,6 +37,17 @@ CASES = [
         ["+strategy.batchsize=8", "Did you mean 'batch_size'", "Fix:"],
     ),
     ("plus-unknown-key", ["+foo=bar", NO_TRACKING], ["+foo=bar", "not a setting of the run"]),
+    # a dataset's setting where the dataset is not selected: the fix selects it (not Hydra's '+')
+    (
+        "plus-setting-of-unselected-dataset",
+        ["dataset=[arith_mc]", "+dataset.compare_mc.limit=5", "plan_only=true"],
+        ["dataset=[arith_mc,compare_mc] dataset.compare_mc.limit=5", "Fix:"],
+    ),
+    (
+        "setting-of-unselected-dataset",
+        ["dataset=[arith_mc]", "dataset.compare_mc.limit=5", "plan_only=true"],
+        ["dataset 'compare_mc' is not selected", "dataset=[arith_mc,compare_mc]"],
+    ),
     (
         "plusplus-key",
         ["++tier.gpus=8", NO_TRACKING],
@@ -125,6 +136,17 @@ CASES = [
         ["AWQ or GPTQ", "Fix:"],
     ),
     ("quant-on-hf", ["strategy.quantization=int8"], ["engine hf loads weights unquantized"]),
+    # a rule no tier mends is bad input under plan_only too, not "does not fit" (issue 35)
+    (
+        "tp-heads-plan-only",
+        ["model=llama3_1_8b", "strategy=tp4", "strategy.tensor_parallel_size=3", "plan_only=true"],
+        ["heads (32) must be divisible by tensor parallel size (3)", "REFUSED (bad input)"],
+    ),
+    (
+        "engine-args-misspelt-plan-only",
+        ["strategy.engine_args={attn_implmentation:eager}", "plan_only=true"],
+        ["attn_implmentation", "REFUSED (bad input)"],
+    ),
     ("max-len", ["strategy.max_model_len=100000"], ["exceeds the context window", "256"]),
     (
         "does-not-fit",
@@ -134,6 +156,11 @@ CASES = [
     # (strategy=tp2 itself runs on this CPU with vLLM's CPU build: tests/engines/test_vllm.py)
     ("gpu-strategy-cpu-tier", ["strategy=tp2", "strategy.device=cuda"], ["no GPU", "Fix:"]),
     ("missing-weights", ["model.pretrained=plugins/models/nowhere"], ["does not exist", "Fix:"]),
+    (
+        "pretrained-is-a-file",
+        ["model=hf", "model.pretrained={tasks}/arith_mc.yaml", "plan_only=true"],
+        ["arith_mc.yaml is a file, not a checkpoint folder", "Fix:"],
+    ),
     (
         "hub-not-cached",
         ["model=qwen3_8b", "strategy=single"],
@@ -253,6 +280,15 @@ CASES = [
     ("gen-kwargs-not-key-value", ['gen_kwargs="max_gen_toks"'], ["gen_kwargs=", "Fix:"]),
     ("gen-kwargs-number", ["dataset.reverse_gen.gen_kwargs=5"], ["gen_kwargs=5", "Fix:"]),
     (
+        "gen-kwargs-unquoted-lm-eval-style",
+        ["gen_kwargs=max_gen_toks=2", "plan_only=true"],
+        [
+            "gen_kwargs=max_gen_toks=2",
+            "\"gen_kwargs='max_gen_toks=2'\"",
+            "gen_kwargs={max_gen_toks:2}",
+        ],
+    ),
+    (
         "samples-and-limit",
         ["dataset.arith_mc.samples=[0,1]", "dataset.arith_mc.limit=5"],
         ["dataset.arith_mc.samples", "limit=5", "Fix:"],
@@ -350,6 +386,19 @@ def test_bad_input_gives_a_clean_message(tmp_path, case, overrides, needles):
     args = [o.replace("{tasks}", str(tasks)) for o in overrides]
     proc = run_harness([*args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, timeout=300)
     assert_clean_failure(proc, *needles)
+    expected = 1 if case in MISFITS else 2  # bad input exits 2; "does not fit" 1 (README)
+    assert proc.returncode == expected, proc.stdout[-2000:] + proc.stderr[-2000:]
+    said = [p for p in problem_lines(proc.stdout + proc.stderr)]
+    assert len(said) == len(set(said)), f"a problem said twice:\n{proc.stdout + proc.stderr}"
+
+
+MISFITS = {"does-not-fit", "gpus-vs-tier", "dp-vs-tier", "fp8-on-a100"}
+"""Plan-only cases whose config is valid but whose tier cannot hold it: exit 1, not 2."""
+
+
+def problem_lines(text: str) -> list[str]:
+    """The ``  - ...`` lines of every problem list in ``text``."""
+    return [line for line in text.splitlines() if line.startswith("  - ")]
 
 
 def test_the_matrix_is_at_least_thirty_cases():
