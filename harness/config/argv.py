@@ -222,11 +222,13 @@ def unquoted_equals_problems(argv: Sequence[str]) -> list[str]:
         key, sep, value = arg.partition("=")
         if not sep or "=" not in value or value[:1] in ("'", '"', "{", "["):
             continue
-        inner, _, inner_value = value.partition("=")
+        pairs = [p.partition("=") for p in value.split(",")]
+        mapping = "{" + ",".join(f"{k}:{v}" for k, _, v in pairs) + "}"
+        as_mapping = f"{key}={mapping}"  # a comma needs the shell's quotes (brace expansion)
         problems.append(
             f"{arg}: the value of {key.lstrip('+~')} holds an unquoted '=', which Hydra cannot "
             f"parse (lm-eval's command line takes it; Hydra needs quotes or a mapping). Fix: "
             f"\"{key}='{value}'\" (quoted for the shell and for Hydra) or "
-            f"{key}={{{inner}:{inner_value}}}."
+            + (f"'{as_mapping}'." if "," in value else f"{as_mapping}.")
         )
     return problems

@@ -80,3 +80,22 @@ def test_help_names_every_exit_code_and_the_report_and_replay_commands(tmp_path)
     assert (
         "python -m harness.report --help" in page and "python -m harness.replay <run dir>" in page
     )
+
+
+def test_lm_eval_style_key_values_are_named_with_both_forms_hydra_reads():
+    from harness.config.argv import unquoted_equals_problems
+
+    (one,) = unquoted_equals_problems(["gen_kwargs=max_gen_toks=2,temperature=0"])
+    assert "\"gen_kwargs='max_gen_toks=2,temperature=0'\"" in one, one
+    assert "'gen_kwargs={max_gen_toks:2,temperature:0}'" in one, one  # quoted: a comma
+    assert unquoted_equals_problems(["gen_kwargs='max_gen_toks=2'", "gen_kwargs={a:1}"]) == []
+    assert unquoted_equals_problems(["dataset=[arith_mc]", "-m"]) == []
+
+
+def test_a_setting_of_an_unselected_dataset_is_fixed_by_selecting_it():
+    from harness.config.argv import unselected_dataset_problems
+
+    (one,) = unselected_dataset_problems(["dataset=[arith_mc]", "+dataset.compare_mc.limit=5"])
+    assert "Fix: dataset=[arith_mc,compare_mc] dataset.compare_mc.limit=5 " in one, one
+    assert unselected_dataset_problems(["dataset=[a,b]", "dataset.b.limit=5"]) == []
+    assert unselected_dataset_problems(["-m", "dataset=[a]", "dataset.b.limit=5"]) == []
