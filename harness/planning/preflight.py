@@ -63,6 +63,6 @@ def engine_arg_problems(run: RunConfig) -> list[str]:
     """Keys of ``strategy.engine_args`` the engine does not take: found by the plan, so that
     plan-only refuses them as a run does (a served model's arguments are refused elsewhere)."""
     given = run.strategy.engine_args
-    if not isinstance(given, Mapping) or run.strategy.engine.value == "endpoint":
-        return []
+    if not given or not isinstance(given, Mapping) or run.strategy.engine.value == "endpoint":
+        return []  # none given: the installed sources are not read (a plan stays quick)
     return unknown_problems(run.strategy.engine.value, given)
