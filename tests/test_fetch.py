@@ -188,3 +188,11 @@ def test_the_command_runs_as_a_module_with_its_help():
     )
     assert done.returncode == 0, done.stderr
     assert "hf download" in done.stdout and "Exit codes" in done.stdout
+
+
+def test_harness_help_points_to_the_fetch_command():
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "python -m harness.fetch --help" in done.stdout
