@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.sweep",),
     ("harness.service",),
     ("harness.runner",),
-    ("harness.replay", "harness.app", "harness.serve"),
+    ("harness.replay", "harness.app", "harness.serve", "harness.fetch"),
     ("harness.__main__",),
 )
 """Rooms from the ground floor up. A module may import its own room and any room of a lower

@@ -76,6 +76,20 @@ def task_identity(dataset: PreparedDataset) -> dict[str, Any]:
     }
 
 
+def group_identity(dataset: PreparedDataset) -> dict[str, Any] | None:
+    """A group's shape and its own settings: each group's (itself, every subgroup) members in
+    order and config (``aggregate_metric_list``, ``weight_by_size``, metadata). The leaves'
+    own identity is ``task_identity``'s; this is what turns their numbers into the group's and
+    subgroups' (a subtask moved to another subgroup, an aggregation changed). None for a task or
+    a tag, which have none."""
+    task = dataset.task
+    if not hasattr(task, "get_all_groups"):
+        return None
+    groups = [task, *task.get_all_groups()]
+    shape = {str(g.name): {"members": list(g.child_names), "config": g.to_dict()} for g in groups}
+    return {"shape": _sha(_plain(shape).encode())}
+
+
 def library_versions() -> dict[str, str | None]:
     """Versions of the libraries that compute the numbers (None when not installed)."""
     out: dict[str, str | None] = {}
@@ -131,6 +145,9 @@ def dataset_key(run: RunConfig, plan: Plan, dataset: PreparedDataset) -> dict[st
         "bootstrap_iters": run.bootstrap_iters,
         "log_samples": run.log_samples,
     }
+    groups = group_identity(dataset)
+    if groups is not None:  # only for a group: a task's key stays as it was
+        key["groups"] = groups
     if plan.engine == "endpoint":  # the server, and how its answers are asked for
         deployment: dict[str, Any] = key["deployment"]  # type: ignore[assignment]
         deployment["endpoint"] = {
@@ -147,8 +164,9 @@ def dataset_key(run: RunConfig, plan: Plan, dataset: PreparedDataset) -> dict[st
     return key
 
 
-JOURNAL_FREE = ("bootstrap_iters", "log_samples")
-"""Key entries that change what is computed from the answers, never an answer."""
+JOURNAL_FREE = ("bootstrap_iters", "log_samples", "groups")
+"""Key entries that change what is computed from the answers, never an answer (a group's
+aggregation: its subtasks' requests are the same; a subtask added or removed changes ``task``)."""
 
 
 def journal_key(key: dict[str, Any]) -> dict[str, Any]:

@@ -193,6 +193,19 @@ def builtin_folders(names: list[str]) -> list[Path]:
     return sorted(set(defining or listing))
 
 
+def run_task_index(folders: list[Path], names: list[str]) -> dict[str, Any]:
+    """lm-eval's task index over ``folders`` (the run's task folders) plus the built-in
+    folders that define one of ``names`` (``builtin_folders``): enough to resolve each name's
+    hub data, without indexing every built-in."""
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._index import TaskIndex
+
+    ours = TaskManager(include_path=[str(f) for f in folders], include_defaults=False)
+    absent = [n for n in names if n not in ours.task_index]
+    builtins = TaskIndex.build(builtin_folders(absent)) if absent else {}
+    return {**builtins, **ours.task_index}
+
+
 # ---- loading from a snapshot -----------------------------------------------------------------
 
 
@@ -242,7 +255,7 @@ def missing_data_problem(key: str, task: str, lacking: list[HubData]) -> str:
     """One dataset's refusal: every repo (and config) it lacks, and the command for each."""
     repos = list(dict.fromkeys(d.repo for d in lacking))
     configs = {r: [d.config for d in lacking if d.repo == r and d.config] for r in repos}
-    named = "; ".join(r + (f" (config(s) {_few(configs[r])})" if configs[r] else "") for r in repos)
+    named = "; ".join(r + (f" (config(s) {few(configs[r])})" if configs[r] else "") for r in repos)
     commands = "; ".join(f"`{download_command(r)}`" for r in repos)
     return (
         f"dataset '{key}': lm-eval task {task!r} needs the Hugging Face dataset(s) {named}, "
@@ -253,6 +266,6 @@ def missing_data_problem(key: str, task: str, lacking: list[HubData]) -> str:
     )
 
 
-def _few(names: list[str], shown: int = 4) -> str:
+def few(names: list[str], shown: int = 4) -> str:
     more = f", ... ({len(names)} in all)" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more

@@ -1,0 +1,5 @@
+import sys
+
+from harness.fetch.cli import main
+
+sys.exit(main())
