@@ -271,3 +271,25 @@ def test_a_recovered_stall_says_restarted_and_resumed_not_failed(monkeypatch, ca
     assert "arith_mc: engine restarted and resumed" in out, out
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
     assert "failed" not in caplog.text and EngineDied.__name__ in caplog.text
+
+
+def test_the_final_table_tells_a_reused_dataset_from_a_fresh_one():
+    """A dataset taken from the result store shows no time or throughput as if it ran now: its
+    status says ``reused``, and a line says what that means; a fresh one keeps its figures."""
+    from harness.record.outcome import DatasetOutcome
+    from harness.record.summary import RunSummary
+    from harness.views import format_summary
+
+    stored = dict(metrics={"acc": 0.5}, eval_time_s=12.5, requests_per_s=40.0, tokens_per_s=900.0)
+    reused = DatasetOutcome(name="arith_mc", task="arith_mc", resumed=True, **stored)
+    fresh = DatasetOutcome(name="reverse_gen", task="reverse_gen", **stored)
+    datasets = {"arith_mc": reused, "reverse_gen": fresh}
+    summary = RunSummary(model="m", strategy="s", datasets=datasets).to_dict()
+    assert summary["datasets"]["arith_mc"]["resumed"] is True  # summary.json says it too
+    lines = format_summary(summary).splitlines()
+    (row,) = [line for line in lines if line.startswith("arith_mc ")]
+    assert row.split()[1] == "reused" and row.split()[-3:] == ["-", "-", "-"], row
+    assert "12.50" not in row and "40.0" not in row
+    (other,) = [line for line in lines if line.startswith("reverse_gen ")]
+    assert other.split()[1] == "ok" and other.split()[-3:] == ["12.50", "40.0", "900"], other
+    assert any(line.startswith("reused: arith_mc taken from the result store") for line in lines)
