@@ -9,7 +9,8 @@ if TYPE_CHECKING:
 
 
 def format_summary(summary: dict[str, Any], breakdown: bool = False) -> str:
-    """A table of every dataset: status, headline metrics, time and throughput.
+    """A table of every dataset: status, headline metrics, time and throughput; a dataset taken
+    from the result store says ``reused``, with no time or throughput of this run.
 
     A dataset that is an lm-eval group says how many subtasks it has; with ``breakdown`` (the
     log file, ``verbose=true``) each of its subgroups and subtasks follows on a row of its own,
@@ -17,24 +18,24 @@ def format_summary(summary: dict[str, Any], breakdown: bool = False) -> str:
     """
     rows = [("dataset", "status", "metrics", "time_s", "req/s", "tok/s")]
     grouped = []
+    reused = []
     for name, d in summary["datasets"].items():
         status = d["status"] if d["status"] == "ok" else f"FAILED: {d['error_type']}"
+        timing = (
+            f"{d['eval_time_s']:.2f}",
+            f"{d['requests_per_s']:.1f}",
+            f"{d['tokens_per_s']:.0f}",
+        )
+        if d["status"] == "ok" and d.get("resumed"):  # its figures are the run that stored it
+            status, timing = "reused", ("-", "-", "-")
+            reused.append(name)
         metrics = _metrics_text(d["metrics"])
         if d["status"] == "ok" and (d.get("evaluation") or {}).get("predict_only"):
             metrics = "predict-only: outputs in samples/"  # lm-eval computed no metric
         tree = d.get("group_subtasks") or {}
         subtasks = d.get("subtasks") or {}
         shown = f"{name} ({group_size(tree, list(subtasks))})" if tree else name
-        rows.append(
-            (
-                shown,
-                status,
-                metrics,
-                f"{d['eval_time_s']:.2f}",
-                f"{d['requests_per_s']:.1f}",
-                f"{d['tokens_per_s']:.0f}",
-            )
-        )
+        rows.append((shown, status, metrics, *timing))
         if tree:
             grouped.append(name)
         if tree and breakdown:
@@ -52,6 +53,11 @@ def format_summary(summary: dict[str, Any], breakdown: bool = False) -> str:
         lines.append(
             f"subgroups and subtasks of {', '.join(grouped)}: in harness.log and summary.json "
             "(verbose=true shows them here)"
+        )
+    if reused:
+        lines.append(
+            f"reused: {', '.join(reused)} taken from the result store, not evaluated in this run "
+            "(rerun=true evaluates again)"
         )
     foot = (
         f"model {summary['model']} | strategy {summary['strategy']} | "

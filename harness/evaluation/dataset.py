@@ -153,7 +153,10 @@ def _checked(ev: Evaluation, name: str, item: Pending) -> DatasetOutcome:
     if isinstance(error, EngineDied) and rebuilds_left:
         say(f"  engine died during {name} ({error}): rebuilding it and retrying {name} once")
         outcome, error = _attempt(ev, name, item, check)
+        if error is None:  # the engine's death cost a restart, not the dataset
+            say(f"  {name}: engine restarted and resumed from the journal")
     elif error is not None:  # not retried: this failure is the dataset's
+        log.error("dataset %s failed: %s: %s", name, outcome.error_type, outcome.error_message)
         _write_error(ev, name, outcome, error)
     return outcome
 
@@ -187,9 +190,13 @@ def _attempt(
         outcome.status = "failed"
         outcome.error_type = type(err).__name__
         outcome.error_message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        log.error("dataset %s failed: %s: %s", name, outcome.error_type, outcome.error_message)
         if keep_error:
+            log.error("dataset %s failed: %s: %s", name, outcome.error_type, outcome.error_message)
             _write_error(ev, name, outcome, err)
+        else:  # the caller decides: a dead engine is restarted and the dataset resumed
+            log.warning(
+                "dataset %s interrupted: %s: %s", name, outcome.error_type, outcome.error_message
+            )
         return outcome, err
     return outcome, None
 

@@ -98,7 +98,7 @@ class Plan:
     stall_timeout_s: float = 0.0
     """The stall watchdog's limit: an engine of its own process that answers nothing for this
     long while a dataset runs is killed and rebuilt (``strategy.stall_timeout_s``, else
-    ``stall_timeout``)."""
+    ``stall_timeout``; never below ``stall_floor``, raised with a note when asked below it)."""
     datasets_at_once: int = 1
     """How many datasets are evaluated at once against the one engine (``max_concurrent_datasets``
     resolved: ``auto`` is every dataset of the run for an engine that lives outside this process,
@@ -378,6 +378,9 @@ def make_plan(
     notes += [capped] if capped else []
     if device == REMOTE:
         notes.append(served_note(strategy))
+    at_once = datasets_at_once(run, replica_backend_of(strategy))
+    stall_s, raised = stall_limit(strategy, model.num_params, device, at_once)
+    notes += [raised] if raised else []
     if model.trust_remote_code:
         notes.append(
             f"trust_remote_code is ON for {model.name}: the checkpoint's own Python code will run."
@@ -402,12 +405,12 @@ def make_plan(
         concurrent_seqs=strategy.concurrent_seqs,
         memory=memory,
         threads_per_rank=threads,
-        stall_timeout_s=strategy.stall_timeout_s or stall_timeout(model.num_params, device),
+        stall_timeout_s=stall_s,
         batch_size="auto" if strategy.engine.value == "vllm" else strategy.batch_size,
         seed=run.seed,
         ray_address=run.ray.address,
         ray_wait_timeout_s=run.ray.wait_timeout_s,
-        datasets_at_once=datasets_at_once(run, replica_backend_of(strategy)),
+        datasets_at_once=at_once,
         model_facts={k: getattr(v, "value", v) for k, v in asdict(model).items()},
         problems=problems,
         explanation=explanation,
@@ -430,6 +433,47 @@ def stall_timeout(num_params: int | None, device: str) -> float:
     billions = (num_params or 0) / 1e9
     limit = STALL_BASE_S + STALL_PER_BILLION_S * billions
     return round(limit * (4 if device == "cpu" else 1), 1)
+
+
+FIRST_REQUEST_S = 25.0
+"""A fresh vLLM engine's first request warms it up (3-25 s measured on two CPU cores), inside the
+first slice's time."""
+SLICE_ALLOWANCE = 3
+"""How many times ``journal_slice_s`` the watchdog allows one slice: slices are sized to take
+``journal_slice_s`` from the throughput measured, and a slower stretch must not read as a stall."""
+
+
+def stall_floor(strategy: StrategyConfig, datasets_at_once: int) -> float:
+    """The least stall limit a healthy engine never trips: each of the slices merged into one
+    call (one per dataset in flight) allowed ``SLICE_ALLOWANCE`` times ``journal_slice_s``, plus
+    a vLLM engine's warm-up on its first. An endpoint's limit times each request, not a slice:
+    no floor."""
+    if strategy.engine == EngineKind.endpoint:
+        return 0.0
+    warm_up = FIRST_REQUEST_S if strategy.engine == EngineKind.vllm else 0.0
+    slices = SLICE_ALLOWANCE * strategy.journal_slice_s * max(1, datasets_at_once)
+    return round(warm_up + slices, 1)
+
+
+def stall_limit(
+    strategy: StrategyConfig, num_params: int | None, device: str, datasets_at_once: int
+) -> tuple[float, str | None]:
+    """The watchdog's limit (``strategy.stall_timeout_s``, else ``stall_timeout``), raised to
+    ``stall_floor`` when below it, with the note that says so (None when not raised)."""
+    floor = stall_floor(strategy, datasets_at_once)
+    asked = strategy.stall_timeout_s
+    if not asked:
+        return max(stall_timeout(num_params, device), floor), None
+    if asked >= floor:
+        return float(asked), None
+    warm_up = f", plus {FIRST_REQUEST_S:g} s of vLLM warm-up" if strategy.engine == "vllm" else ""
+    return floor, (
+        f"strategy.stall_timeout_s={asked:g} is below what a healthy engine may need for one "
+        f"call ({datasets_at_once} slice(s) of about strategy.journal_slice_s="
+        f"{strategy.journal_slice_s:g} s, each allowed {SLICE_ALLOWANCE}x{warm_up}): the stall "
+        f"watchdog's limit is raised to {floor:g} s. Fix: strategy.stall_timeout_s={floor:g} or "
+        "more, or a smaller strategy.journal_slice_s."
+    )
 
 
 def _does_not_fit(memory: Memory, device: str, tier: TierConfig, max_len: int) -> str:

@@ -59,14 +59,15 @@ def log_run_dir(
     handle: ``""`` the parent, else a dataset); returns its Tracker (``failed`` tells whether
     all went in)."""
     from harness.record.events import dataset_times, read_events
-    from harness.tracking import Tracker, parent_tags, run_uid
+    from harness.tracking import Tracker, parent_run_name, parent_tags, run_uid
     from harness.tracking.rundir import log_run_end, log_telemetry, parent_params
 
     start, end = run_span(run_dir, summary)
-    tracker = Tracker(target, uid=run_uid(run_dir.root), adopt=adopt)
+    uid = run_uid(run_dir.root)
+    tracker = Tracker(target, uid=uid, adopt=adopt)
     model, strategy = summary.model, summary.strategy
     tracker.start(
-        run_name=f"{model}/{strategy}",
+        run_name=parent_run_name(model, strategy, list(summary.datasets), uid),
         params=parent_params(config, summary.plan),
         tags=parent_tags(model, strategy, run_dir.root),
         start_time=start,

@@ -107,7 +107,7 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     from harness.record.store import ResultStore
     from harness.secrets import mask_tree
     from harness.telemetry.session import Telemetry
-    from harness.tracking import Tracker, fresh_run_uid, parent_tags
+    from harness.tracking import Tracker, fresh_run_uid, parent_run_name, parent_tags
     from harness.tracking.rundir import parent_params
 
     run_dir = RunDirectory(resolve_output_dir(run_cfg))
@@ -145,7 +145,7 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     telemetry = Telemetry.start(run_cfg.telemetry, plan)  # before the load: phase `load`
     events.listeners.append(telemetry.on_event)
     tracker.start(
-        run_name=f"{plan.model}/{plan.strategy}",
+        run_name=parent_run_name(plan.model, plan.strategy, list(run_cfg.dataset), uid),
         params=parent_params(typed, plan.to_dict()),
         tags=parent_tags(plan.model, plan.strategy, run_dir.root),
         start_time=started_at,  # MLflow's start is the run's, however late the worker is

@@ -30,6 +30,8 @@ class JobOutcome:
     started_at: float | None = None
     """When a local job started and ended, seconds since the epoch (SLURM's are in sacct)."""
     ended_at: float | None = None
+    datasets_reused: int | None = None
+    """Datasets the job took from the result store instead of evaluating (None: no summary)."""
     tracking: str = ""
     """What became of the job's MLflow tracking: ``logged``, ``off`` (tracking=none), ``failed:
     <reason>`` (the results are on disk; replay logs them), or empty (no run record to read)."""
@@ -47,6 +49,14 @@ def dataset_counts(run_dir: Path) -> tuple[int | None, int | None]:
         return None, None
     done, failed_names = record.written_results()
     return len(done), len(failed_names)
+
+
+def reused_datasets(run_dir: Path) -> int | None:
+    """Datasets a finished run took from the result store (None when it left no summary)."""
+    summary = RunDirectory(run_dir).read_summary()
+    if summary is None:
+        return None
+    return sum(1 for d in summary.datasets.values() if d.resumed)
 
 
 def tracking_outcome(run_dir: Path) -> str:
@@ -97,6 +107,8 @@ def format_outcomes(outcomes: Sequence[JobOutcome], sweep_dir: Path) -> str:
     rows = []
     for o in outcomes:
         counts = "-" if o.datasets_ok is None else f"{o.datasets_ok}/{o.datasets_failed}"
+        if o.datasets_reused:  # not evaluated by this job: stored by an earlier one
+            counts += f" ({o.datasets_reused} reused)"
         try:  # the run dir may be relative to the working directory (outputs_root's default)
             where = str(Path(o.run_dir).resolve().relative_to(sweep_dir.resolve()))
         except ValueError:

@@ -16,6 +16,7 @@ from harness.sweep.outcome import (
     dataset_counts,
     failed_datasets,
     last_error_line,
+    reused_datasets,
     tracking_outcome,
 )
 from harness.sweep.packing import Grant, Need, NodePool
@@ -308,6 +309,7 @@ def outcome_of(s: Submitted, kind: str, interrupted: bool) -> JobOutcome:
         job_id="-" if s.handle is None else str(s.handle.job_id),
     )
     out.datasets_ok, out.datasets_failed = dataset_counts(job.run_dir)
+    out.datasets_reused = reused_datasets(job.run_dir)
     out.tracking = tracking_outcome(job.run_dir)
     if s.grant is not None:
         out.given = s.grant.to_dict()

@@ -106,6 +106,12 @@ def run_uid(root: Path) -> str:
     return hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
+CLASSIC_VIEW = "workflowType=machine_learning"
+"""The URL query that makes MLflow 3's UI show its model-training pages, not GenAI's: without
+it a run's page takes the browser's stored workflow type, GenAI by default (Traces, Evaluations
+tabs), whatever the experiment's kind tag says."""
+
+
 def runs_table_url(base: str, experiment_id: str) -> str:
     """The experiment's runs table with harness's columns, in MLflow 3's UI at ``base``.
 
@@ -116,14 +122,33 @@ def runs_table_url(base: str, experiment_id: str) -> str:
     """
     return (
         f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
-        f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+        f"?{CLASSIC_VIEW}&viewStateShareKey={VIEW_KEY}"
     )
+
+
+def run_page_url(base: str, experiment_id: str, run_id: str) -> str:
+    """One run's own page in MLflow 3's UI at ``base``, the model-training view of it."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{CLASSIC_VIEW}"
 
 
 def view_columns(headlines: list[str]) -> list[str]:
     """The runs-table columns of the shared view: each dataset's headline, times, status."""
     metrics = [*headlines, "load_time_s", "total_time_s"]
     return [f"metrics.`{m}`" for m in metrics] + ["attributes.`Duration`", "tags.`status`"]
+
+
+SHOWN_DATASETS = 3
+"""Datasets a parent run's name lists before ``+N``."""
+
+
+def parent_run_name(model: str, strategy: str, datasets: list[str], uid: str) -> str:
+    """The parent run's name: model/strategy, its datasets, and the first six characters of its
+    ``run_uid`` (``tiny_char/single arith_mc,reverse_gen 3f9a1c``), so runs of one model and
+    strategy differ in MLflow's table, and the live run and its replay have the same name."""
+    shown = ",".join(datasets[:SHOWN_DATASETS])
+    if len(datasets) > SHOWN_DATASETS:
+        shown += f"+{len(datasets) - SHOWN_DATASETS}"
+    return " ".join(part for part in (f"{model}/{strategy}", shown, uid[:6]) if part)
 
 
 def parent_tags(model: str, strategy: str, root: Path) -> dict[str, str]:

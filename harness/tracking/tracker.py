@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.config.schema import TrackingBackend, TrackingConfig
 from harness.secrets import mask_tree
-from harness.tracking.names import local_uri, mlflow_defaults, runs_table_url
+from harness.tracking.names import local_uri, mlflow_defaults, run_page_url, runs_table_url
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +164,9 @@ class Tracker:
     def run_url(self) -> str | None:
         """This run's own page in MLflow's UI (a server's address, or ``mlflow ui``'s)."""
         table = self.ui_url()
-        if table is None or self.parent_id is None:
+        if table is None or self.parent_id is None or self.experiment_id is None:
             return None
-        base = table.split("/#/", 1)[0]
-        return f"{base}/#/experiments/{self.experiment_id}/runs/{self.parent_id}"
+        return run_page_url(table.split("/#/", 1)[0], self.experiment_id, self.parent_id)
 
     # ---- delivery ----------------------------------------------------------------------------
 

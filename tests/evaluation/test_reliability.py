@@ -123,7 +123,7 @@ def test_a_failing_dataset_does_not_take_the_others_down(tmp_path):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("harness").experiment_id])
-    by_name = {r.info.run_name: r for r in runs}
+    by_name = {r.info.run_name.split()[0]: r for r in runs}  # the parent's: model/strategy
     assert by_name["boom"].data.tags["status"] == "failed"
     assert by_name["boom"].data.tags["error_type"] == "RuntimeError"
     assert by_name["boom"].info.status == "FAILED"
@@ -214,3 +214,82 @@ def test_a_failing_sweep_job_does_not_end_the_sweep(tmp_path):
     job1 = sweep / "1_tiny_char_single"
     assert json.loads((job1 / "summary.json").read_text())["failed"] == []
     assert not (sweep / "0_tiny_char_single" / "summary.json").exists()
+
+
+@pytest.mark.parametrize(("strategy", "floor"), [("vllm", 25 + 3 * 5), ("single", 3 * 5)])
+def test_a_stall_limit_below_what_a_slice_needs_is_raised_and_said(strategy, floor):
+    """strategy.stall_timeout_s=15 killed a healthy vLLM engine on its first slice: the Plan
+    raises a limit below the floor (slices of journal_slice_s, vLLM's warm-up) and says so;
+    a limit above it stays as asked, and an endpoint's (per request) is never raised."""
+    from dataclasses import replace
+
+    from harness.planning.auto import plan_run
+    from tests.planning.test_plan import run_config
+
+    run = run_config("tiny_char", strategy, "local")
+    run = replace(run, max_concurrent_datasets=1)  # one dataset in flight: one slice a call
+    low = plan_run(replace(run, strategy=replace(run.strategy, stall_timeout_s=10)))
+    assert low.stall_timeout_s == floor
+    (note,) = [n for n in low.notes if "stall_timeout_s=10 " in n]
+    assert f"raised to {floor} s" in note and f"strategy.stall_timeout_s={floor} or more" in note
+    high = plan_run(replace(run, strategy=replace(run.strategy, stall_timeout_s=floor + 1)))
+    assert high.stall_timeout_s == floor + 1 and not any("stall" in n for n in high.notes)
+    slower = replace(run.strategy, stall_timeout_s=floor, journal_slice_s=10)
+    assert plan_run(replace(run, strategy=slower)).stall_timeout_s > floor  # tied to the slice
+
+
+def test_a_recovered_stall_says_restarted_and_resumed_not_failed(monkeypatch, capsys, caplog):
+    """An engine that died in a dataset and was rebuilt, the dataset resumed on it: the console
+    says "restarted and resumed", and nothing is logged as an ERROR or a failure."""
+    from types import SimpleNamespace
+
+    from harness.engines.base import EngineDied, stalled
+    from harness.evaluation import dataset
+
+    tries: list[int] = []
+
+    def lm_eval(*_: object) -> dict:
+        tries.append(1)
+        if len(tries) == 1:
+            raise stalled(15)
+        return {}
+
+    class Engine:  # an engine outside the process: the loop checks it, rebuilds it once
+        def revive(self, rebuild: bool = True) -> bool:
+            return len(tries) == 1 and rebuild
+
+    monkeypatch.setattr(dataset, "_journaled_lm_eval", lm_eval)
+    monkeypatch.setattr(dataset, "_store", lambda *_: None)
+    monkeypatch.setattr(dataset, "RemoteEngine", Engine)  # isinstance: only what it checks
+    ev = SimpleNamespace(engine=Engine())
+    item = SimpleNamespace(dataset=SimpleNamespace(config=SimpleNamespace(task="t")), key={},
+                           fingerprint="fp")  # fmt: skip
+    with caplog.at_level("INFO"):
+        outcome = dataset._checked(ev, "arith_mc", item)  # type: ignore[arg-type]
+    assert outcome.status == "ok" and len(tries) == 2
+    out = capsys.readouterr().out
+    assert "arith_mc: engine restarted and resumed" in out, out
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    assert "failed" not in caplog.text and EngineDied.__name__ in caplog.text
+
+
+def test_the_final_table_tells_a_reused_dataset_from_a_fresh_one():
+    """A dataset taken from the result store shows no time or throughput as if it ran now: its
+    status says ``reused``, and a line says what that means; a fresh one keeps its figures."""
+    from harness.record.outcome import DatasetOutcome
+    from harness.record.summary import RunSummary
+    from harness.views import format_summary
+
+    stored = dict(metrics={"acc": 0.5}, eval_time_s=12.5, requests_per_s=40.0, tokens_per_s=900.0)
+    reused = DatasetOutcome(name="arith_mc", task="arith_mc", resumed=True, **stored)
+    fresh = DatasetOutcome(name="reverse_gen", task="reverse_gen", **stored)
+    datasets = {"arith_mc": reused, "reverse_gen": fresh}
+    summary = RunSummary(model="m", strategy="s", datasets=datasets).to_dict()
+    assert summary["datasets"]["arith_mc"]["resumed"] is True  # summary.json says it too
+    lines = format_summary(summary).splitlines()
+    (row,) = [line for line in lines if line.startswith("arith_mc ")]
+    assert row.split()[1] == "reused" and row.split()[-3:] == ["-", "-", "-"], row
+    assert "12.50" not in row and "40.0" not in row
+    (other,) = [line for line in lines if line.startswith("reverse_gen ")]
+    assert other.split()[1] == "ok" and other.split()[-3:] == ["12.50", "40.0", "900"], other
+    assert any(line.startswith("reused: arith_mc taken from the result store") for line in lines)

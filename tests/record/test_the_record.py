@@ -128,7 +128,7 @@ def assert_killed_in_mlflow(store: Path) -> None:
     assert wait_until(ended, timeout=60, interval=0.5), [
         (r.info.run_name, r.info.status) for r in runs_of(store)
     ]
-    by_name = {r.info.run_name: r for r in runs_of(store)}
+    by_name = {r.info.run_name.split()[0]: r for r in runs_of(store)}  # parent: model/strategy
     assert by_name["tiny_char/single"].info.status == "KILLED"
     assert by_name["tiny_char/single"].info.end_time is not None
     assert by_name["arith_mc"].info.status == "FINISHED"
@@ -139,7 +139,7 @@ def assert_killed_in_mlflow(store: Path) -> None:
 def assert_replayed_as_killed(tmp_path: Path, run_dir: Path) -> None:
     """Replay into the run's own store completes the live runs (issue 35): the same parent and
     children, ids kept, the in-flight dataset's child kept; the parent completed."""
-    live = {r.info.run_name: r for r in runs_of(tmp_path / "outputs" / "mlflow.db")}
+    live = {r.info.run_name.split()[0]: r for r in runs_of(tmp_path / "outputs" / "mlflow.db")}
     proc = run_module("harness.replay", str(run_dir), cwd=tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "replayed" in proc.stdout and "completed its partial log" in proc.stdout, proc.stdout
@@ -259,6 +259,7 @@ def test_mlflow_times_are_the_runs_own_on_a_busy_machine(tmp_path):
     ]
     # How to look at it, for a local store too: the command, the table, the run's own page.
     run_page = f"/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+    run_page += "?workflowType=machine_learning"  # MLflow's model-training page of it
     serve = f"(after: mlflow ui --backend-store-uri sqlite:///{outputs}/mlflow.db)"
     line = f"this run in MLflow: http://127.0.0.1:5000{run_page} {serve}"
     assert line in proc.stdout, proc.stdout[-2000:]

@@ -64,7 +64,8 @@ def ui_run(tmp_path_factory):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     links = re.findall(r"^runs table: (\S+)$", proc.stdout, re.M)
     assert len(links) == 1, proc.stdout[-3000:]
-    yield {"url": url, "link": links[0], "tmp": tmp}
+    (run_link,) = re.findall(r"^this run: (\S+)$", proc.stdout, re.M)
+    yield {"url": url, "link": links[0], "run_link": run_link, "tmp": tmp}
     next(server, None)
 
 
@@ -137,3 +138,17 @@ def test_plain_experiment_url_opens_genai_pages_in_mlflow_3_17(ui_run):
     _, exp = experiment(ui_run["url"])
     text = page_text(dump_dom(f"{ui_run['url']}/#/experiments/{exp.experiment_id}", 20000))
     assert "No data available" in text and "tiny_char/single" not in text, text[:3000]
+
+
+def test_the_printed_run_link_opens_the_classic_run_page(ui_run):
+    """The run's own link opens MLflow's model-training run page (under "Runs", the model-training
+    side bar), not GenAI's (under "Evaluations", a side bar of Observability, Sessions, Judges),
+    which the same page without ``workflowType`` shows; the parent's name carries its datasets."""
+    link = ui_run["run_link"]
+    assert link.endswith("?workflowType=machine_learning"), link
+    name = "tiny_char/single arith_mc,reverse_gen "
+    text = page_text(dump_dom(link, wait_ms=20000))
+    assert f"harness Runs {name}" in text and "arith_mc/acc" in text, text[:3000]
+    assert "Observability" not in text and "Judges" not in text, text[:3000]
+    plain = page_text(dump_dom(link.split("?")[0], wait_ms=20000))  # the control
+    assert f"harness Evaluations {name}" in plain and "Observability" in plain, plain[:3000]
