@@ -120,7 +120,7 @@ def summarise_collapsed() -> None:
     """One warning line on the console for each kind of warning a quiet console counted (the
     records themselves are in harness.log), then start counting afresh."""
     lines = [
-        summary.format(n=count) + " (see harness.log; verbose=true shows each)"
+        summary.replace("{n}", str(count)) + " (see harness.log; verbose=true shows each)"
         for count, summary in _collapsed.values()
         if count > 0
     ]

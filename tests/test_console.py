@@ -139,3 +139,17 @@ def test_a_quiet_console_counts_repeating_warnings_in_one_line_each(monkeypatch,
     ]
     console.summarise_collapsed()
     assert capsys.readouterr().err == ""  # counted afresh
+
+
+def test_a_counted_warning_with_braces_is_summarised_as_written(monkeypatch, capsys):
+    """lm-eval's warnings quote dicts ("generation_kwargs: {'max_gen_toks': 3}"): the summary
+    line holds them as written (a format string of them raised KeyError and exit 1)."""
+    monkeypatch.setattr(console, "_collapsed", {})
+    quiet = console.ConsoleFilter()
+    said = "generation_kwargs: {'max_gen_toks': 3, 'until': ['e']} specified through cli"
+    for _ in range(3):
+        quiet.filter(warning("lm_eval.evaluator", said))
+    console.summarise_collapsed()
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: 2 more warning(s) like: {said} (see harness.log; verbose=true shows each)"
+    ]

@@ -59,7 +59,10 @@ def test_missing_data_file(tmp_path):
 def test_builtin_task_without_cached_data_offline(tmp_path):
     proc = run_harness(["dataset=[arith_mc,arc_easy]", "tracking=none"], tmp_path, timeout=300)
     assert_clean_failure(
-        proc, "dataset 'arc_easy'", "allenai/ai2_arc", "offline=false", "not in the local"
+        proc,
+        "dataset 'arc_easy'",
+        "allenai/ai2_arc",
+        "hf download allenai/ai2_arc --repo-type dataset",
     )
 
 

@@ -226,9 +226,9 @@ class Telemetry:
 
 def _endpoint_place(plan: Plan) -> ServerPlace | None:
     """Where a ``strategy=endpoint`` plan's server runs (None for any other plan)."""
-    base_url = plan.strategy_used.base_url
-    if plan.engine != "endpoint" or not base_url:
+    if plan.engine != "endpoint" or not plan.strategy_used.base_url:
         return None
+    base_url = plan.strategy_used.base_url
     from harness.engines.remote.place import place_of
 
     return place_of(base_url)

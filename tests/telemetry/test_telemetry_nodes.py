@@ -82,7 +82,9 @@ def test_a_run_records_its_own_node_and_the_others(two_nodes, fake_nvml, tmp_pat
     from harness.telemetry.session import Telemetry
 
     fake_nvml(NODE)
-    plan = SimpleNamespace(device="cuda", tensor_parallel_size=1, model="tiny", strategy="tp8")
+    plan = SimpleNamespace(
+        device="cuda", tensor_parallel_size=1, model="tiny", strategy="tp8", engine="vllm"
+    )
     telemetry = Telemetry.start(TelemetryConfig(enabled=True, interval_s=0.05), plan)
     telemetry.on_event("load_started", {})
     telemetry.follow_cluster()  # what an engine over several nodes calls once its cluster is up
