@@ -182,7 +182,12 @@ def assert_mlflow_matches_results(client, run_dir: Path, tasks: list[str]) -> No
     assert len(parents) == 1
     parent = parents[0]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert parent.info.run_name == f"{summary['model']}/{summary['strategy']}"
+    from harness.tracking.names import parent_run_name, run_uid
+
+    datasets = list(summary["datasets"])
+    uid = run_uid(run_dir)
+    named = parent_run_name(summary["model"], summary["strategy"], datasets, uid)
+    assert parent.info.run_name == named  # model/strategy, its datasets, the run uid's head
     assert parent.info.status == "FINISHED"
     assert parent.data.params["model.name"] == summary["model"]
     assert parent.data.params["strategy.name"] == summary["strategy"]
