@@ -41,7 +41,7 @@ layer; rooms of one layer do not import each other."""
 
 FOLDER_LAYERS: dict[str, tuple[tuple[str, ...], ...]] = {
     "harness.engines": (
-        ("harness.engines.base", "harness.engines.engine_args"),
+        ("harness.engines.base",),
         ("harness.engines.vllm_support",),
         ("harness.engines.inprocess",),
         ("harness.engines.process",),

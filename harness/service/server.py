@@ -58,7 +58,7 @@ def server_fields() -> frozenset[str] | None:
     without importing vLLM; None where vLLM is not installed."""
     import importlib.util
 
-    from harness.engines.engine_args import engine_args_fields
+    from harness.config.engine_args import engine_args_fields
 
     spec = importlib.util.find_spec("vllm")
     if spec is None or spec.origin is None:

@@ -190,10 +190,10 @@ USER_ENGINE_ARGS = (
 
 def test_engine_args_checked_against_the_gpu_release():
     """``strategy.engine_args`` is checked against the installed vLLM's ``EngineArgs`` (read with
-    the same ast reader, harness/engines/engine_args.py); the GPU release's fields, read from its
+    the same ast reader, harness/config/engine_args.py); the GPU release's fields, read from its
     wheel, take the same keys, and a plan-owned one is refused whatever the release."""
+    from harness.config.engine_args import engine_args_fields as fields_of
     from harness.config.rules import PLAN_OWNED
-    from harness.engines.engine_args import engine_args_fields as fields_of
 
     with zipfile.ZipFile(gpu_wheel()) as wheel:
         gpu = fields_of(wheel.read(ARG_UTILS).decode())
