@@ -123,7 +123,7 @@ def format_plan(plan: Plan) -> str:
             f"{plan.max_model_len} tokens x {plan.concurrent_seqs} seq x "
             f"{m.kv_bytes_per_token:,} B/token -> {m.kv_cache:.2f} GiB {unit}",
         ),
-        ("overhead", f"{m.overhead:.1f} GiB {unit}"),
+        *_overhead_rows(plan),
         ("needed/budget", f"{m.needed:.2f} / {m.budget:.2f} GiB {unit}"),
         (
             "kv capacity",
@@ -132,6 +132,24 @@ def format_plan(plan: Plan) -> str:
     ]
     head = f"plan: {plan.model} | strategy {plan.strategy} | tier {plan.tier}"
     return _plan_table(plan, f"{head} | {verdict}", rows)
+
+
+def _overhead_rows(plan: Plan) -> list[tuple[str, str]]:
+    """The overhead as one row on the CPU; on a GPU one row a term (planning/memory_terms.py)."""
+    m = plan.memory
+    if plan.device != "cuda":
+        return [("overhead", f"{m.overhead:.1f} GiB of host memory")]
+    hf = plan.engine != "vllm"
+    graphs = "captured outside the budget" if not m.graphs_in_budget else "in the budget"
+    rows = [
+        ("activation", f"{m.activation:.2f} GiB per GPU ({'allowance' if hf else 'peak'})"),
+        ("non-torch", f"{m.non_torch:.2f} GiB per GPU ({'CUDA context' if hf else 'NCCL, ...'})"),
+    ]
+    if not hf:
+        rows.append(("cuda graphs", f"{m.cuda_graph:.2f} GiB per GPU ({graphs})"))
+        rows.append(("kv pool", f"{m.kv_pool:.2f} GiB per GPU (the budget's rest)"))
+    usable = f"{m.usable_gpu_gib:.2f} GiB usable x {plan.strategy_used.gpu_memory_utilization:g}"
+    return [*rows, ("gpu memory", usable)]
 
 
 def _plan_table(plan: Plan, head: str, rows: list[tuple[str, str]]) -> str:

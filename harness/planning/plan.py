@@ -1,7 +1,9 @@
 """Will it fit? The memory-fit plan of a deployment, computed before any GPU is touched.
 
-Per GPU: weights / (tp x pp) + KV cache for ``max_model_len x concurrent_seqs`` tokens (split
-across ranks) + a fixed overhead, against GPU memory x ``gpu_memory_utilization``. Pure Python over
+Per GPU: the largest stage's weights / tp + KV cache for ``max_model_len x concurrent_seqs`` tokens
+(split across ranks) + the engine's own terms (activation peak, memory outside torch, CUDA graphs;
+planning/memory_terms.py), against the GPU's usable memory (planning/gpu_catalogue.py) x
+``gpu_memory_utilization``. Pure Python over
 the typed configs: no torch, no vLLM, so plan-only mode answers in well under a second.
 """
 
@@ -26,15 +28,24 @@ from harness.config.schema import (
     TierConfig,
     load_dtype,
 )
+from harness.planning.gpu_catalogue import usable_gpu_gib
+from harness.planning.memory_terms import (
+    CALIBRATED_VLLM,
+    CALIBRATION_SOURCE,
+    PLANNED_VLLM,
+    hf_terms,
+    split_bytes,
+    vllm_batch_limits,
+    vllm_terms,
+)
 from harness.secrets import mask
 
 GIB = 1024**3
 GB = 10**9
 WEIGHT_BYTES = {DType.float32: 4.0, DType.bfloat16: 2.0, DType.float16: 2.0}
 QUANT_BYTES = {Quantization.int8: 1.0, Quantization.fp8: 1.0, Quantization.int4: 0.5}
-OVERHEAD_GIB_PER_GPU = 2.0
-"""CUDA context (~0.5 GiB), activation peak and CUDA graphs: vLLM's profiling run typically
-reserves 1-3 GiB per GPU for these on 8B-70B models; 2 GiB is the stated middle."""
+KV_BLOCK_TOKENS = 16
+"""vLLM allocates its KV cache in blocks of this many tokens (its default block size)."""
 CPU_OVERHEAD_GIB = 1.0
 """Python, torch and lm-eval themselves when the model runs on the CPU."""
 CPU_MEMORY_FRACTION = 0.8
@@ -45,22 +56,48 @@ AUTO_TIERS = ("small", "medium", "large", "xlarge")
 
 @dataclass
 class Memory:
-    """Memory of one GPU (or of the host, for a CPU deployment), in GiB unless named otherwise."""
+    """Memory of one GPU (or of the host, for a CPU deployment), in GiB unless named otherwise.
+
+    On a GPU each term of ``overhead`` is a field of its own (``activation``, ``non_torch``,
+    ``cuda_graph``; planning/memory_terms.py), as vLLM reports them at start-up.
+    """
 
     bytes_per_param: float
     weights_total_gb: float
     """All weights, in GB (10^9 bytes), as model cards state them."""
     weights_per_gpu: float
+    """Weights on one GPU, in GiB: the largest pipeline stage's, split by tensor parallel (vLLM's
+    ``Model loading took``)."""
     kv_bytes_per_token: int
     """KV cache bytes one token takes on one GPU (its share of layers and KV heads)."""
     kv_cache: float
     """KV cache for max_model_len x concurrent_seqs tokens."""
     overhead: float
+    """What the budget holds besides weights and KV cache: activation + non_torch (+ cuda_graph
+    where the engine takes the graphs from its budget)."""
     needed: float
     budget: float
-    """GPU memory x gpu_memory_utilization (host memory x 0.8 on the CPU)."""
+    """Usable GPU memory x gpu_memory_utilization (host memory x 0.8 on the CPU)."""
     kv_capacity_tokens: int
-    """Tokens whose KV cache fits in what the weights and overhead leave of the budget."""
+    """Tokens whose KV cache fits in what the weights and overhead leave of the budget (vLLM's
+    ``GPU KV cache size``; whole blocks of 16 for vLLM)."""
+    usable_gpu_gib: float = 0.0
+    """The GPU memory the budget starts from: CUDA's figure (planning/gpu_catalogue.py); 0 on the
+    CPU."""
+    activation: float = 0.0
+    """Activation peak per GPU in GiB (vLLM: its profile run's ``torch peak memory increase``; HF:
+    the logits of the sequences at once)."""
+    non_torch: float = 0.0
+    """Memory outside torch per GPU in GiB (vLLM: ``non-torch forward increase``, NCCL's buffers
+    at tp >= 2; HF: the CUDA context)."""
+    cuda_graph: float = 0.0
+    """CUDA-graph memory per GPU in GiB (vLLM's ``Estimated CUDA graph memory``; 0 with
+    enforce_eager and for the HF engine)."""
+    graphs_in_budget: bool = False
+    """Whether ``cuda_graph`` is taken from the budget (vLLM >= 0.21) or captured after it."""
+    kv_pool: float = 0.0
+    """The KV-cache pool per GPU in GiB: the budget less weights and overhead (vLLM's
+    ``Available KV cache memory``); 0 for the HF engine, which keeps no pool."""
 
     @property
     def fits(self) -> bool:
@@ -197,42 +234,96 @@ def device_of(strategy: StrategyConfig, tier: TierConfig) -> str:
 
 
 def estimate_memory(
-    model: ModelConfig, strategy: StrategyConfig, tier: TierConfig, device: str, max_model_len: int
+    model: ModelConfig,
+    strategy: StrategyConfig,
+    tier: TierConfig,
+    device: str,
+    max_model_len: int,
+    vllm_version: str = PLANNED_VLLM,
 ) -> Memory:
     """The per-GPU (or host, when ``device`` is ``cpu``) memory estimate of one deployment.
 
-    On the CPU, ``needed`` counts every data-parallel replica (each loads the weights and holds
-    a KV cache in the same host memory); the other figures are one replica's.
+    On a GPU the overhead is vLLM's terms for the release ``vllm_version`` (or the HF engine's,
+    planning/memory_terms.py). On the CPU, ``needed`` counts every data-parallel replica (each
+    loads the weights and holds a KV cache in the same host memory); the other figures are one
+    replica's.
     """
-    on_gpu = device == "cuda"
-    ranks = strategy.tensor_parallel_size * strategy.pipeline_parallel_size if on_gpu else 1
-    # GPU replicas each have GPUs of their own; on the CPU they all share the host's memory.
-    replicas = 1 if on_gpu else strategy.data_parallel_size
+    if device != "cuda":
+        return _host_memory(model, strategy, tier, max_model_len)
+    bpp = weight_bytes_per_param(model, strategy)
+    vocab, body = split_bytes(model, strategy, bpp)
+    per_token = kv_bytes_per_token(model, strategy)
+    usable, _ = usable_gpu_gib(tier)
+    if strategy.engine == EngineKind.vllm:
+        limits = vllm_batch_limits(strategy, usable, tier.gpu_type)
+        terms = vllm_terms(model, strategy, bpp, limits, vllm_version)
+    else:
+        terms = hf_terms(model, strategy, bpp)
+    budget = usable * strategy.gpu_memory_utilization
+    kv = per_token * max_model_len * strategy.concurrent_seqs / GIB
+    pool = max(0.0, budget - terms.weights - terms.overhead)
+    tokens = int(pool * GIB // per_token) if per_token else 0
+    if strategy.engine == EngineKind.vllm:
+        tokens -= tokens % KV_BLOCK_TOKENS
+    return Memory(
+        bytes_per_param=bpp,
+        weights_total_gb=round((vocab + body) / GB, 3),
+        weights_per_gpu=round(terms.weights, 3),
+        kv_bytes_per_token=per_token,
+        kv_cache=round(kv, 3),
+        overhead=round(terms.overhead, 3),
+        needed=round(terms.weights + kv + terms.overhead, 3),
+        budget=round(budget, 3),
+        kv_capacity_tokens=tokens,
+        usable_gpu_gib=usable,
+        activation=round(terms.activation, 3),
+        non_torch=round(terms.non_torch, 3),
+        cuda_graph=round(terms.cuda_graph, 3),
+        graphs_in_budget=terms.graphs_in_budget,
+        kv_pool=round(pool, 3) if strategy.engine == EngineKind.vllm else 0.0,
+    )
+
+
+def _host_memory(
+    model: ModelConfig, strategy: StrategyConfig, tier: TierConfig, max_model_len: int
+) -> Memory:
+    """A CPU deployment's memory: every data-parallel replica in the same host memory."""
+    replicas = strategy.data_parallel_size
     bpp = weight_bytes_per_param(model, strategy)
     assert model.num_params, "facts not resolved"
     weights_bytes = model.num_params * bpp
-    per_token = kv_bytes_per_token(model, strategy if on_gpu else _one_rank(strategy))
-    kv_bytes = per_token * max_model_len * strategy.concurrent_seqs
-    if on_gpu:
-        overhead = OVERHEAD_GIB_PER_GPU
-        budget = tier.gpu_memory_gib * strategy.gpu_memory_utilization
-    else:
-        overhead = CPU_OVERHEAD_GIB
-        budget = tier.host_memory_gib * CPU_MEMORY_FRACTION
-    weights = weights_bytes / ranks / GIB
-    kv = kv_bytes / GIB
-    spare = (budget / replicas - weights - overhead) * GIB
+    per_token = kv_bytes_per_token(model, _one_rank(strategy))
+    kv = per_token * max_model_len * strategy.concurrent_seqs / GIB
+    budget = tier.host_memory_gib * CPU_MEMORY_FRACTION
+    weights = weights_bytes / GIB
+    spare = (budget / replicas - weights - CPU_OVERHEAD_GIB) * GIB
     return Memory(
         bytes_per_param=bpp,
         weights_total_gb=round(weights_bytes / GB, 3),
         weights_per_gpu=round(weights, 3),
         kv_bytes_per_token=per_token,
         kv_cache=round(kv, 3),
-        overhead=overhead,
-        needed=round(replicas * (weights + kv + overhead), 3),
+        overhead=CPU_OVERHEAD_GIB,
+        needed=round(replicas * (weights + kv + CPU_OVERHEAD_GIB), 3),
         budget=round(budget, 3),
         kv_capacity_tokens=max(0, int(spare // per_token)) if per_token else 0,
     )
+
+
+def memory_notes(strategy: StrategyConfig, tier: TierConfig, device: str) -> list[str]:
+    """What a GPU plan's memory figures rest on: the usable GPU memory, and for vLLM the release
+    its terms were calibrated on."""
+    if device != "cuda":
+        return []
+    _, usable = usable_gpu_gib(tier)
+    notes = [usable] if usable else []
+    if strategy.engine == EngineKind.vllm:
+        notes.append(
+            f"memory terms for vLLM {PLANNED_VLLM}, calibrated on vLLM {CALIBRATED_VLLM} "
+            f"({CALIBRATION_SOURCE}); planned against measured in benchmarks/RESULTS.md, "
+            "'Planner calibration'."
+        )
+    return notes
 
 
 def served_elsewhere(model: ModelConfig, strategy: StrategyConfig) -> Memory:
@@ -372,7 +463,7 @@ def make_plan(
     problems = deployment_problems(model, strategy, tier, device, gpus, nodes)
     if not memory.fits and (device != "cuda" or tier.gpus_per_node > 0):
         problems.append(_does_not_fit(memory, device, tier, max_len))
-    notes = []
+    notes = memory_notes(strategy, tier, device)
     on_cpu = device == "cpu"
     threads, capped = planned_threads(strategy, tier) if on_cpu else (0, None)
     notes += [capped] if capped else []
