@@ -23,8 +23,8 @@ from harness.config.schema import (
     TierConfig,
 )
 from harness.planning.gpu_catalogue import usable_gpu_gib
+from harness.planning.memory import estimate_memory
 from harness.planning.memory_terms import CALIBRATED_VLLM
-from harness.planning.plan import estimate_memory
 from tests.planning.test_plan import run_config
 
 SERVE = {"max_num_batched_tokens": 8192, "max_num_seqs": 1024}
@@ -191,8 +191,9 @@ def test_issue_rows_within_3_percent_and_one_gpu_within_1(row):
 def test_rows_kept_apart_within_3_percent(row):
     _, model, tp, pp, quant, max_len, weights, tokens = row
     memory = planned(model, tp, pp, quant, max_len)
-    assert abs(error(memory.weights_per_gpu, weights)) < 0.03, memory
-    assert abs(error(memory.kv_capacity_tokens, tokens)) < 0.03, memory
+    bound = 0.01 if tp * pp == 1 else 0.03
+    assert abs(error(memory.weights_per_gpu, weights)) < bound, memory
+    assert abs(error(memory.kv_capacity_tokens, tokens)) < bound, memory
 
 
 def test_each_term_follows_the_plan():

@@ -15,8 +15,9 @@ from hydra import compose, initialize_config_dir
 from harness.config.schema import EngineKind, Quantization, RunConfig, to_run_config
 from harness.paths import CONF_DIR
 from harness.planning.auto import plan_run
+from harness.planning.memory import GB, GIB, kv_bytes_per_token
 from harness.planning.model_facts import resolve_model
-from harness.planning.plan import GB, GIB, kv_bytes_per_token, make_plan
+from harness.planning.plan import make_plan
 from tests.conftest import FIXTURES, fake_hub_cache, offline_env
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "hf")
