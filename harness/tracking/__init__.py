@@ -21,6 +21,9 @@ from harness.tracking.names import (
     run_page_url,
     run_uid,
     runs_table_url,
+    samples_compare_link,
+    samples_table_link,
+    ui_base,
     view_columns,
 )
 from harness.tracking.tracker import Tracker
@@ -42,5 +45,8 @@ __all__ = [
     "run_page_url",
     "run_uid",
     "runs_table_url",
+    "samples_compare_link",
+    "samples_table_link",
+    "ui_base",
     "view_columns",
 ]
