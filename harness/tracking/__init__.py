@@ -1,6 +1,7 @@
 """MLflow tracking: names of the records (``names``), the run's queueing side (``tracker``), the
 MLflow-writing side (``writer``), the process it runs in for a live run (``worker``), and what
-the live run and replay both log of a run directory (``rundir``).
+the live run and replay both log of a run directory (``rundir``), and a dataset's samples as the
+table MLflow's UI shows and compares (``samples_table``).
 
 Importing this package never imports MLflow.
 """

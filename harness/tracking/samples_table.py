@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.secrets import mask
+from harness.secrets import env_secrets, mask
 
 PROMPT_CHARS = 300
 """Characters of the prompt a row keeps: its end (the question comes after any few-shot
@@ -68,14 +68,15 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _head(text: str, limit: int = TEXT_CHARS) -> str:
-    return mask(text if len(text) <= limit else text[:limit] + "…")
+def _head(text: str, secrets: list[str]) -> str:
+    return mask(text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS] + "…", secrets)
 
 
-def _prompt(arguments: list[Any]) -> str:
+def _prompt(arguments: list[Any], secrets: list[str]) -> str:
     first = arguments[0] if arguments else ""
     context = _text(first[0] if isinstance(first, list | tuple) and first else first)
-    return mask(context if len(context) <= PROMPT_CHARS else "…" + context[-PROMPT_CHARS:])
+    shown = context if len(context) <= PROMPT_CHARS else "…" + context[-PROMPT_CHARS:]
+    return mask(shown, secrets)
 
 
 def _choices(record: dict[str, Any]) -> list[str] | None:
@@ -91,35 +92,37 @@ def _choices(record: dict[str, Any]) -> list[str] | None:
     return None
 
 
-def _output(record: dict[str, Any], choices: list[str] | None) -> str:
+def _output(record: dict[str, Any], choices: list[str] | None, secrets: list[str]) -> str:
     """What the model answered: the continuation it scored likeliest, or its filtered text."""
     responses = record.get("filtered_resps") or []
     if choices is not None:
         best = max(range(len(responses)), key=lambda i: responses[i][0])
-        return _head(choices[best])
-    return _head(_text(responses))
+        return _head(choices[best], secrets)
+    return _head(_text(responses), secrets)
 
 
-def _target(record: dict[str, Any], choices: list[str] | None) -> str:
+def _target(record: dict[str, Any], choices: list[str] | None, secrets: list[str]) -> str:
     """The target as text: a multiple choice's index shown as its continuation."""
     target = record.get("target")
     if choices is not None and isinstance(target, int) and 0 <= target < len(choices):
-        return _head(choices[target])
-    return _head(_text(target))
+        return _head(choices[target], secrets)
+    return _head(_text(target), secrets)
 
 
-def _score(value: Any) -> Any:
+def _score(value: Any, secrets: list[str]) -> Any:
     """A per-sample score as a cell: a number as a float, anything else (a pair a corpus metric
     aggregates later) as capped JSON."""
     if isinstance(value, bool | int | float):
         number = float(value)
         return number if math.isfinite(number) else None  # JSON.parse refuses NaN
-    return _head(_text(value))
+    return _head(_text(value), secrets)
 
 
-def sample_row(record: dict[str, Any]) -> dict[str, Any]:
+def sample_row(record: dict[str, Any], secrets: list[str] | None = None) -> dict[str, Any]:
     """One lm-eval sample record (with harness's ``task``) as a table row, scores under the
-    names of its ``metrics``."""
+    names of its ``metrics``; ``secrets`` the environment's (``env_secrets()``, read once per
+    table: reading it per cell was most of a table's time)."""
+    secrets = env_secrets() if secrets is None else secrets
     task, doc_id = str(record.get("task", "")), record.get("doc_id")
     filt = str(record.get("filter", "none"))
     arguments = record.get("arguments") or []
@@ -127,13 +130,13 @@ def sample_row(record: dict[str, Any]) -> dict[str, Any]:
     key = f"{task}/{doc_id}" + ("" if filt == "none" else f"/{filt}")
     row: dict[str, Any] = {
         "sample": key,
-        "prompt": _prompt(arguments),
-        "target": _target(record, choices),
-        "output": _output(record, choices),
+        "prompt": _prompt(arguments, secrets),
+        "target": _target(record, choices, secrets),
+        "output": _output(record, choices, secrets),
     }
     for metric in record.get("metrics") or []:
         if metric in record and metric not in (*KEY_COLUMNS, *JOIN_COLUMNS):
-            row[metric] = _score(record[metric])
+            row[metric] = _score(record[metric], secrets)
     identity = (task, doc_id, filt, arguments_hash(arguments))
     return row | dict(zip(JOIN_COLUMNS, identity, strict=True))
 
@@ -147,10 +150,11 @@ def samples_table(path: Path) -> dict[str, list[Any]]:
         OSError, EOFError, ValueError: the file is missing, cut short or not JSON lines.
     """
     rows: list[dict[str, Any]] = []
+    secrets = env_secrets()
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
-                rows.append(sample_row(json.loads(line)))
+                rows.append(sample_row(json.loads(line), secrets))
     metrics: dict[str, None] = {}
     for row in rows:
         metrics.update(dict.fromkeys(k for k in row if k not in (*KEY_COLUMNS, *JOIN_COLUMNS)))
