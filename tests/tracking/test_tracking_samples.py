@@ -117,3 +117,42 @@ def test_samples_are_masked(tmp_path):
     assert token not in text and len(text.splitlines()) == 2
     assert json.loads(text.splitlines()[0])["doc"]["q"] == "say ***"
     assert "samples" not in json.loads((tmp_path / "results" / "t.json").read_text())
+
+
+@pytest.mark.slow
+def test_an_unreadable_samples_file_costs_its_table_only(tmp_path, caplog):
+    """A samples file the writer cannot read: a warning naming it, no table for that dataset, and
+    tracking goes on (the next dataset's table is logged, on its child and on the parent)."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    from harness.config.schema import TrackingBackend, TrackingConfig
+    from harness.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(TrackingConfig(backend=TrackingBackend.mlflow, uri=uri, experiment="t"))
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(b"not gzip")
+    good = Path(__file__).parents[1] / "fixtures" / "run_dir_fd5f124" / "samples"
+    with caplog.at_level(logging.WARNING):
+        tracker.start("m/s", params={}, tags={})
+        for name, samples in (("broken", broken), ("arith_mc", good / "arith_mc.jsonl.gz")):
+            child = tracker.child(name, params={}, tags={})
+            tracker.log_samples_table(samples, name, run=child)
+            tracker.end(run=child)
+        tracker.end()
+        tracker.close()
+    assert not tracker.failed
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith("per-sample table of broken not logged") for w in warnings), warnings
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    assert client.list_artifacts(by_name["broken"].info.run_id) == []
+    assert "mlflow.loggedArtifacts" not in by_name["broken"].data.tags
+    expected = json.dumps([{"path": "samples/arith_mc.table.json", "type": "table"}])
+    for name in ("arith_mc", "m/s"):
+        assert by_name[name].data.tags["mlflow.loggedArtifacts"] == expected
+        listed = [a.path for a in client.list_artifacts(by_name[name].info.run_id, "samples")]
+        assert listed == ["samples/arith_mc.table.json"]
