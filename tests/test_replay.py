@@ -88,6 +88,7 @@ def interrupted(tmp_path_factory):
     run_dir = tmp / "run"
     args = [f"dataset=[{','.join(TASKS)}]", *LIMITS, "strategy.device=cpu"]
     args += ["telemetry.interval_s=0.2", "tracking=server", f"tracking.uri={url}"]
+    args += ["log_samples=true"]  # the per-sample tables, completed in place too
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", *args, f"output_dir={run_dir}"],
         cwd=tmp,
@@ -149,6 +150,9 @@ def test_replay_logs_the_run_once(interrupted):
         assert metrics["telemetry/energy_j"] == pytest.approx(phases[task]["energy_j"])
         samples = [a.path for a in client.list_artifacts(by_name[task].info.run_id)]
         assert f"{task}.json" in samples
+        assert_one_table_per_sample(client, interrupted["run"], by_name[task].info.run_id, task)
+    logged = json.loads(parent.data.tags["mlflow.loggedArtifacts"])
+    assert sorted(t["path"] for t in logged) == [f"samples/{t}.table.json" for t in sorted(TASKS)]
     assert parent.data.metrics["load/telemetry/duration_s"] == pytest.approx(
         phases["load"]["duration_s"]
     )
@@ -161,6 +165,18 @@ def test_replay_logs_the_run_once(interrupted):
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"config.yaml", "summary.json", "reproducibility.json"} <= top
     assert parent.data.tags["harness.git_commit"]  # the reproducibility record's tags
+
+
+def assert_one_table_per_sample(client, run: Path, run_id: str, task: str) -> None:
+    """The dataset's table holds one row per sample record, once: a table the live run logged
+    before its server died is replaced by the replay's, never appended to."""
+    import gzip
+
+    local = client.download_artifacts(run_id, f"samples/{task}.table.json")
+    table = json.loads(Path(local).read_text(encoding="utf-8"))
+    lines = gzip.decompress((run / "samples" / f"{task}.jsonl.gz").read_bytes()).splitlines()
+    doc_ids = [json.loads(line)["doc_id"] for line in lines]
+    assert [row[table["columns"].index("doc_id")] for row in table["data"]] == doc_ids
 
 
 def test_replaying_again_changes_nothing(interrupted):

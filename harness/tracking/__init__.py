@@ -1,6 +1,7 @@
 """MLflow tracking: names of the records (``names``), the run's queueing side (``tracker``), the
 MLflow-writing side (``writer``), the process it runs in for a live run (``worker``), and what
-the live run and replay both log of a run directory (``rundir``).
+the live run and replay both log of a run directory (``rundir``), and a dataset's samples as the
+table MLflow's UI shows and compares (``samples_table``).
 
 Importing this package never imports MLflow.
 """
@@ -21,6 +22,9 @@ from harness.tracking.names import (
     run_page_url,
     run_uid,
     runs_table_url,
+    samples_compare_link,
+    samples_table_link,
+    ui_base,
     view_columns,
 )
 from harness.tracking.tracker import Tracker
@@ -42,5 +46,8 @@ __all__ = [
     "run_page_url",
     "run_uid",
     "runs_table_url",
+    "samples_compare_link",
+    "samples_table_link",
+    "ui_base",
     "view_columns",
 ]

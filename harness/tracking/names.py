@@ -12,6 +12,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from harness.tracking.samples_table import table_artifact
 
 # An unreachable server must cost seconds, not MLflow's default minutes of retries; MLflow's
 # "View run ... at: <tracking URI>" lines (one per run ended, credentials in the URI included)
@@ -129,6 +132,47 @@ def runs_table_url(base: str, experiment_id: str) -> str:
 def run_page_url(base: str, experiment_id: str, run_id: str) -> str:
     """One run's own page in MLflow 3's UI at ``base``, the model-training view of it."""
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{CLASSIC_VIEW}"
+
+
+MLFLOW_UI = "http://127.0.0.1:5000"
+"""Where ``mlflow ui`` serves a local store by default: the links' base for a store that is not
+a server."""
+
+
+def ui_base(uri: str) -> str:
+    """The address of MLflow's UI for tracking ``uri``: a server's own, else ``mlflow ui``'s."""
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else MLFLOW_UI
+
+
+def samples_table_link(
+    tracking_uri: str, experiment_id: str | None, run_id: str | None, dataset: str
+) -> str | None:
+    """The page of MLflow 3's UI that shows ``dataset``'s per-sample table of a run, as a table
+    (``samples/<dataset>.table.json`` under the run's Artifacts, "View as table"); ``run_id``
+    the parent run or the dataset's child run, which both hold it. None without an experiment
+    or a run id. The run logged it only with ``log_samples=true``."""
+    if not experiment_id or not run_id:
+        return None
+    page = run_page_url(ui_base(tracking_uri), experiment_id, run_id).split("?", 1)[0]
+    return f"{page}/artifacts/{quote(table_artifact(dataset))}?{CLASSIC_VIEW}"
+
+
+def samples_compare_link(
+    tracking_uri: str, experiment_id: str | None, run_ids: list[str] | None = None
+) -> str | None:
+    """The experiment's runs side by side, sample by sample, in MLflow 3's UI: the runs page in
+    its "Artifact evaluation" mode (``compareRunsMode=ARTIFACT``), which lines up the visible
+    runs' tables of one name by their first column (``sample``) and shows each run's
+    ``output``; a dataset is picked in its "Table" menu. ``run_ids`` (parent runs) narrows the
+    runs shown to those. None without an experiment id."""
+    if not experiment_id:
+        return None
+    link = f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?{CLASSIC_VIEW}"
+    link += "&compareRunsMode=ARTIFACT"
+    if run_ids:
+        listed = ", ".join(f"'{r}'" for r in run_ids)
+        link += "&searchFilter=" + quote(f"attributes.run_id IN ({listed})", safe="")
+    return link
 
 
 def view_columns(headlines: list[str]) -> list[str]:

@@ -70,7 +70,8 @@ def open_child(
 def track_outcome(
     tracker: Tracker, child: str | None, outcome: DatasetOutcome, end_time: float | None = None
 ) -> None:
-    """Log a dataset's outcome: metrics, tags, result and samples on its child run (ended at
+    """Log a dataset's outcome: metrics, tags, result, samples and their table (MLflow's UI
+    compares it across runs, tracking/samples_table.py) on its child run (ended at
     ``end_time``, now by default; a group's subgroups and subtasks too, tracking/groups.py), the
     dataset's own prefixed ``<dataset>/...`` on the parent (the live run and replay both log
     here)."""
@@ -86,6 +87,7 @@ def track_outcome(
             tracker.log_artifact(Path(outcome.result_file), run=child)
         if outcome.samples_file:
             tracker.log_artifact(Path(outcome.samples_file), run=child, artifact_path="samples")
+            tracker.log_samples_table(Path(outcome.samples_file), outcome.name, run=child)
         status = "FINISHED" if outcome.status == "ok" else "FAILED"
         tracker.end(run=child, status=status, end_time=end_time)
     prefixed = {f"{outcome.name}/{k}": v for k, v in {**outcome.metrics, **timing}.items()}

@@ -19,7 +19,13 @@ from typing import Any
 
 from harness.config.schema import TrackingBackend, TrackingConfig
 from harness.secrets import mask_tree
-from harness.tracking.names import local_uri, mlflow_defaults, run_page_url, runs_table_url
+from harness.tracking.names import (
+    local_uri,
+    mlflow_defaults,
+    run_page_url,
+    runs_table_url,
+    ui_base,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +121,11 @@ class Tracker:
     def log_artifact(self, path: Path, run: str | None = None, artifact_path: str | None = None):
         self._put("artifact", run, str(path), artifact_path)
 
+    def log_samples_table(self, samples: Path, dataset: str, run: str | None = None) -> None:
+        """Log ``samples``' per-sample table as ``samples/<dataset>.table.json``, a table in
+        MLflow's UI (``tracking/samples_table.py``; built by the writer, off the run's path)."""
+        self._put("table", run, str(samples), dataset)
+
     def end(self, run: str | None = None, status: str = "FINISHED", end_time: float | None = None):
         """Mark a run (the parent by default) FINISHED, FAILED or KILLED, at ``end_time``
         (now by default)."""
@@ -158,8 +169,7 @@ class Tracker:
         self._wait_started()
         if not self.enabled or self.experiment_id is None:
             return None
-        base = self.uri if self.uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-        return runs_table_url(base, self.experiment_id)
+        return runs_table_url(ui_base(self.uri), self.experiment_id)
 
     def run_url(self) -> str | None:
         """This run's own page in MLflow's UI (a server's address, or ``mlflow ui``'s)."""

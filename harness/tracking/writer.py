@@ -80,6 +80,8 @@ class MlflowWriter:
         self.running: set[str | None] = set()
         """Handles of the runs opened and not ended yet."""
         self._pending: dict[str | None, _Pending] = {}
+        self._tables: dict[str | None, list[str]] = {}
+        """The datasets whose per-sample table each run holds, by handle."""
         self._held: dict[str | None, tuple[set[str], set[str]]] = {}
         """Metric and param keys an adopted run holds already, by handle."""
 
@@ -113,6 +115,8 @@ class MlflowWriter:
             self._safe("child run", lambda: self._child(run, *args))
         elif kind == "artifact":
             self._safe("log_artifact", lambda: self._artifact(run, *args))
+        elif kind == "table":
+            self._safe("log_table", lambda: self._table(run, *args))
         elif kind == "end":
             self._safe("end run", lambda: self._end(run, *args))
         elif kind == "view":
@@ -247,6 +251,44 @@ class MlflowWriter:
 
     def _artifact(self, run: str | None, path: str, artifact_path: str | None) -> None:
         self.client.log_artifact(self._id(run), path, artifact_path)
+
+    def _table(self, run: str | None, samples: str, dataset: str) -> None:
+        """The samples file's table as an artifact of the dataset's child run ``run`` (its run
+        page shows it as a table) and of the parent (MLflow's "Artifact evaluation" view lines up
+        the experiment's runs, which are the parents, by it), each with the tag that makes it a
+        table in MLflow's UI, written as ``log_table`` writes both (not ``log_table`` itself: it
+        appends to a table already there, and a replay completing a partial log would double
+        its rows). A samples file that cannot be read costs its table only, with a warning."""
+        import tempfile
+
+        from harness.tracking.samples_table import (
+            LOGGED_ARTIFACTS_TAG,
+            table_artifact,
+            tables_tag,
+            write_samples_table,
+        )
+
+        artifact = Path(table_artifact(dataset))
+        with tempfile.TemporaryDirectory(prefix="harness-table-") as tmp:
+            out = Path(tmp) / artifact.name
+            try:
+                write_samples_table(Path(samples), out)
+            except (OSError, EOFError, ValueError) as err:
+                log.warning(
+                    "per-sample table of %s not logged: %s unreadable (%s: %s)",
+                    dataset,
+                    samples,
+                    type(err).__name__,
+                    mask(str(err)),
+                )
+                return
+            for handle in dict.fromkeys([run, None]):
+                self.client.log_artifact(self._id(handle), str(out), str(artifact.parent))
+                tables = self._tables.setdefault(handle, [])
+                if dataset not in tables:
+                    tables.append(dataset)
+                tag = tables_tag(tables)
+                self._pending.setdefault(handle, _Pending()).tags[LOGGED_ARTIFACTS_TAG] = tag
 
     def _end(self, run: str | None, status: str, end_time: float | None) -> None:
         stamp = None if end_time is None else int(end_time * 1000)

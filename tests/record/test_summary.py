@@ -167,7 +167,7 @@ def test_a_run_directory_written_before_replays(tmp_path, killed):
     assert by_name["boom"].info.status == "FAILED"
     assert by_name["arith_mc"].data.metrics["acc"] == 1.0
     samples = {a.path for a in client.list_artifacts(by_name["arith_mc"].info.run_id, "samples")}
-    assert samples == {"samples/arith_mc.jsonl.gz"}
+    assert samples == {"samples/arith_mc.jsonl.gz", "samples/arith_mc.table.json"}
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"config.yaml", "plan.json", "reproducibility.json"} <= top
     assert ("summary.json" in top) is not killed

@@ -9,6 +9,12 @@ Models, Dataset), unless the URL names a shared view (``viewStateShareKey``) who
 experiment tag ``mlflow.sharedViewState.<key>``. So harness tags the experiment's kind, stores a
 shared view with each dataset's headline metric, load and total time, duration and status, and
 prints the URL that opens both.
+
+Per-sample tables (``samples/<dataset>.table.json``, tagged ``mlflow.loggedArtifacts``): a run
+page's Artifacts tab shows a logged table as a table ("View as table", checked by default), and
+the runs page's "Artifact evaluation" mode (``compareRunsMode=ARTIFACT``) lines up the visible
+runs' tables by their first column, showing each run's ``output`` column. The visible runs are
+the parents (children fold under them), so the parent holds each dataset's table too.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ def ui_run(tmp_path_factory):
             f"dataset=[{','.join(TASKS)}]",
             "dataset.arith_mc.limit=20",
             "dataset.reverse_gen.limit=10",
+            "log_samples=true",
             "tracking=server",
             f"tracking.uri={url}",
             f"output_dir={tmp / 'run'}",
@@ -65,7 +72,7 @@ def ui_run(tmp_path_factory):
     links = re.findall(r"^runs table: (\S+)$", proc.stdout, re.M)
     assert len(links) == 1, proc.stdout[-3000:]
     (run_link,) = re.findall(r"^this run: (\S+)$", proc.stdout, re.M)
-    yield {"url": url, "link": links[0], "run_link": run_link, "tmp": tmp}
+    yield {"url": url, "link": links[0], "run_link": run_link, "tmp": tmp, "run": tmp / "run"}
     next(server, None)
 
 
@@ -152,3 +159,65 @@ def test_the_printed_run_link_opens_the_classic_run_page(ui_run):
     assert "Observability" not in text and "Judges" not in text, text[:3000]
     plain = page_text(dump_dom(link.split("?")[0], wait_ms=20000))  # the control
     assert f"harness Evaluations {name}" in plain and "Observability" in plain, plain[:3000]
+
+
+def dom_and_screenshot(url: str, out: Path, wait_ms: int = 20000) -> str:
+    """The page's DOM, and a PNG of it at ``out`` for a person to look at, from one chromium."""
+    args = [f"--virtual-time-budget={wait_ms}", "--window-size=2000,900", f"--screenshot={out}"]
+    proc = _run([*args, "--dump-dom", url], 120)
+    assert proc.returncode == 0, f"chromium {url} failed: {proc.stderr[-2000:]}"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return proc.stdout
+
+
+def table_rows(client, run_id: str, dataset: str, dst: Path) -> list[dict]:
+    import json
+
+    local = client.download_artifacts(run_id, f"samples/{dataset}.table.json", str(dst))
+    table = json.loads(Path(local).read_text(encoding="utf-8"))
+    return [dict(zip(table["columns"], r, strict=True)) for r in table["data"]]
+
+
+def test_the_per_sample_table_is_read_over_http_and_shown_in_mlflow_ui(ui_run):
+    """Logged to a real server: a dataset's table reads back through ``MlflowClient`` row for row
+    as the run's samples file (documents, answers, scores), on the child run and the parent; the
+    table link opens it as a table in MLflow's UI, and the compare link lines the runs up sample
+    by sample with each run's answer."""
+    import gzip
+    import json
+
+    from harness.tracking import samples_compare_link, samples_table_link
+
+    client, exp = experiment(ui_run["url"])
+    parent_id = ui_run["run_link"].split("/runs/")[1].split("?")[0]
+    data = gzip.decompress((ui_run["run"] / "samples" / "reverse_gen.jsonl.gz").read_bytes())
+    records = [json.loads(line) for line in data.decode().splitlines()]
+    (child,) = client.search_runs([exp.experiment_id], "attributes.run_name = 'reverse_gen'")
+    for run_id in (child.info.run_id, parent_id):
+        rows = table_rows(client, run_id, "reverse_gen", ui_run["tmp"] / run_id)
+        assert [r["doc_id"] for r in rows] == [r["doc_id"] for r in records]
+        assert [r["output"] for r in rows] == [r["filtered_resps"][0] for r in records]
+        assert [r["exact_match"] for r in rows] == [r["exact_match"] for r in records]
+    answer = records[0]["filtered_resps"][0]
+    assert answer  # the bundled model answers reverse_gen: a text to find on the page
+
+    link = samples_table_link(ui_run["url"], exp.experiment_id, child.info.run_id, "reverse_gen")
+    assert link is not None
+    text = page_text(dump_dom(link, wait_ms=20000))
+    assert "samples/reverse_gen.table.json" in text and "View as table" in text, text[:3000]
+    columns = "sample prompt target output exact_match task doc_id filter request_hash"
+    assert columns in text, text[:3000]  # the table's header, in order
+    assert f" reverse_gen/0 {records[0]['doc']['query']} {records[0]['target']} {answer} " in text
+
+    both = samples_compare_link(ui_run["url"], exp.experiment_id, [parent_id])
+    assert both is not None
+    out = ui_run["tmp"] / "mlflow_samples.png"
+    text = page_text(dom_and_screenshot(both, out))
+    shutil.copy(out, Path("/tmp/mlflow_samples.png"))  # for a person to look at
+    # The view opens on the first table the runs hold; each row is a sample, each run's cell
+    # its answer.
+    first = json.loads(client.get_run(parent_id).data.tags["mlflow.loggedArtifacts"])[0]["path"]
+    dataset = first.removeprefix("samples/").removesuffix(".table.json")
+    row = table_rows(client, parent_id, dataset, ui_run["tmp"] / "compare")[0]
+    assert f"Table: {first} Group by: sample Compare: output" in text, text[:3000]
+    assert f" {row['sample']} {row['output']} " in text, text[:3000]
