@@ -196,3 +196,28 @@ def test_harness_help_points_to_the_fetch_command():
     )
     assert done.returncode == 0, done.stderr
     assert "python -m harness.fetch --help" in done.stdout
+
+
+SWEEP_IN_YAML = """defaults:
+  - config
+  - _self_
+hydra:
+  sweeper:
+    params:
+      model: llama3_1_8b,tiny_char
+      dataset: "[hubby],[arith_mc]"
+"""
+
+
+def test_a_sweep_defined_in_the_config_lists_every_jobs_needs(tasks, hf_home, tmp_path, capsys):
+    """``hydra.sweeper.params`` of the config a run starts from (``--config-dir``,
+    ``--config-name``, as ``python -m harness`` takes them) is swept as Hydra's sweeper sweeps
+    it: every job's needs are listed, not only those of the command line's sweep."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "both.yaml").write_text(SWEEP_IN_YAML)
+    argv = ["--print", "-m", "--config-dir", str(conf), "--config-name=both"]
+    assert main([*argv, f"task_paths=[{tasks}]"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == [MODEL_LINE, DATA_LINE], lines
+    assert lines[0].startswith("# model folder ") and "plugins/models/tiny_char" in lines[0]
