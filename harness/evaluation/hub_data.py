@@ -193,29 +193,31 @@ def builtin_folders(names: list[str]) -> list[Path]:
     root = lm_eval_tasks_root()
     tops = sorted({root / n.split("_")[0] for n in names} | {root / n for n in names})
     tops = [t for t in tops if t.is_dir()]
-    first = _search(tops, names)
+    first = search_task_files(tops, names)
     rest = [n for n in names if n not in first.defined]
     if not rest:
         return sorted(set(first.defining))
-    whole = _search([root], rest)
+    whole = search_task_files([root], rest)
     return sorted(set(first.defining + whole.defining) or set(whole.listing))
 
 
 @dataclass
-class _Found:
+class TaskFiles:
     defining: list[Path]
     listing: list[Path]
     defined: set[str]
 
 
-def _search(folders: list[Path], names: list[str]) -> _Found:
+def search_task_files(folders: list[Path], names: list[str]) -> TaskFiles:
+    """The YAML files under ``folders`` that define one of ``names`` (their folders, and the
+    names found defined) or list one (their top folders)."""
     root = lm_eval_tasks_root()
     alternatives = "|".join(re.escape(n) for n in names)
     value = rf"['\"]?({alternatives})['\"]?\s*$"
     defines = re.compile(rf"^\s*(?:task|group|tag)\s*:\s*{value}", re.MULTILINE)
     lists = re.compile(rf"^\s*-\s*{value}", re.MULTILINE)
     needles = [n.encode() for n in names]
-    found = _Found([], [], set())
+    found = TaskFiles([], [], set())
     for folder in folders:
         for path in _yaml_files(folder):
             try:

@@ -236,3 +236,19 @@ def test_an_offline_run_lacking_mmlu_and_mmlu_pro_is_refused_without_the_heavy_i
     assert found, text[-3000:]
     assert found.group(1) == "[]", found.group(0)
     assert float(found.group(2)) < 5, found.group(0)
+
+
+@pytest.mark.parametrize(
+    "names", [["mmlu", "mmlu_pro"], ["arc_easy"], ["mmlu_pro_biology"], ["leaderboard"]]
+)
+def test_the_search_by_folder_name_finds_what_the_whole_tree_search_finds(names):
+    """The top folders named like a task are searched first (``mmlu_pro_biology`` is not in
+    ``mmlu/``: the whole tree then); the folders found are those a search of every file finds."""
+    from harness.evaluation.hub_data import (
+        builtin_folders,
+        lm_eval_tasks_root,
+        search_task_files,
+    )
+
+    everywhere = search_task_files([lm_eval_tasks_root()], names)
+    assert builtin_folders(names) == sorted(set(everywhere.defining)), names
