@@ -155,8 +155,60 @@ def hub_snapshot(repo: str) -> Path | None:
     return snapshots[0] if len(snapshots) == 1 and snapshots[0].is_dir() else None
 
 
+def snapshot_configs(snapshot: Path) -> dict[str, list[str]] | None:
+    """The data files (path patterns, relative to the snapshot) of each config the snapshot's
+    README ``configs`` block declares; None without such a block."""
+    import yaml
+
+    try:
+        text = (snapshot / "README.md").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    parts = text.split("---", 2) if text.startswith("---") else []
+    try:
+        meta = yaml.safe_load(parts[1]) if len(parts) == 3 else None
+    except yaml.YAMLError:
+        return None
+    configs = meta.get("configs") if isinstance(meta, dict) else None
+    if not isinstance(configs, list):
+        return None
+    declared = {}
+    for config in configs:
+        if isinstance(config, dict) and "config_name" in config:
+            declared[str(config["config_name"])] = _patterns(config.get("data_files"))
+    return declared
+
+
+def _patterns(files: Any) -> list[str]:
+    """A config's ``data_files``: a path, a list of paths, or splits with their path(s)."""
+    if isinstance(files, str):
+        return [files]
+    if isinstance(files, dict):
+        return [p for value in files.values() for p in _patterns(value)]
+    if isinstance(files, list):
+        return [
+            p
+            for item in files
+            for p in _patterns(item.get("path") if isinstance(item, dict) else item)
+        ]
+    return []
+
+
+def config_in_snapshot(snapshot: Path, config: str | None) -> bool:
+    """Whether the snapshot holds a config's files: each pattern its README declares for it
+    matches a file (a snapshot fetched for other configs may lack them); where the README does
+    not say, the snapshot is taken as whole."""
+    declared = snapshot_configs(snapshot)
+    if declared is None or config is None or config not in declared:
+        return True
+    return all(any(snapshot.glob(pattern)) for pattern in declared[config])
+
+
 def on_this_machine(data: HubData) -> bool:
-    return in_arrow_cache(data) or hub_snapshot(data.repo) is not None
+    if in_arrow_cache(data):
+        return True
+    snapshot = hub_snapshot(data.repo)
+    return snapshot is not None and config_in_snapshot(snapshot, data.config)
 
 
 # ---- finding a built-in task without indexing them all ---------------------------------------

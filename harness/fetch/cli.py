@@ -207,15 +207,40 @@ def hub_reachable(timeout_s: float = 5.0) -> bool:
 
 
 def download(need: Need) -> None:
-    """``hf download``'s own call: the repo's snapshot into the hub cache."""
+    """``hf download``'s own call: the repo's snapshot into the hub cache (a dataset's
+    configs alone where its README says which files they are)."""
     from huggingface_hub import snapshot_download
 
     snapshot_download(
         repo_id=need.repo,
         repo_type=need.repo_type,
         revision=need.revision,
-        allow_patterns=list(need.include) or None,
+        allow_patterns=allowed_files(need),
     )
+
+
+def allowed_files(need: Need) -> list[str] | None:
+    """The files to fetch: the need's own patterns; for a dataset, its README and the data
+    files its README's ``configs`` block declares for the configs needed (the README fetched
+    first); None, the whole repo, where the README does not declare every one."""
+    if need.include:
+        return list(need.include)
+    if need.repo_type != "dataset" or not need.configs:
+        return None
+    from huggingface_hub import hf_hub_download
+
+    from harness.evaluation.hub_data import snapshot_configs
+
+    try:
+        readme = hf_hub_download(
+            repo_id=need.repo, filename="README.md", repo_type="dataset", revision=need.revision
+        )
+    except Exception:  # no README, or the hub's error: the whole repo, as `hf download`
+        return None
+    declared = snapshot_configs(Path(readme).parent) or {}
+    if not all(declared.get(c) for c in need.configs):
+        return None
+    return ["README.md", *dict.fromkeys(p for c in need.configs for p in declared[c])]
 
 
 def fetch(needs: list[Need], local: list[LocalModel], check_only: bool) -> int:
