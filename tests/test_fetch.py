@@ -128,24 +128,49 @@ def test_no_network_counts_as_offline(tasks, hf_home, monkeypatch, capsys):
 
 
 def fake_hub(monkeypatch, hub: Path, fail: str | None = None) -> list[dict]:
-    """The hub reachable, and huggingface_hub's snapshot_download writing what it would."""
+    """The hub reachable, and huggingface_hub's snapshot_download writing what it would (the
+    files ``allow_patterns`` matches), its hf_hub_download a dataset's README."""
+    import fnmatch
+    import shutil
+
     import huggingface_hub
 
     import harness.fetch.cli as cli
 
     calls: list[dict] = []
 
+    def fresh_snapshot() -> Path:
+        shutil.rmtree(hub / ("datasets--" + REPO.replace("/", "--")), ignore_errors=True)
+        return write_hub_snapshot(hub)
+
     def snapshot_download(**kwargs):
         calls.append(kwargs)
         if kwargs["repo_id"] == fail:
             raise OSError("503 Service Unavailable")
-        if kwargs["repo_type"] == "dataset":
-            return str(write_hub_snapshot(hub))
-        return str(write_model_snapshot(hub, WHOLE_MODEL))
+        if kwargs["repo_type"] != "dataset":
+            return str(write_model_snapshot(hub, WHOLE_MODEL))
+        snapshot = fresh_snapshot()
+        for path in [p for p in snapshot.rglob("*") if p.is_file()]:
+            name = path.relative_to(snapshot).as_posix()
+            allowed = kwargs["allow_patterns"]
+            if allowed and not any(fnmatch.fnmatch(name, a) for a in allowed):
+                path.unlink()
+        return str(snapshot)
+
+    def hf_hub_download(repo_id, filename, repo_type, revision=None):
+        assert (repo_id, filename, repo_type) == (REPO, "README.md", "dataset")
+        snapshot = fresh_snapshot()
+        for path in snapshot.rglob("*.parquet"):
+            path.unlink()
+        return str(snapshot / filename)
 
     monkeypatch.setattr(cli, "hub_reachable", lambda: True)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     return calls
+
+
+CONFIG_FILES = ["README.md", "easy/test-*.parquet", "hard/test-*.parquet"]
 
 
 def test_where_the_hub_is_reachable_the_missing_repos_are_fetched(
@@ -155,7 +180,7 @@ def test_where_the_hub_is_reachable_the_missing_repos_are_fetched(
     assert main(run_words(tasks)) == 0
     assert calls == [
         {"repo_id": MODEL, "repo_type": "model", "revision": None, "allow_patterns": None},
-        {"repo_id": REPO, "repo_type": "dataset", "revision": None, "allow_patterns": None},
+        {"repo_id": REPO, "repo_type": "dataset", "revision": None, "allow_patterns": CONFIG_FILES},
     ]
     assert "fetched 2 repo(s)" in capsys.readouterr().out
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the compute node now finds everything
@@ -196,3 +221,41 @@ def test_harness_help_points_to_the_fetch_command():
     )
     assert done.returncode == 0, done.stderr
     assert "python -m harness.fetch --help" in done.stdout
+
+
+SWEEP_IN_YAML = """defaults:
+  - config
+  - _self_
+hydra:
+  sweeper:
+    params:
+      model: llama3_1_8b,tiny_char
+      dataset: "[hubby],[arith_mc]"
+"""
+
+
+def test_a_sweep_defined_in_the_config_lists_every_jobs_needs(tasks, hf_home, tmp_path, capsys):
+    """``hydra.sweeper.params`` of the config a run starts from (``--config-dir``,
+    ``--config-name``, as ``python -m harness`` takes them) is swept as Hydra's sweeper sweeps
+    it: every job's needs are listed, not only those of the command line's sweep."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "both.yaml").write_text(SWEEP_IN_YAML)
+    argv = ["--print", "-m", "--config-dir", str(conf), "--config-name=both"]
+    assert main([*argv, f"task_paths=[{tasks}]"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == [MODEL_LINE, DATA_LINE], lines
+    assert lines[0].startswith("# model folder ") and "plugins/models/tiny_char" in lines[0]
+
+
+def test_a_dataset_fetch_takes_only_the_configs_its_tasks_load(tasks, hf_home, monkeypatch):
+    """The README's configs block says which files a config is: only those are fetched, and a
+    snapshot lacking a config's files is missing for a run that needs it."""
+    calls = fake_hub(monkeypatch, hf_home / "hub")
+    easy = ["model=tiny_char", "dataset=[hubby_easy]", f"task_paths=[{tasks}]"]
+    assert main(easy) == 0
+    assert [c["allow_patterns"] for c in calls] == [["README.md", "easy/test-*.parquet"]]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["--check", *easy]) == 0
+    both = ["model=tiny_char", "dataset=[hubby]", f"task_paths=[{tasks}]"]
+    assert main(["--check", *both]) == 2  # hubby_hard's files were not fetched

@@ -155,55 +155,173 @@ def hub_snapshot(repo: str) -> Path | None:
     return snapshots[0] if len(snapshots) == 1 and snapshots[0].is_dir() else None
 
 
+def snapshot_configs(snapshot: Path) -> dict[str, list[str]] | None:
+    """The data files (path patterns, relative to the snapshot) of each config the snapshot's
+    README ``configs`` block declares; None without such a block."""
+    import yaml
+
+    try:
+        text = (snapshot / "README.md").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    parts = text.split("---", 2) if text.startswith("---") else []
+    try:
+        meta = yaml.safe_load(parts[1]) if len(parts) == 3 else None
+    except yaml.YAMLError:
+        return None
+    configs = meta.get("configs") if isinstance(meta, dict) else None
+    if not isinstance(configs, list):
+        return None
+    declared = {}
+    for config in configs:
+        if isinstance(config, dict) and "config_name" in config:
+            declared[str(config["config_name"])] = _patterns(config.get("data_files"))
+    return declared
+
+
+def _patterns(files: Any) -> list[str]:
+    """A config's ``data_files``: a path, a list of paths, or splits with their path(s)."""
+    if isinstance(files, str):
+        return [files]
+    if isinstance(files, dict):
+        return [p for value in files.values() for p in _patterns(value)]
+    if isinstance(files, list):
+        return [
+            p
+            for item in files
+            for p in _patterns(item.get("path") if isinstance(item, dict) else item)
+        ]
+    return []
+
+
+def config_in_snapshot(snapshot: Path, config: str | None) -> bool:
+    """Whether the snapshot holds a config's files: each pattern its README declares for it
+    matches a file (a snapshot fetched for other configs may lack them); where the README does
+    not say, the snapshot is taken as whole."""
+    declared = snapshot_configs(snapshot)
+    if declared is None or config is None or config not in declared:
+        return True
+    return all(any(snapshot.glob(pattern)) for pattern in declared[config])
+
+
 def on_this_machine(data: HubData) -> bool:
-    return in_arrow_cache(data) or hub_snapshot(data.repo) is not None
+    if in_arrow_cache(data):
+        return True
+    snapshot = hub_snapshot(data.repo)
+    return snapshot is not None and config_in_snapshot(snapshot, data.config)
 
 
 # ---- finding a built-in task without indexing them all ---------------------------------------
 
 
+def lm_eval_tasks_root() -> Path:
+    """lm-eval's built-in task folder, found without importing ``lm_eval.tasks`` (whose
+    ``__init__`` imports its task manager: `datasets`, pandas, jinja2, about 2 s)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lm_eval")
+    if spec is None or spec.origin is None:
+        raise ImportError("lm-eval is not installed")
+    return Path(spec.origin).parent / "tasks"
+
+
+def _yaml_files(folder: Path) -> Iterator[Path]:
+    for where, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d not in ("__pycache__", ".ipynb_checkpoints")]
+        for name in files:
+            if name.endswith(".yaml"):
+                yield Path(where, name)
+
+
 def builtin_folders(names: list[str]) -> list[Path]:
     """The folders of lm-eval's task tree whose YAML defines one of ``names`` as a task, group
-    or tag (a text search: about 0.5 s, against 10 s or more to index every config); where none
-    defines it, the top folders of those that list it (a tag given as a list). A group's members
-    are found where they are defined beside it (as lm-eval's groups are laid out); one defined
-    elsewhere is not seen, and is then checked only when its task is built."""
-    import lm_eval.tasks
+    or tag (a text search, against 10 s or more to index every config); where none defines it,
+    the top folders of those that list it (a tag given as a list). A group's members are found
+    where they are defined beside it (as lm-eval's groups are laid out); one defined elsewhere
+    is not seen, and is then checked only when its task is built.
 
-    root = Path(lm_eval.tasks.__file__).parent
+    The top folders named like a wanted name (``mmlu_pro/`` for mmlu_pro; lm-eval's layout) are
+    searched first; the whole tree (about 14,000 files) only for names not defined there."""
+    root = lm_eval_tasks_root()
+    tops = sorted({root / n.split("_")[0] for n in names} | {root / n for n in names})
+    tops = [t for t in tops if t.is_dir()]
+    first = search_task_files(tops, names)
+    rest = [n for n in names if n not in first.defined]
+    if not rest:
+        return sorted(set(first.defining))
+    whole = search_task_files([root], rest)
+    return sorted(set(first.defining + whole.defining) or set(whole.listing))
+
+
+@dataclass
+class TaskFiles:
+    defining: list[Path]
+    listing: list[Path]
+    defined: set[str]
+
+
+def search_task_files(folders: list[Path], names: list[str]) -> TaskFiles:
+    """The YAML files under ``folders`` that define one of ``names`` (their folders, and the
+    names found defined) or list one (their top folders)."""
+    root = lm_eval_tasks_root()
     alternatives = "|".join(re.escape(n) for n in names)
-    value = rf"['\"]?(?:{alternatives})['\"]?\s*$"
+    value = rf"['\"]?({alternatives})['\"]?\s*$"
     defines = re.compile(rf"^\s*(?:task|group|tag)\s*:\s*{value}", re.MULTILINE)
     lists = re.compile(rf"^\s*-\s*{value}", re.MULTILINE)
     needles = [n.encode() for n in names]
-    defining: list[Path] = []
-    listing: list[Path] = []
-    for path in root.rglob("*.yaml"):
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            continue
-        if not any(n in raw for n in needles):
-            continue
-        text = raw.decode("utf-8", errors="replace")
-        if defines.search(text):
-            defining.append(path.parent)
-        elif lists.search(text):
-            listing.append(root / path.relative_to(root).parts[0])
-    return sorted(set(defining or listing))
+    found = TaskFiles([], [], set())
+    for folder in folders:
+        for path in _yaml_files(folder):
+            try:
+                raw = path.read_bytes()
+            except OSError:
+                continue
+            if not any(n in raw for n in needles):
+                continue
+            text = raw.decode("utf-8", errors="replace")
+            defined = {m.group(1) for m in defines.finditer(text)}
+            if defined:
+                found.defining.append(path.parent)
+                found.defined |= defined
+            elif lists.search(text):
+                found.listing.append(root / path.relative_to(root).parts[0])
+    return found
+
+
+def _light_index_module() -> Any:
+    """``lm_eval.tasks._index`` (lm-eval's task index, and its YAML loader: PyYAML only)
+    without running ``lm_eval/tasks/__init__.py``: the package stands in as a bare module while
+    they load, and all three are forgotten after, so a later ``import lm_eval.tasks`` is
+    lm-eval's own. Where lm-eval's tasks are imported already, theirs."""
+    import importlib
+    import sys
+    import types
+
+    if "lm_eval.tasks" in sys.modules:
+        return importlib.import_module("lm_eval.tasks._index")
+    import lm_eval  # its __init__ is light: lm-eval's evaluator loads lazily
+
+    package = types.ModuleType("lm_eval.tasks")
+    package.__path__ = [str(lm_eval_tasks_root())]
+    sys.modules["lm_eval.tasks"] = package
+    try:
+        return importlib.import_module("lm_eval.tasks._index")
+    finally:
+        for name in ("lm_eval.tasks._index", "lm_eval.tasks._yaml_loader", "lm_eval.tasks"):
+            sys.modules.pop(name, None)
+        assert lm_eval
 
 
 def run_task_index(folders: list[Path], names: list[str]) -> dict[str, Any]:
     """lm-eval's task index over ``folders`` (the run's task folders) plus the built-in
     folders that define one of ``names`` (``builtin_folders``): enough to resolve each name's
-    hub data, without indexing every built-in."""
-    from lm_eval.tasks import TaskManager
-    from lm_eval.tasks._index import TaskIndex
-
-    ours = TaskManager(include_path=[str(f) for f in folders], include_defaults=False)
-    absent = [n for n in names if n not in ours.task_index]
-    builtins = TaskIndex.build(builtin_folders(absent)) if absent else {}
-    return {**builtins, **ours.task_index}
+    hub data, without indexing every built-in or importing lm-eval's task manager (its index
+    is the same ``TaskIndex.build``, whose entries are read here by their fields alone)."""
+    index = _light_index_module().TaskIndex
+    ours = index.build([Path(f) for f in folders])
+    absent = [n for n in names if n not in ours]
+    builtins = index.build(builtin_folders(absent)) if absent else {}
+    return {**builtins, **ours}
 
 
 # ---- loading from a snapshot -----------------------------------------------------------------

@@ -74,58 +74,35 @@ def unreadable_task_files(folders: list[Path]) -> list[str]:
     return broken
 
 
-def build_task_manager(
-    folders: list[Path], wanted: list[str], ours: Any | None = None, check: Any = None
-) -> Any:
+def build_task_manager(folders: list[Path], wanted: list[str], ours: Any | None = None) -> Any:
     """A TaskManager over our folders, widened to lm-eval's built-ins only if needed.
 
     Args:
         ours: a TaskManager over ``folders`` alone already built (it is not built again).
-        check: called with the task index (ours, plus the built-in folders that define a
-            wanted name) before the built-ins are indexed whole: it may refuse the run early.
     """
     from lm_eval.tasks import TaskManager
 
     manager = ours or TaskManager(include_path=[str(f) for f in folders], include_defaults=False)
     if all(name in manager.all_tasks for name in wanted):
-        if check is not None:
-            check(manager.task_index)
         return manager
-    if check is not None:
-        check(_partial_index(manager, [n for n in wanted if n not in manager.all_tasks]))
     log.info("indexing lm-eval's built-in tasks (about 10 s)")
     return TaskManager(include_path=[str(f) for f in folders], include_defaults=True)
 
 
-def _partial_index(ours: Any, names: list[str]) -> dict[str, Any]:
-    """Our task index plus the entries of the lm-eval built-in folders that define ``names``."""
-    from lm_eval.tasks._index import TaskIndex
+def missing_data_problems(run: RunConfig) -> dict[str, str]:
+    """Offline, each dataset whose hub data is not on this machine -> its refusal, naming each
+    repo and the command that fetches it; empty online. Read from the task files alone (no task
+    built, lm-eval's task manager and `datasets` not imported, the built-ins not indexed whole):
+    a second or two, so the run is refused with every other problem it has, before anything
+    loads."""
+    if not run.offline:
+        return {}
+    from harness.evaluation.hub_data import missing_data_problem, missing_hub_data, run_task_index
 
-    from harness.evaluation.hub_data import builtin_folders
-
-    return {**TaskIndex.build(builtin_folders(names)), **ours.task_index}
-
-
-def refuse_missing_data(run: RunConfig) -> Any:
-    """The check :func:`build_task_manager` runs offline: a dataset whose hub data is not on
-    this machine is refused there, naming each repo and the command that fetches it, before any
-    task is built (each of mmlu's 57 would try the hub and fail) or every built-in indexed."""
-    from harness.evaluation.hub_data import missing_data_problem, missing_hub_data
-
-    def check(index: dict[str, Any]) -> None:
-        wanted = {name: ds.task for name, ds in run.dataset.items()}
-        missing = missing_hub_data(wanted, index)
-        if missing:
-            problems = [
-                missing_data_problem(k, wanted[k], lacking) for k, lacking in missing.items()
-            ]
-            noun = "dataset" if len(problems) == 1 else "datasets"
-            raise TaskError(
-                f"{len(problems)} {noun} cannot be evaluated:\n"
-                + "\n".join(f"  - {p}" for p in problems)
-            )
-
-    return check if run.offline else None
+    wanted = {name: ds.task for name, ds in run.dataset.items()}
+    index = run_task_index(task_folders(run), list(dict.fromkeys(wanted.values())))
+    missing = missing_hub_data(wanted, index)
+    return {k: missing_data_problem(k, wanted[k], lacking) for k, lacking in missing.items()}
 
 
 def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
@@ -139,13 +116,14 @@ def prepare_datasets(run: RunConfig) -> dict[str, PreparedDataset]:
     if not any(isinstance(f, _QuietCustomDatasetHint) for f in task_log.filters):
         task_log.addFilter(_QuietCustomDatasetHint())
     folders = task_folders(run)
-    manager = build_task_manager(
-        folders, [d.task for d in run.dataset.values()], check=refuse_missing_data(run)
-    )
-    problems: list[str] = []
+    lacking = missing_data_problems(run)  # refused, and not built: each task would try the hub
+    problems: list[str] = list(lacking.values())
+    others = {name: ds for name, ds in run.dataset.items() if name not in lacking}
+    wanted = [d.task for d in others.values()]
+    manager: Any = build_task_manager(folders, wanted) if others else None
     broken: list[str] | None = None
     prepared: dict[str, PreparedDataset] = {}
-    for name, ds in run.dataset.items():
+    for name, ds in others.items():
         if ds.task not in manager.all_tasks:
             if broken is None:
                 broken = unreadable_task_files(folders)

@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from harness.console import say
 from harness.errors import ConfigError, HarnessError
@@ -18,15 +20,19 @@ that reaches the hub so that a node without it (offline=true) can run.
 
   python -m harness.fetch [-m] OVERRIDES...
       compose the run as `python -m harness OVERRIDES...` does (with -m: every combination of
-      the sweep's comma lists), list what it needs (the model's files, each dataset repo its
-      lm-eval tasks load) and whether this machine's Hugging Face cache (HF_HOME) holds each;
-      where the hub is reachable, download what is missing (huggingface_hub's snapshot_download,
-      as `hf download` does); where it is not (HF_HUB_OFFLINE=1, no network), say what is missing.
+      the sweep's comma lists, the config's hydra.sweeper.params too), list what it needs (the
+      model's files, each dataset repo its lm-eval tasks load) and whether this machine's
+      Hugging Face cache (HF_HOME) holds each; where the hub is reachable, download what is
+      missing (huggingface_hub's snapshot_download, as `hf download` does); where it is not
+      (HF_HUB_OFFLINE=1, no network), say what is missing.
   python -m harness.fetch --print [-m] OVERRIDES...
       print only the `hf download` lines, one per repo (run them on a login node that shares
       HF_HOME with the compute nodes); nothing is checked or downloaded
   python -m harness.fetch --check [-m] OVERRIDES...
       say what is here and what is missing; never download
+  --config-dir DIR --config-name NAME (-cd, -cn)
+      start from the config NAME.yaml in DIR, as `python -m harness` does with Hydra's flags
+      (a sweep written in it, hydra.sweeper.params, is swept with -m)
 
 The model: a hub id's whole snapshot (config, tokenizer and every weight shard; config and
 tokenizer alone with strategy=endpoint, whose weights are served elsewhere); a local folder needs
@@ -44,23 +50,78 @@ Examples:
 """
 
 FLAGS = ("--print", "--check", "-m", "--multirun", "--help", "-h")
+CONFIG_FLAGS = {"--config-dir": "dir", "-cd": "dir", "--config-name": "name", "-cn": "name"}
+"""Hydra's own flags for the config a run starts from (``python -m harness`` takes them too)."""
 
 
-def job_overrides(words: Sequence[str], sweep: bool) -> list[list[str]]:
+def config_options(argv: Sequence[str]) -> tuple[list[str], StartConfig]:
+    """``argv`` without Hydra's ``--config-dir``/``--config-name`` (``-cd``/``-cn``, a value
+    after a space or ``=``), and the config they name."""
+    rest: list[str] = []
+    found: dict[str, str | None] = {"dir": None, "name": "config"}
+    words = iter(argv)
+    for word in words:
+        flag, eq, value = word.partition("=")
+        if flag in CONFIG_FLAGS:
+            given = value if eq else next(words, "")
+            if not given:
+                raise ConfigError([f"{flag} takes a value. Fix: {flag}=<value>"])
+            found[CONFIG_FLAGS[flag]] = given
+        else:
+            rest.append(word)
+    folder = Path(found["dir"]).expanduser().resolve() if found["dir"] else None
+    return rest, StartConfig(str(found["name"]), folder)
+
+
+@dataclass(frozen=True)
+class StartConfig:
+    """The config the runs start from: ``name``.yaml in ``folder`` (``--config-dir``), with
+    harness's ``conf/`` after it on the search path (as Hydra puts ``--config-dir`` first);
+    harness's ``conf/config.yaml`` by default."""
+
+    name: str = "config"
+    folder: Path | None = None
+
+    def words(self, words: Sequence[str]) -> list[str]:
+        """``words`` with harness's ``conf/`` on ``hydra.searchpath`` where a folder is given."""
+        if self.folder is None:
+            return list(words)
+        from harness.paths import CONF_DIR
+
+        out = list(words)
+        given = [i for i, w in enumerate(out) if w.lstrip("+").startswith("hydra.searchpath=")]
+        if not given:
+            return [*out, f"hydra.searchpath=[file://{CONF_DIR}]"]
+        key, _, value = out[given[-1]].partition("=")
+        entries = [e.strip() for e in value.strip().strip("[]").split(",") if e.strip()]
+        out[given[-1]] = f"{key}=[{','.join([f'file://{CONF_DIR}', *entries])}]"
+        return out
+
+
+def job_overrides(
+    words: Sequence[str], sweep: bool, start: StartConfig | None = None
+) -> list[list[str]]:
     """The overrides of each run: one, or with ``sweep`` each combination of the comma lists (as
-    Hydra's basic sweeper makes them). The launcher's choice and keys are left out: where a job
-    runs does not change what it needs."""
+    Hydra's basic sweeper makes them: the config's ``hydra.sweeper.params`` first, a sweep
+    written in YAML, then the command line's). The launcher's choice and keys are left out:
+    where a job runs does not change what it needs."""
     from harness.config.argv import with_task_source
 
-    words = [w for w in with_task_source(words) if not _launcher_word(w)]
+    start = start or StartConfig()
+    words = start.words([w for w in words if not _launcher_word(w)])
     if not sweep:
-        return [words]
+        return [with_task_source(words)]
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    parser = OverridesParser.create()
     try:
-        parsed = OverridesParser.create().parse_overrides(words)
+        parsed = parser.parse_overrides(words)
+        plain = [str(o.input_line) for o in parsed if not o.is_sweep_override()]
+        params = sweeper_params(with_task_source(plain), start)
+        params = [w for w in params if not _launcher_word(w)]
+        parsed = parser.parse_overrides(with_task_source([*params, *words]))
         (batch,) = BasicSweeper.split_arguments(parsed, None)
     except HydraException as err:
         raise ConfigError(
@@ -69,12 +130,39 @@ def job_overrides(words: Sequence[str], sweep: bool) -> list[list[str]]:
     return [list(job) for job in batch]
 
 
+def sweeper_params(words: Sequence[str], start: StartConfig) -> list[str]:
+    """The sweep a config defines (``hydra.sweeper.params``: key -> comma list, e.g. in an
+    experiment's YAML) as the overrides Hydra's basic sweeper puts before the command line's;
+    none where the config does not compose (each job's own composition then says why)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from harness.config.store import libyaml_loading, register_configs
+    from harness.paths import CONF_DIR
+
+    register_configs()
+    try:
+        with (
+            libyaml_loading(),
+            initialize_config_dir(
+                str(start.folder or CONF_DIR), version_base="1.3", job_name="harness"
+            ),
+        ):
+            full = compose(start.name, overrides=list(words), return_hydra_config=True)
+    except Exception:  # Hydra's and OmegaConf's errors, said again per job
+        return []
+    params = OmegaConf.select(full, "hydra.sweeper.params")
+    return [f"{key}={value}" for key, value in (params or {}).items()]
+
+
 def _launcher_word(word: str) -> bool:
     key = word.lstrip("+~").split("=", 1)[0]
     return key == "hydra/launcher" or key.startswith("hydra.launcher.")
 
 
-def gather(jobs: list[list[str]]) -> tuple[list[Need], list[LocalModel]]:
+def gather(
+    jobs: list[list[str]], start: StartConfig | None = None
+) -> tuple[list[Need], list[LocalModel]]:
     """What the runs need, each repo once in the order first needed; bad input of any run
     raises one ConfigError naming every job's problems."""
     from harness.service.start import composed
@@ -84,7 +172,7 @@ def gather(jobs: list[list[str]]) -> tuple[list[Need], list[LocalModel]]:
     problems: list[str] = []
     for number, words in enumerate(jobs):
         try:
-            run = composed(words)
+            run = composed(words, start.name, start.folder) if start else composed(words)
         except ConfigError as err:
             where = f"job {number} ({' '.join(words)}): " if len(jobs) > 1 else ""
             problems += [where + p for p in err.problems]
@@ -119,15 +207,40 @@ def hub_reachable(timeout_s: float = 5.0) -> bool:
 
 
 def download(need: Need) -> None:
-    """``hf download``'s own call: the repo's snapshot into the hub cache."""
+    """``hf download``'s own call: the repo's snapshot into the hub cache (a dataset's
+    configs alone where its README says which files they are)."""
     from huggingface_hub import snapshot_download
 
     snapshot_download(
         repo_id=need.repo,
         repo_type=need.repo_type,
         revision=need.revision,
-        allow_patterns=list(need.include) or None,
+        allow_patterns=allowed_files(need),
     )
+
+
+def allowed_files(need: Need) -> list[str] | None:
+    """The files to fetch: the need's own patterns; for a dataset, its README and the data
+    files its README's ``configs`` block declares for the configs needed (the README fetched
+    first); None, the whole repo, where the README does not declare every one."""
+    if need.include:
+        return list(need.include)
+    if need.repo_type != "dataset" or not need.configs:
+        return None
+    from huggingface_hub import hf_hub_download
+
+    from harness.evaluation.hub_data import snapshot_configs
+
+    try:
+        readme = hf_hub_download(
+            repo_id=need.repo, filename="README.md", repo_type="dataset", revision=need.revision
+        )
+    except Exception:  # no README, or the hub's error: the whole repo, as `hf download`
+        return None
+    declared = snapshot_configs(Path(readme).parent) or {}
+    if not all(declared.get(c) for c in need.configs):
+        return None
+    return ["README.md", *dict.fromkeys(p for c in need.configs for p in declared[c])]
 
 
 def fetch(needs: list[Need], local: list[LocalModel], check_only: bool) -> int:
@@ -173,6 +286,7 @@ def fetch(needs: list[Need], local: list[LocalModel], check_only: bool) -> int:
 
 
 def dispatch(argv: Sequence[str]) -> int:
+    argv, start = config_options(argv)
     flags = {w for w in argv if w.startswith("-")}
     unknown = sorted(flags - set(FLAGS))
     if unknown:
@@ -181,8 +295,8 @@ def dispatch(argv: Sequence[str]) -> int:
         print(HELP, end="")
         return 0
     words = [w for w in argv if not w.startswith("-")]
-    jobs = job_overrides(words, sweep=bool(flags & {"-m", "--multirun"}))
-    needs, local = gather(jobs)
+    jobs = job_overrides(words, bool(flags & {"-m", "--multirun"}), start)
+    needs, local = gather(jobs, start)
     if "--print" in flags:
         for model in local:
             print(f"# model folder {model.folder}: nothing to fetch")

@@ -38,8 +38,9 @@ class Need:
     include: tuple[str, ...] = ()
     """Glob patterns of the files needed; empty: the whole repo."""
     configs: tuple[str, ...] = ()
-    """A dataset's configs the tasks load (said, not fetched apart: ``hf download`` takes the
-    whole repo)."""
+    """A dataset's configs the tasks load: fetched alone where the repo's README declares their
+    files (``cli.allowed_files``); the printed ``hf download`` line takes the whole repo, whose
+    layout is not known before the hub is asked."""
 
     def command(self) -> str:
         """The ``hf download`` line that puts it in this machine's hub cache."""

@@ -68,6 +68,10 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
         return plan
     problems = list(plan.problems)
     problems += engine_problems(plan)
+    if run_cfg.offline:  # hub data this node lacks: refused with the rest, before any import
+        from harness.evaluation.tasks import missing_data_problems
+
+        problems += missing_data_problems(run_cfg).values()
     if plan.device == "cuda":
         from harness.machine.node import detect_gpus, hardware_problems
 

@@ -55,12 +55,17 @@ class Composition:
     """``hydra.launcher.*`` as composed (partition, setup, additional_parameters, ...)."""
 
 
-def composed(overrides: Sequence[str]) -> RunConfig:
-    """The run the overrides compose (``composition``)."""
-    return composition(overrides).run
+def composed(
+    overrides: Sequence[str], config_name: str = "config", config_dir: Path | None = None
+) -> RunConfig:
+    """The run the overrides compose (``composition``; ``config_name`` in ``config_dir``, by
+    default harness's ``conf/config.yaml``)."""
+    return composition(overrides, config_name, config_dir).run
 
 
-def composition(overrides: Sequence[str]) -> Composition:
+def composition(
+    overrides: Sequence[str], config_name: str = "config", config_dir: Path | None = None
+) -> Composition:
     """The run the overrides compose (``conf/``, Hydra's compose API, the schema), checked as
     ``python -m harness`` checks its command line and its config, and the launcher they choose
     (``hydra/launcher=slurm`` as a sweep chooses it; else this node).
@@ -91,9 +96,11 @@ def composition(overrides: Sequence[str]) -> Composition:
     try:
         with (
             libyaml_loading(),
-            initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="harness"),
+            initialize_config_dir(
+                str(config_dir or CONF_DIR), version_base="1.3", job_name="harness"
+            ),
         ):
-            full = compose("config", overrides=words, return_hydra_config=True)
+            full = compose(config_name, overrides=words, return_hydra_config=True)
         choice = str(full.hydra.runtime.choices.get("hydra/launcher") or "basic")
         params = OmegaConf.to_container(full.hydra.launcher, resolve=True)
         cfg = task_config(full)

@@ -192,6 +192,19 @@ def cli_run(
     }
 
 
+def assert_quiet_console(run: dict[str, Any], root: Path, most: int) -> None:
+    """A Ray run's console as quiet as an engine process's: no replica output and no Ray INFO
+    line on it (at most ``most`` lines), the replicas' output in harness.log instead."""
+    lines = [line for line in run["out"].splitlines() if "note: OMP_NUM_THREADS=" not in line]
+    text = "\n".join(lines)
+    for chatter in ("Loading", "it/s", "INFO", "Started a local Ray instance", "pid="):
+        assert chatter not in text, f"{chatter!r} on the console:\n{text}"
+    assert len(lines) <= most, text
+    log = (root / "run" / "harness.log").read_text()
+    assert "[harness.engine.output][INFO] [Replica pid=" in log, log[-3000:]
+    assert "Started a local Ray instance" in log, log[-3000:]
+
+
 def metrics(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
     return {name: d["metrics"] for name, d in summary["datasets"].items()}
 
@@ -211,6 +224,7 @@ def single_run(tmp_path_factory) -> dict[str, Any]:
 @pytest.mark.slow
 def test_two_hf_replicas_equal_the_single_engine(tmp_path, single_run):
     dp = cli_run(["strategy=dp", "strategy.engine=hf"], tmp_path / "dp")
+    assert_quiet_console(dp, tmp_path / "dp", 13)
     engine = dp["summary"]["engine"]
     assert engine["data_parallel"] == "ray" and engine["data_parallel_size"] == 2
     assert engine["builds"] == 2, "one build per replica, none per dataset"
@@ -260,6 +274,10 @@ def test_two_vllm_replicas_equal_the_single_engine(tmp_path, single_run):
     """``strategy=dp`` (engine vllm): two resident vLLM engines (CPU build), one per Ray actor,
     each pinned to its own share of the CPUs."""
     dp = cli_run(["strategy=dp"], tmp_path / "dp_vllm")
+    # vLLM's start-up log in harness.log (a loaded box may add "closing replicas: ...")
+    assert_quiet_console(dp, tmp_path / "dp_vllm", 16)
+    log = (tmp_path / "dp_vllm" / "run" / "harness.log").read_text()
+    assert "[Replica pid=" in log and "(EngineCore pid=" in log, log[-3000:]
     engine = dp["summary"]["engine"]
     assert engine["kind"] == "vllm" and engine["data_parallel_size"] == 2
     assert engine["builds"] == 2, "one build per replica, none per dataset"

@@ -145,3 +145,110 @@ def test_a_hub_snapshot_is_read_offline_as_the_same_files_from_a_folder(
     # lm-eval's task definition is unchanged: it still names the repo.
     (easy,) = [t for t in leaf_tasks(from_hub["hubby"].task) if t.config.task == "hubby_easy"]
     assert easy.config.dataset_path == REPO
+
+
+def test_the_refusal_lists_the_runs_other_problems_with_the_missing_data(
+    compose_cfg, hf_home, tmp_path
+):
+    """Validation collects every error at once: the hub data an offline run lacks is refused
+    together with another dataset's bad setting, not one run after the other."""
+    from harness.errors import ConfigError
+    from harness.runner.checked import make_checked_plan
+
+    folder = write_tasks(tmp_path / "tasks", REPO)
+    cfg = compose_cfg(
+        "dataset=[hubby,arith_mc]",
+        f"task_paths=[{folder}]",
+        "dataset.arith_mc.num_fewshot=-1",
+        "hydra.searchpath=[lmeval://tasks]",
+        f"allowed_roots=[{tmp_path}]",
+    )
+    with pytest.raises(ConfigError) as caught:
+        make_checked_plan(to_run_config(cfg))
+    text = str(caught.value)
+    assert text.startswith("2 configuration problems:"), text
+    assert "dataset.arith_mc.num_fewshot=-1" in text
+    assert f"`hf download {REPO} --repo-type dataset`" in text
+
+
+BAD_METRIC = """task: badmetric
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+output_type: multiple_choice
+test_split: test
+doc_to_text: q
+doc_to_choice: choices
+doc_to_target: label
+metric_list:
+  - metric: acc_typo
+"""
+
+
+def test_datasets_lacking_data_are_refused_with_the_other_datasets_problems(
+    compose_cfg, hf_home, tmp_path
+):
+    from harness.evaluation.tasks import prepare_datasets
+
+    folder = write_tasks(tmp_path / "tasks", REPO)
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"q": "1+1=", "choices": ["2", "3"], "label": 0}\n')
+    (folder / "badmetric.yaml").write_text(BAD_METRIC.format(data=data))
+    with pytest.raises(TaskError) as caught:
+        prepare_datasets(run_of(compose_cfg, folder, "hubby", "badmetric", "arith_mc"))
+    text = str(caught.value)
+    assert text.startswith("2 datasets cannot be evaluated:"), text
+    assert f"`hf download {REPO} --repo-type dataset`" in text
+    assert "acc_typo" in text
+
+
+REFUSED_BARE = """
+import atexit, resource, sys
+def said():
+    heavy = [m for m in ("datasets", "lm_eval.tasks", "pandas", "torch") if m in sys.modules]
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"HEAVY={heavy} CPU={cpu.ru_utime + cpu.ru_stime:.2f}", file=sys.stderr)
+atexit.register(said)
+sys.argv = ["harness", *sys.argv[1:]]
+from harness.app import main
+main()
+"""
+
+
+def test_an_offline_run_lacking_mmlu_and_mmlu_pro_is_refused_without_the_heavy_imports(
+    tmp_path,
+):
+    """The refusal reads lm-eval's task files alone: neither its task manager nor `datasets`
+    (nor pandas, torch) is imported, and it takes well under the issue's 5 s of CPU."""
+    import re
+    import sys
+
+    from tests.conftest import run_offline
+
+    args = ["dataset=[mmlu,mmlu_pro]", "offline=true", "tracking=none", f"output_dir={tmp_path}/r"]
+    proc = run_offline([sys.executable, "-c", REFUSED_BARE, *args], tmp_path)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2, text[-3000:]
+    for line in ("hf download cais/mmlu --repo-type dataset", "TIGER-Lab/MMLU-Pro"):
+        assert line in text, text[-3000:]
+    found = re.search(r"HEAVY=(\[.*?\]) CPU=([\d.]+)", text)
+    assert found, text[-3000:]
+    assert found.group(1) == "[]", found.group(0)
+    assert float(found.group(2)) < 5, found.group(0)
+
+
+@pytest.mark.parametrize(
+    "names", [["mmlu", "mmlu_pro"], ["arc_easy"], ["mmlu_pro_biology"], ["leaderboard"]]
+)
+def test_the_search_by_folder_name_finds_what_the_whole_tree_search_finds(names):
+    """The top folders named like a task are searched first (``mmlu_pro_biology`` is not in
+    ``mmlu/``: the whole tree then); the folders found are those a search of every file finds."""
+    from harness.evaluation.hub_data import (
+        builtin_folders,
+        lm_eval_tasks_root,
+        search_task_files,
+    )
+
+    everywhere = search_task_files([lm_eval_tasks_root()], names)
+    assert builtin_folders(names) == sorted(set(everywhere.defining)), names

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.engines.ray.output import init_ray, stop_logging_worker_output
 from harness.errors import HarnessError
 from harness.machine.slurm import SlurmAllocation, slurm_allocation
 
@@ -259,6 +260,7 @@ class RayCluster:
 
             with contextlib.suppress(Exception):
                 ray.shutdown()
+            stop_logging_worker_output()
             self.owned = False
         if self._head is not None and self._head.poll() is None:
             # `ray start --block` stops every process it started when it is terminated
@@ -282,9 +284,7 @@ def _forget_address(address: str | None) -> None:
 
 
 def _init(**kwargs: Any) -> None:
-    import ray
-
-    ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+    init_ray(**kwargs)  # Ray's output and the replicas' into the run's log
 
 
 def _node_ip() -> str:

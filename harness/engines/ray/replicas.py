@@ -44,6 +44,7 @@ from harness.engines.base import (
 )
 from harness.engines.process.serving import as_args, as_requests, serve
 from harness.engines.ray.cluster import Needs, RayCluster, connect, needs_of, wait_timeout
+from harness.engines.ray.output import actor_logs_to_stderr
 from harness.engines.ray.shards import cpu_shares, shard
 from harness.machine.slurm import slurm_allocation
 
@@ -77,6 +78,7 @@ class Replica:
     ) -> None:
         from harness.engines.process.engine import EngineProcess
 
+        actor_logs_to_stderr()  # forwarded to the driver's log (harness.engines.ray.output)
         if cpus:  # the actor, and the engine process it starts, inherit the mask
             os.sched_setaffinity(0, cpus)
         self.env = dict(env or {})
