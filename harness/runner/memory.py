@@ -18,7 +18,10 @@ log = logging.getLogger(__name__)
 def check_loaded_memory(engine: Any, plan: Plan, emit: Callable[..., None]) -> dict[str, Any]:
     """Set the engine's start-up memory beside the plan's, record it as an event and warn of
     each figure off (console, harness.log). Never fails the run: an engine that cannot say is
-    a warning in the log file."""
+    a warning in the log file. Only a vLLM engine reports its start-up memory: no other is
+    asked for its facts here (an endpoint's describe looks for its server's process)."""
+    if plan.engine != "vllm":
+        return {}
     try:
         check = memory_check(plan.to_dict(), engine.describe())
     except Exception as err:  # the check is a record, never a reason to stop evaluating

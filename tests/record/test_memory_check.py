@@ -158,3 +158,52 @@ def test_the_summary_carries_the_check_and_a_killed_run_takes_it_from_its_events
     rebuilt = {"event": "memory_checked", "t": 2.0, "check": check}
     killed = killed_summary([{"event": "planned", "t": 0.0}, first, rebuilt], CPU_PLAN)
     assert killed.memory_check == check  # the engine the run last built
+
+
+class Plan:
+    """What the runner's check reads of a plan: its engine and its figures."""
+
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+
+    def to_dict(self) -> dict:
+        return CPU_PLAN
+
+
+class Engine:
+    def __init__(self, facts: dict | Exception) -> None:
+        self.facts, self.asked = facts, 0
+
+    def describe(self) -> dict:
+        self.asked += 1
+        if isinstance(self.facts, Exception):
+            raise self.facts
+        return self.facts
+
+
+def test_the_run_records_the_check_once_loaded_and_warns_of_each_figure_off(capsys):
+    from harness.runner.memory import check_loaded_memory
+
+    emitted: list = []
+
+    def emit(event: str, **fields) -> None:
+        emitted.append((event, fields))
+
+    check = check_loaded_memory(Engine(cpu_report(81_920)), Plan("vllm"), emit)
+    assert emitted == [("memory_checked", {"check": check})]
+    [text] = check["warnings"]
+    assert f"warning: {text}" in capsys.readouterr().err
+    emitted.clear()
+    assert check_loaded_memory(Engine(cpu_report()), Plan("vllm"), emit)["warnings"] == []
+    assert capsys.readouterr().err == ""
+    assert emitted[0][0] == "memory_checked"
+
+
+def test_an_engine_that_cannot_say_never_stops_the_run(capsys):
+    from harness.runner.memory import check_loaded_memory
+
+    hf = Engine({"kind": "hf"})
+    assert check_loaded_memory(hf, Plan("hf"), print) == {} and hf.asked == 0  # not asked
+    assert check_loaded_memory(Engine(RuntimeError("gone")), Plan("vllm"), print) == {}
+    assert check_loaded_memory(Engine({"kind": "vllm"}), Plan("vllm"), print) == {}
+    assert capsys.readouterr().err == ""
