@@ -53,7 +53,7 @@ def test_weights_moved_out_of_the_parameters_are_not_reported():
     model = torch.nn.Sequential(torch.nn.Linear(8, 4))
     model[0].weight = torch.nn.Parameter(torch.empty(0))
     got = worker_memory(SimpleNamespace(model_runner=SimpleNamespace(model=model), rank=0))
-    assert got["weights"] is None
+    assert got["weights"] is None and got["weights_source"] is None
 
 
 def test_a_gpu_workers_profile_is_taken_as_vllm_holds_it(monkeypatch):

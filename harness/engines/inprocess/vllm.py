@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from harness.config.schema import Quantization
@@ -142,8 +143,10 @@ class VLLMEngine(AnswersInProcess):
     def read_startup_memory(self, extended: bool) -> dict[str, Any]:
         """What vLLM took at start-up (``vllm_support/startup.py``); never fails the build."""
         asked = self.kwargs.get("kv_cache_memory_bytes") if self.plan.device == "cpu" else None
+        started = time.perf_counter()
         try:
             report = startup_memory(getattr(self.lm, "model", None), self.plan.device, asked)
+            report["read_s"] = round(time.perf_counter() - started, 4)  # the check's own cost
         except Exception as err:  # a figure we cannot read is reported missing, never fatal
             log.warning("vLLM's start-up memory not read: %s: %s", type(err).__name__, err)
             return {"not_reported": {"all": f"{type(err).__name__}: {err}"}}

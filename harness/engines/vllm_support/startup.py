@@ -16,11 +16,8 @@ shares the host's memory: their sum). A figure vLLM did not report is left out a
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 GIB = 1024**3
 EXTENSION = "harness.engines.vllm_support.startup.StartupMemory"
@@ -63,12 +60,14 @@ def worker_memory(worker: Any) -> dict[str, Any]:
     allocated = _tensor_bytes(getattr(runner, "kv_caches", None) or [])
     kv = allocated or getattr(worker, "available_kv_cache_memory_bytes", None)
     budget = getattr(worker, "requested_memory", None)
+    measured = getattr(runner, "model_memory_usage", 0)
+    weights = measured or _model_bytes(runner)
     return {
         "rank": getattr(worker, "rank", None),
-        "weights": (getattr(runner, "model_memory_usage", 0) or _model_bytes(runner)) or None,
-        "weights_source": "model_memory_usage"
-        if getattr(runner, "model_memory_usage", 0)
-        else "parameter bytes",
+        "weights": weights or None,
+        "weights_source": ("model_memory_usage" if measured else "parameter bytes")
+        if weights
+        else None,
         "kv_cache": int(kv) if kv else None,
         "activation_peak": int(peak) if peak is not None else None,
         "cuda_graphs": int(graphs) if graphs is not None else None,
