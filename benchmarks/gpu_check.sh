@@ -12,8 +12,9 @@
 # compile/import/plan-only, the embedded default on CUDA with NVML telemetry per phase, a random
 # bf16 model of Llama-3.1-8B's shape built on the GPU and loaded by the HF engine (planner's
 # per-GPU figure beside NVML's peak), the served path (vLLM's GPU OpenAI server with the bundled
-# model, one dataset through strategy=endpoint, metrics against the in-process vLLM engine's;
-# skipped where the node has no vLLM), pytest -m gpu tests/gpu, then the fast CPU tests. Figures:
+# model, one dataset through strategy=endpoint, metrics against the in-process vLLM engine's,
+# whose start-up memory profile (weights, activation peak, CUDA graphs, KV cache in GiB and
+# tokens) is recorded beside the planner's figures; skipped where the node has no vLLM), pytest -m gpu tests/gpu, then the fast CPU tests. Figures:
 # DIR/gpu_check.json, plots DIR/*_telemetry.png, logs DIR/gpu_check.log and DIR/steps.log.
 #
 # With the device tool (run the dry run here first: it builds the wheel folder that travels):

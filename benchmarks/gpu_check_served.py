@@ -151,14 +151,28 @@ def step_served(ctx: Context) -> tuple[str, dict[str, Any]]:
         "endpoint": _side(served),
         "in_process": _side(in_process),
         "metrics_equal": got == want,
+        # the in-process vLLM engine's start-up memory beside the plan's (issue 37)
+        "memory_check": in_process.get("memory_check", {}),
     }
     line = (
         f"{DATASET} (limit {LIMIT}) on {planned['device']}: served {got} vs in-process {want}; "
-        f"server ready in {ready_s:.0f}s, in-process load {in_process['load_time_s']:.1f}s"
+        f"server ready in {ready_s:.0f}s, in-process load {in_process['load_time_s']:.1f}s; "
+        f"{memory_line(figures['memory_check'])}"
     )
     if got != want:
         raise StepFailed(f"metrics differ: {line}")
     return f"metrics equal: {line}", figures
+
+
+def memory_line(check: dict[str, Any]) -> str:
+    """The memory check in a few words: each figure planned -> measured (difference)."""
+    rows = [
+        f"{name} {row['planned']:g} -> {row['measured']:g} ({row['diff_pct']:+.1f}%)"
+        for name, row in (check.get("figures") or {}).items()
+        if row.get("diff_pct") is not None
+    ]
+    off = len(check.get("warnings") or [])
+    return f"memory check ({off} off): " + (", ".join(rows) or "nothing reported")
 
 
 def _side(summary: dict[str, Any]) -> dict[str, Any]:

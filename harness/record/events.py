@@ -2,6 +2,7 @@
 
 Each line is flushed as it happens, so a user (or a dashboard) can follow a run on a cluster with
 ``tail -f <run dir>/events.jsonl``. Events, in order: ``planned``, ``load_started``, ``loaded``,
+``memory_checked`` (the plan's memory beside what the engine took, ``record/memory_check.py``),
 then per dataset ``dataset_started`` and ``dataset_done`` or ``dataset_failed`` (or
 ``dataset_resumed`` for a stored result; ``journals_removed`` when storing a result removed
 request journals no result can use), and ``run_done``. Every line has ``event``, ``time``
@@ -31,6 +32,7 @@ EVENTS = (
     "planned",
     "load_started",
     "loaded",
+    "memory_checked",
     "dataset_started",
     "dataset_done",
     "dataset_failed",

@@ -45,6 +45,9 @@ class RunSummary:
     """What telemetry recorded (``Telemetry.record``); empty when nothing was sampled."""
     tracking: dict[str, Any] = field(default_factory=dict)
     """Where the run was tracked (``Tracker.describe``: URI, experiment, run ids)."""
+    memory_check: dict[str, Any] = field(default_factory=dict)
+    """The plan's memory figures beside what the engine took at start-up
+    (``record/memory_check.py``); empty when the engine reports none (HF, an endpoint)."""
     killed: bool = False
     """The run ended before writing its summary (SIGTERM, Ctrl-C, SIGKILL): built from its
     events by ``killed_summary``. Not in summary.json (a killed run writes none)."""
@@ -84,6 +87,7 @@ class RunSummary:
             "resumed": self.resumed,
             "telemetry": self.telemetry,
             "tracking": self.tracking,
+            "memory_check": self.memory_check,
         }
 
     @classmethod
@@ -106,6 +110,7 @@ class RunSummary:
             datasets={n: DatasetOutcome.from_dict(d, n) for n, d in datasets.items()},
             telemetry=data.get("telemetry") or {},
             tracking=data.get("tracking") or {},
+            memory_check=data.get("memory_check") or {},
         )
 
 
@@ -115,6 +120,9 @@ def killed_summary(events: Sequence[dict[str, Any]], plan: dict[str, Any]) -> Ru
     (it carries the whole outcome); the load time and the span the events saw."""
     planned = next((e for e in events if e.get("event") == "planned"), {})
     loaded = next((e for e in events if e.get("event") == "loaded"), {})
+    checked: dict[str, Any] = next(
+        (e for e in reversed(events) if e.get("event") == "memory_checked"), {}
+    )
     datasets: dict[str, DatasetOutcome] = {}
     for e in events:
         last = e.get("event") in ("dataset_done", "dataset_failed", "dataset_resumed")
@@ -128,5 +136,6 @@ def killed_summary(events: Sequence[dict[str, Any]], plan: dict[str, Any]) -> Ru
         load_time_s=loaded.get("load_time_s", 0.0),
         total_time_s=round(max(times) - min(times), 4) if times else 0.0,
         datasets=datasets,
+        memory_check=checked.get("check") or {},
         killed=True,
     )

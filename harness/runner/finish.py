@@ -72,6 +72,7 @@ def run_summary(
     """The finished run's summary; its total and end are taken now (``timings``: the load time
     and the run's start, ``time.perf_counter()``)."""
     from harness.machine.node import given_resources
+    from harness.record.memory_check import memory_check
     from harness.record.summary import RunSummary
 
     load_time, started = timings
@@ -90,6 +91,7 @@ def run_summary(
         datasets={o.name: o for o in outcomes},
         telemetry=telemetry,
         tracking=opened.tracker.describe(),
+        memory_check=memory_check(plan.to_dict(), engine_facts),
     )
 
 

@@ -162,6 +162,7 @@ def evaluate_resident(
     telemetry stopped, whatever happens; an interrupted run ends KILLED in MLflow and events.
     """
     from harness.evaluation.loop import evaluate_all
+    from harness.runner.memory import check_loaded_memory
 
     events, tracker, telemetry = opened.events, opened.tracker, opened.telemetry
     engine, load_time, engine_facts = None, 0.0, {}
@@ -184,6 +185,7 @@ def evaluate_resident(
             load_time = time.perf_counter() - load_start
             events.emit("loaded", load_time_s=round(load_time, 4))
             say(f"loaded {plan.model} in {load_time:.1f}s", show=chatty)  # the summary has it
+            check_loaded_memory(engine, plan, events.emit)  # the planner checked on every run
             tracker.log_metrics({"load_time_s": round(load_time, 4)})  # as summary.json has it
         else:
             say("every dataset has a stored result: no model to load (rerun=true forces)")

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from harness.record.memory_check import memory_metrics
 from harness.record.metrics import headline
 from harness.record.outcome import DatasetOutcome
 from harness.record.provenance import tags as record_tags
@@ -144,6 +145,8 @@ def log_run_end(
     tracker.log_metrics(
         {"total_time_s": summary.total_time_s, "datasets_failed": float(len(summary.failed))}
     )
+    if memory := memory_metrics(summary.memory_check):  # the plan beside what the engine took
+        tracker.log_metrics(memory)
     for path in (run_dir.config, run_dir.plan, run_dir.summary):
         if path.is_file():
             tracker.log_artifact(path)

@@ -268,6 +268,29 @@ def test_tp2_builds_once_binds_threads_and_leaves_nothing(tp2_run):
     assert tp2_run["engine_left"] == {} and tp2_run["left"] == {}, tp2_run["left"]
 
 
+def test_an_honest_plan_agrees_with_vllms_own_kv_cache_at_tp2(tp2_run, hf_run):
+    """Issue 37: vLLM's own KV cache, read from both workers and from the engine's blocks, beside
+    the plan's (what harness asked each CPU worker for, in the plan's bytes per token); each
+    worker holds half the KV heads, so the tokens are the plan's whole. No warning."""
+    summary = tp2_run["summary"]
+    report = summary["engine"]["startup_memory"]
+    assert report["ranks"] == 2 and len(report["per_rank"]) == 2
+    asked = summary["engine"]["kv_cache_memory_bytes"]
+    assert [r["kv_cache"] for r in report["per_rank"]] == [asked, asked]  # tensors allocated
+    assert report["kv_tokens"] == report["kv_blocks"] * report["block_size"]
+    figures = summary["memory_check"]["figures"]
+    assert figures["kv_tokens"]["measured"] == report["kv_tokens"]
+    assert (
+        figures["kv_tokens"]["planned"]
+        == 2 * asked // summary["plan"]["memory"]["kv_bytes_per_token"]
+    )
+    assert figures["kv_tokens"]["status"] == figures["kv_cache_gib"]["status"] == "ok"
+    assert figures["weights_gib"]["status"] == "not reported"  # oneDNN holds them on the CPU
+    assert summary["memory_check"]["warnings"] == []
+    assert "memory check" not in tp2_run["out"]
+    assert hf_run["summary"]["memory_check"] == {}  # the HF engine reports no start-up memory
+
+
 def test_tp1_tp2_and_hf_metrics_are_equal(hf_run, tp2_run, tp1_killed_then_resumed):
     """Exact equality, no tolerance: accuracy is an argmax over four choices and exact_match
     compares greedy outputs; vLLM's prompt logprobs differ from HF's by at most 7.4e-6 and TP=2's

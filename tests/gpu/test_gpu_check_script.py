@@ -100,3 +100,23 @@ def test_every_other_test_here_is_marked_gpu():
             if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "pytestmark"
         ]
         assert marks == ["pytest.mark.gpu"], f"{path.name}: pytestmark {marks}"
+
+
+def test_the_served_step_says_the_engines_memory_check_in_one_line(wheels):
+    """Issue 37: the GPU node's in-process vLLM run records its start-up memory beside the
+    plan's; the step's line says each figure compared and how many are off."""
+    import gpu_check_served as served
+
+    check = {
+        "figures": {
+            "kv_tokens": {"planned": 477372, "measured": 476016, "diff_pct": -0.28},
+            "overhead_gib": {"planned": 2.0, "measured": 2.9, "diff_pct": 45.0},
+            "cuda_graphs_gib": {"planned": None, "measured": 0.4, "status": "not planned"},
+        },
+        "warnings": ["memory check: overhead ..."],
+    }
+    line = served.memory_line(check)
+    assert line == (
+        "memory check (1 off): kv_tokens 477372 -> 476016 (-0.3%), overhead_gib 2 -> 2.9 (+45.0%)"
+    )
+    assert served.memory_line({}) == "memory check (0 off): nothing reported"

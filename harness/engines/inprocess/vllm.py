@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from harness.config.schema import Quantization
@@ -29,6 +30,7 @@ from harness.engines.vllm_support.install import (
     installed_vllm,
     vllm_version,
 )
+from harness.engines.vllm_support.startup import EXTENSION, startup_memory
 from harness.paths import resolve_project_path
 
 if TYPE_CHECKING:
@@ -105,6 +107,16 @@ def engine_config(lm: Any, keys: list[str]) -> dict[str, Any]:
     return found
 
 
+def worker_extension(plan: Plan, kwargs: dict[str, Any]) -> dict[str, str]:
+    """vLLM's ``worker_extension_cls`` that lets harness read each worker's start-up memory
+    (``vllm_support/startup.py``): not where the user set one of their own, nor for the ``ray``
+    executor, whose workers on other nodes may not import harness (a worker that cannot import
+    its extension fails the build)."""
+    if "worker_extension_cls" in kwargs or plan.executor_backend == "ray":
+        return {}
+    return {"worker_extension_cls": EXTENSION}
+
+
 class VLLMEngine(AnswersInProcess):
     """lm-eval's ``VLLM`` built once from the plan; lm-eval calls it for every dataset.
 
@@ -124,7 +136,26 @@ class VLLMEngine(AnswersInProcess):
             os.environ.update(self.env)
         vllm_cls = import_lm_eval_vllm()
         log.info("building vLLM %s with %s (env %s)", vllm_version(), self.kwargs, self.env)
-        self.lm: Any = vllm_cls(**self.kwargs)
+        extension = worker_extension(plan, self.kwargs)
+        self.lm: Any = vllm_cls(**self.kwargs, **extension)
+        self.startup_memory = self.read_startup_memory(bool(extension))
+
+    def read_startup_memory(self, extended: bool) -> dict[str, Any]:
+        """What vLLM took at start-up (``vllm_support/startup.py``); never fails the build."""
+        asked = self.kwargs.get("kv_cache_memory_bytes") if self.plan.device == "cpu" else None
+        started = time.perf_counter()
+        try:
+            report = startup_memory(getattr(self.lm, "model", None), self.plan.device, asked)
+            report["read_s"] = round(time.perf_counter() - started, 4)  # the check's own cost
+        except Exception as err:  # a figure we cannot read is reported missing, never fatal
+            log.warning("vLLM's start-up memory not read: %s: %s", type(err).__name__, err)
+            return {"not_reported": {"all": f"{type(err).__name__}: {err}"}}
+        if not extended:
+            report.setdefault("not_reported", {})["workers"] = (
+                "the workers were not asked: strategy.engine_args sets worker_extension_cls, or "
+                "they run on Ray (other nodes may not import harness)"
+            )
+        return report
 
     def describe(self) -> dict[str, Any]:
         facts: dict[str, Any] = {
@@ -139,6 +170,7 @@ class VLLMEngine(AnswersInProcess):
         }
         if self.plan.device == "cpu":
             facts["threads_per_rank"] = threads_per_rank(self.plan, self.cpus)
+        facts["startup_memory"] = self.startup_memory
         if self.plan.engine_args:  # what vLLM made of them, read back from its own config
             facts["engine_config"] = engine_config(self.lm, list(self.plan.engine_args))
         return facts
