@@ -118,7 +118,7 @@ def compare(
         for row in own:
             row["verdict"] = row_verdict(row, settings.alpha)
         rows.extend(own)
-    code, failing = gate(rows, fail_if_worse)
+    code, failing = gate(rows, fail_if_worse, {c.run_id: c.name for c in candidates})
     return {
         "format": FORMAT,
         "baseline": baseline.describe(),
@@ -162,8 +162,8 @@ ROW_KEYS = (
     "cost",
     "flipped",
 )
-"""A row's keys in compare.json, in order (``excluded``, ``weighting``, ``cost``: the dataset's
-own row only; None on the others)."""
+"""A row's keys in compare.json, in order (``weighting`` and ``cost``: the dataset's own row only;
+None on the others)."""
 
 
 def _ordered(row: dict[str, Any]) -> dict[str, Any]:

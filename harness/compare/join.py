@@ -29,6 +29,13 @@ class Joined:
     """(baseline, candidate) samples of one question, in the baseline's order."""
     excluded: Counter[str] = field(default_factory=Counter)
     """Documents left out, by reason (``REASONS``)."""
+    by_task: dict[str, Counter[str]] = field(default_factory=dict)
+    """The same, per lm-eval task (a group's subtasks)."""
+
+    def leave_out(self, task: str, reason: str) -> None:
+        """Count one document of ``task`` left out for ``reason``."""
+        self.excluded[reason] += 1
+        self.by_task.setdefault(task, Counter())[reason] += 1
 
 
 def join(
@@ -43,25 +50,26 @@ def join(
     for sample in candidate:
         key = (sample.task, repr(sample.doc_id))
         if key in theirs:
-            joined.excluded["repeated"] += 1
+            joined.leave_out(sample.task, "repeated")
             continue
         theirs[key] = sample
     seen: set[tuple[str, str]] = set()
     for sample in baseline:
         key = (sample.task, repr(sample.doc_id))
         if key in seen:
-            joined.excluded["repeated"] += 1
+            joined.leave_out(sample.task, "repeated")
             continue
         seen.add(key)
         other = theirs.get(key)
         if other is None:
-            joined.excluded["only_in_baseline"] += 1
+            joined.leave_out(sample.task, "only_in_baseline")
         elif baseline_versions.get(sample.task) != candidate_versions.get(sample.task):
-            joined.excluded["task_version_differs"] += 1
+            joined.leave_out(sample.task, "task_version_differs")
         elif sample.prompt != other.prompt:
-            joined.excluded["prompt_differs"] += 1
+            joined.leave_out(sample.task, "prompt_differs")
         else:
             joined.pairs.append((sample, other))
-    joined.excluded["only_in_candidate"] += sum(1 for k in theirs if k not in seen)
-    joined.excluded = Counter({k: v for k, v in joined.excluded.items() if v})
+    for key, sample in theirs.items():
+        if key not in seen:
+            joined.leave_out(sample.task, "only_in_candidate")
     return joined

@@ -3,6 +3,7 @@ its summary and each dataset's result and samples downloaded as a run directory'
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ class MlflowRuns:
         from harness.tracking.names import mlflow_defaults
 
         mlflow_defaults()
+        # its download progress bars would bury the comparison on the console
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         route_library_logs("mlflow")
         self.uri = uri
         self.experiment = experiment
@@ -103,7 +106,8 @@ class MlflowRuns:
             result = target.dataset_result(name)
             samples = target.dataset_samples(name)
             self._fetch(child.info.run_id, result.name, result.parent)
-            self._fetch(child.info.run_id, f"{target.SAMPLES}/{samples.name}", into)
+            # a file is downloaded into dst_path itself, not under its artifact folder
+            self._fetch(child.info.run_id, f"{target.SAMPLES}/{samples.name}", samples.parent)
         return into
 
     def _fetch(self, run_id: str, artifact: str, into: Path) -> None:

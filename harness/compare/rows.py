@@ -4,6 +4,7 @@ each with its paired test, interval and flipped samples."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,8 +165,25 @@ def dataset_rows(
         if subtask is None:
             row["excluded"] = dict(joined.excluded)
             row["weighting"] = _weighting_note(tree, by_size)
+        else:
+            row["excluded"] = _excluded_under(joined, tree, subtask)
         rows.append(row)
     return rows
+
+
+def _excluded_under(joined: Joined, tree: dict[str, list[str]], member: str) -> dict[str, int]:
+    """The documents of ``member``'s subtasks left out, by reason."""
+    found: Counter[str] = Counter()
+
+    def visit(name: str) -> None:
+        if name in tree:
+            for child in tree[name]:
+                visit(child)
+        else:
+            found.update(joined.by_task.get(name, Counter()))
+
+    visit(member)
+    return dict(found)
 
 
 def _weighting_note(tree: dict[str, list[str]], by_size: dict[str, bool]) -> str | None:

@@ -36,14 +36,17 @@ def worse_by(row: dict[str, Any]) -> float:
     return difference if row.get("lower_is_better") else -difference
 
 
-def gate(rows: list[dict[str, Any]], fail_if_worse: float | None) -> tuple[int, list[str]]:
+def gate(
+    rows: list[dict[str, Any]], fail_if_worse: float | None, names: dict[str, str]
+) -> tuple[int, list[str]]:
     """The exit code and the datasets that fail it: a dataset's own row (not a subtask's) whose
     verdict is ``worse`` and that is worse by more than ``fail_if_worse``. Without the option,
-    the code is always ``PASS`` (the verdicts are still written)."""
+    the code is always ``PASS`` (the verdicts are still written). Each failing dataset is
+    named with its candidate (``names``: run id -> the run's name)."""
     if fail_if_worse is None:
         return PASS, []
     failing = [
-        f"{r['candidate']}: {r['dataset']}"
+        f"{names.get(r['candidate'], r['candidate'])}: {r['dataset']}"
         for r in rows
         if r["subtask"] is None and r["verdict"] == "worse" and worse_by(r) > fail_if_worse
     ]

@@ -205,3 +205,16 @@ def test_bad_options_and_missing_runs_exit_2(tmp_path, capsys):
     assert code == 2 and "Fix:" in err
     code, _, _, err = compare(tmp_path, capsys, a, Path("colour=blue"))
     assert code == 2 and "'colour'" in err
+
+
+def test_a_groups_subtasks_say_what_each_left_out(tmp_path, capsys):
+    ones = {i: 1.0 for i in range(6)}
+    base = [Dataset("suite", [Task("t1", {i: 1.0 for i in range(10)}), Task("t2", ones)], "suite")]
+    cand = [Dataset("suite", [Task("t1", ones | {}), Task("t2", ones, shots=1)], "suite")]
+    a, b = write_run(tmp_path / "a", base), write_run(tmp_path / "b", cand)
+    code, doc, _, _ = compare(tmp_path, capsys, a, b)
+    rows = {r["subtask"]: r for r in doc["rows"]}
+    assert code == 0 and rows[None]["shared"] == 6
+    assert rows[None]["excluded"] == {"only_in_baseline": 4, "prompt_differs": 6}
+    assert rows["t1"]["excluded"] == {"only_in_baseline": 4} and rows["t1"]["shared"] == 6
+    assert rows["t2"]["excluded"] == {"prompt_differs": 6} and rows["t2"]["shared"] == 0
