@@ -218,3 +218,18 @@ def test_a_groups_subtasks_say_what_each_left_out(tmp_path, capsys):
     assert rows[None]["excluded"] == {"only_in_baseline": 4, "prompt_differs": 6}
     assert rows["t1"]["excluded"] == {"only_in_baseline": 4} and rows["t1"]["shared"] == 6
     assert rows["t2"]["excluded"] == {"prompt_differs": 6} and rows["t2"]["shared"] == 0
+
+
+def test_a_store_that_cannot_be_written_is_a_warning(tmp_path, caplog):
+    from harness.compare.log_run import log_comparison, row_metrics
+
+    rows = [{"dataset": "suite", "subtask": None, "difference": -0.5, "p_value": 0.01,
+             "flips_worse": 3, "ci_low": None},
+            {"dataset": "suite", "subtask": "t@1", "difference": 0.0}]  # fmt: skip
+    assert row_metrics(rows) == {"suite/difference": -0.5, "suite/p_value": 0.01,
+                                 "suite/flips_worse": 3.0, "suite/t_1/difference": 0.0}  # fmt: skip
+    run = {"run_id": "a", "name": "a"}
+    document = {"baseline": run, "candidates": [run], "rows": [], "exit_code": 0}
+    with caplog.at_level("WARNING"):
+        assert log_comparison("nosuch://store", document, tmp_path / "compare.json") == []
+    assert "not logged to MLflow" in caplog.text
