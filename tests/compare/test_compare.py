@@ -233,3 +233,29 @@ def test_a_store_that_cannot_be_written_is_a_warning(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert log_comparison("nosuch://store", document, tmp_path / "compare.json") == []
     assert "not logged to MLflow" in caplog.text
+
+
+def test_a_corpus_metric_is_compared_on_its_corpus_figure(tmp_path):
+    """word_perplexity has no per-sample score: each document's (loglikelihood, words) pair is
+    resampled or swapped whole, and the figure is lm-eval's exp(-sum ll / sum words)."""
+    from harness.compare.rows import Scope, row_statistics
+    from harness.compare.samples import Sample
+    from harness.compare.stats import Settings
+
+    rng = np.random.default_rng(2)
+    words = rng.integers(5, 20, size=30)
+    ll_a = -1.0 * words - rng.random(30)
+    ll_b = ll_a - 0.5 * words  # every document less likely: a higher perplexity
+
+    def sample(doc, ll, n):
+        return Sample("story", doc, "p", [float(ll), int(n)], "", "")
+
+    pairs = [(sample(i, ll_a[i], words[i]), sample(i, ll_b[i], words[i])) for i in range(30)]
+    scope, settings = Scope("word_perplexity", True, None), Settings(resamples=999)
+    row = row_statistics(pairs, [1.0] * 30, scope, settings)
+    assert row["kind"] == "corpus" and row["flips_better"] is None
+    assert row["baseline"] == pytest.approx(np.exp(-ll_a.sum() / words.sum()))
+    assert row["candidate_value"] == pytest.approx(np.exp(-ll_b.sum() / words.sum()))
+    assert row["ci_low"] > 0 and row["p_value"] < 0.01  # worse on every document
+    same = row_statistics([(a, a) for a, _ in pairs], [1.0] * 30, scope, settings)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
