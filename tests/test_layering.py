@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.engines",),
     ("harness.telemetry",),
     ("harness.tracking",),
-    ("harness.evaluation",),
+    ("harness.evaluation", "harness.compare"),
     ("harness.report",),
     ("harness.sweep",),
     ("harness.service",),
