@@ -5,13 +5,13 @@ identity of the question, the per-sample value of a metric, and what to show of 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.record.sample_identity import arguments_hash
 
 EXCERPT = 160
 """Characters of a prompt or an answer a flipped sample shows (the prompt's end: the question
@@ -20,17 +20,6 @@ comes after any few-shot examples)."""
 
 class CompareError(HarnessError):
     """Two runs cannot be compared as asked: a run not found, no samples, nothing shared."""
-
-
-def arguments_hash(arguments: Any) -> str:
-    """A hash of a sample's request arguments (every request lm-eval made for the document:
-    context and continuation, or context and generation settings), the prompt the model saw.
-
-    The same canonical JSON hashing the request journal keys its records with
-    (``harness/record/journal.py``); lm-eval's own ``prompt_hash`` covers the first request's
-    context only, so two runs with other choices or other generation settings would share it."""
-    text = json.dumps(arguments, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

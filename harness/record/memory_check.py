@@ -35,7 +35,7 @@ LABELS = {
 }
 """The figures compared, in order, and how a warning names them."""
 PLANNED_KEYS = {
-    "activation_peak_gib": ("activation_peak", "activations", "activation_gib"),
+    "activation_peak_gib": ("activation", "activation_peak", "activations"),
     "cuda_graphs_gib": ("cuda_graphs", "cuda_graph", "cudagraphs"),
 }
 """Where a plan that models these terms apart keeps them in ``plan.memory`` (first found)."""

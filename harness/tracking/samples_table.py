@@ -16,12 +16,12 @@ browser opens; every text is masked again (``harness.secrets``) as every file ha
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+from harness.record.sample_identity import arguments_hash
 from harness.secrets import env_secrets, mask
 
 PROMPT_CHARS = 300
@@ -49,16 +49,6 @@ def tables_tag(datasets: list[str]) -> str:
     """The ``mlflow.loggedArtifacts`` value naming these datasets' tables (as ``log_table``
     writes it, so ``load_table``'s search finds each)."""
     return json.dumps([{"path": table_artifact(d), "type": "table"} for d in datasets])
-
-
-def arguments_hash(arguments: Any) -> str:
-    """A hash of a sample's request arguments: every request lm-eval made for the document
-    (context and continuation, or context and generation settings), so the prompt the model saw
-    with its few-shot examples and chat template. Canonical JSON, sha256, 32 hex characters: the
-    same hash ``harness/compare/samples.py`` joins runs on (lm-eval's own ``prompt_hash``
-    covers the first request's context only)."""
-    text = json.dumps(arguments, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:32]
 
 
 def _text(value: Any) -> str:
