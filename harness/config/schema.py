@@ -391,6 +391,11 @@ class RunConfig:
     this machine (lm-eval's --confirm_run_unsafe_code)."""
     rerun: bool = False
     """Evaluate every dataset again, even those with a stored result from an earlier run."""
+    journal_keep_days: float = 14.0
+    """Days a request journal of another setting of a dataset (another batch size, engine,
+    library version) is kept untouched before it is removed, when that dataset's result is
+    next stored: its crashed run can resume from it until then (docs/reliability.md); 0 removes
+    them at once."""
     attach: bool = True
     """Evaluate on a live service of yours (``python -m harness.serve``, under outputs_root)
     whose model and deployment are this run's instead of loading the model; false always loads
