@@ -91,10 +91,11 @@ def verdict_of(plan: Plan) -> str:
     return "FITS" if plan.fits else "DOES NOT FIT"
 
 
-def format_plan(plan: Plan) -> str:
-    """The plan as a small table, then its explanation, notes and problems."""
+def format_plan(plan: Plan, problems: bool = True) -> str:
+    """The plan as a small table, then its explanation, notes and (unless ``problems`` is
+    false: a run raises them in its ``error:`` block) its problems."""
     if plan.device == "remote":
-        return _served_plan(plan, table=True)
+        return _served_plan(plan, table=True, problems=problems)
     m = plan.memory
     unit = "per GPU" if plan.device == "cuda" else "of host memory"
     verdict = verdict_of(plan)
@@ -131,7 +132,7 @@ def format_plan(plan: Plan) -> str:
         ),
     ]
     head = f"plan: {plan.model} | strategy {plan.strategy} | tier {plan.tier}"
-    return _plan_table(plan, f"{head} | {verdict}", rows)
+    return _plan_table(plan, f"{head} | {verdict}", rows, problems)
 
 
 def _overhead_rows(plan: Plan) -> list[tuple[str, str]]:
@@ -152,13 +153,13 @@ def _overhead_rows(plan: Plan) -> list[tuple[str, str]]:
     return [*rows, ("gpu memory", usable)]
 
 
-def _plan_table(plan: Plan, head: str, rows: list[tuple[str, str]]) -> str:
+def _plan_table(plan: Plan, head: str, rows: list[tuple[str, str]], problems: bool) -> str:
     """The plan as its head line, one aligned row a fact, its explanation, then its remarks."""
     width = max(len(k) for k, _ in rows)
     lines = [head, *(f"  {k.ljust(width)}  {v}" for k, v in rows)]
     if plan.explanation:
         lines.append(f"  {plan.explanation}")
-    return "\n".join(lines + _plan_remarks(plan))
+    return "\n".join(lines + _plan_remarks(plan, problems))
 
 
 def _replicas(plan: Plan) -> str:
@@ -219,7 +220,7 @@ def _cpu_parallel(plan: Plan) -> str:
     return f"one process on the CPU, {threads}"
 
 
-def _served_plan(plan: Plan, table: bool) -> str:
+def _served_plan(plan: Plan, table: bool, problems: bool = False) -> str:
     """An endpoint's plan: no memory fit (nothing loads here), where it is served (a note)."""
     head = f"plan: {plan.model} | strategy {plan.strategy} | tier {plan.tier}"
     weights = f"{plan.memory.weights_total_gb:.4g} GB of weights, served elsewhere"
@@ -233,4 +234,4 @@ def _served_plan(plan: Plan, table: bool) -> str:
         line = f"{head} | {plan.engine} | {weights} | {verdict_of(plan)}"
         explanation = [f"  {plan.explanation}"] if plan.explanation else []
         return "\n".join([line, *explanation, *_plan_remarks(plan, problems=False)])
-    return _plan_table(plan, f"{head} | {verdict_of(plan)}", rows)
+    return _plan_table(plan, f"{head} | {verdict_of(plan)}", rows, problems)

@@ -40,6 +40,9 @@ class FakeLM:
             os._exit(3)
         if any(r.args[0] == "hang" for r in requests):  # a stalled engine: alive, no answer
             time.sleep(600)
+        for r in requests:  # a healthy engine's slow call: "sleep:<seconds>"
+            if str(r.args[0]).startswith("sleep:"):
+                time.sleep(float(r.args[0].split(":")[1]))
         return [r.args[0][::-1] for r in requests]
 
     tokenizer_name = "fake-tokenizer"

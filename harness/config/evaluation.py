@@ -150,6 +150,8 @@ def evaluation_problems(run: RunConfig) -> list[str]:
     """Every broken rule of the evaluation settings, run-wide and per dataset, each with its fix
     (the rules lm-eval's CLI applies, said before anything is loaded)."""
     engine = str(getattr(run.strategy.engine, "value", run.strategy.engine))
+    if engine == "endpoint" and str(getattr(run.strategy.api, "value", "")) == "chat":
+        engine = "endpoint_chat"  # the chat API's parameters (harness/config/gen_kwargs.py)
     problems = _value_problems("", run.apply_chat_template, run.gen_kwargs, engine)
     if run.enable_thinking and not run.think_end_token:
         problems.append(

@@ -6,7 +6,17 @@ answers its first generation request: transformers says "model_kwargs are not us
 with ``ast`` (nothing is imported): lm-eval's own (``normalize_gen_kwargs``: ``until``,
 ``max_gen_toks`` and its aliases, ``do_sample``, ``temperature``), plus transformers'
 ``GenerationConfig`` attributes for the HF engine, vLLM's ``SamplingParams`` fields for vLLM.
-A served model (``endpoint``) passes them to its server as they are: not checked here.
+
+A served model (``endpoint``) is asked by lm-eval's API models (``local-completions``,
+``local-chat-completions``: their ``_create_payload``), which read ``until``, ``max_gen_toks``,
+``max_tokens``, ``do_sample`` and ``temperature`` and put every other key into the request body
+as it is. An OpenAI-compatible server ignores a body key it does not know (vLLM's logs "fields
+were present in the request but ignored" on its own side), so a misspelt key would change
+nothing and say nothing: the keys are checked against the OpenAI API's parameters of the
+endpoint's API (completions or chat), plus the request fields of the vLLM server installed
+here (its sampling extras: ``top_k``, ``min_p``, ...). lm-eval's other aliases
+(``max_new_tokens``, ``max_completion_tokens`` on completions) are not read by the API models:
+refused, with the close name.
 """
 
 from __future__ import annotations
@@ -30,6 +40,77 @@ LM_EVAL_KEYS = frozenset(
     }
 )
 """What lm-eval's models read themselves (``lm_eval.models.utils.normalize_gen_kwargs``)."""
+
+
+API_MODEL_KEYS = frozenset({"until", "max_gen_toks", "max_tokens", "do_sample", "temperature"})
+"""What lm-eval's API models read themselves (``TemplateAPI`` subclasses' ``_create_payload``)."""
+
+OPENAI_COMPLETIONS = frozenset(
+    {
+        "best_of",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "max_tokens",
+        "n",
+        "presence_penalty",
+        "seed",
+        "stop",
+        "suffix",
+        "temperature",
+        "top_p",
+        "user",
+    }
+)
+"""The OpenAI completions API's parameters a generation may set (``/v1/completions``)."""
+
+OPENAI_CHAT = frozenset(
+    {
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "metadata",
+        "n",
+        "parallel_tool_calls",
+        "presence_penalty",
+        "reasoning_effort",
+        "response_format",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+    }
+)
+"""The OpenAI chat completions API's parameters a generation may set
+(``/v1/chat/completions``)."""
+
+SENT_BY_HARNESS = frozenset({"model", "prompt", "messages", "echo", "stream", "stream_options"})
+"""Body keys the API model writes itself (or that would break reading the answer)."""
+
+VLLM_SERVER_REQUESTS = {
+    "endpoint": ("entrypoints/openai/completion/protocol.py", "CompletionRequest"),
+    "endpoint_chat": ("entrypoints/openai/chat_completion/protocol.py", "ChatCompletionRequest"),
+}
+"""Where the installed vLLM's OpenAI server declares each API's request fields."""
+
+
+def endpoint_keys(engine: str) -> frozenset[str]:
+    """``gen_kwargs`` keys a served model takes through lm-eval's API model: ``engine`` is
+    ``endpoint`` (completions) or ``endpoint_chat``."""
+    openai = OPENAI_CHAT if engine == "endpoint_chat" else OPENAI_COMPLETIONS
+    relative, request = VLLM_SERVER_REQUESTS[engine]
+    source = installed_source("vllm", relative)
+    served = annotated_fields(source, request) if source else set()
+    return frozenset((API_MODEL_KEYS | openai | served) - SENT_BY_HARNESS)
 
 
 def generation_config_keys(source: str) -> set[str]:
@@ -64,7 +145,9 @@ def sampling_params_fields(source: str) -> set[str]:
 @cache
 def accepted(engine: str) -> frozenset[str] | None:
     """Every ``gen_kwargs`` key the installed ``engine`` takes; None where it is not checked
-    (a served model, or sources not installed here)."""
+    (sources not installed here)."""
+    if engine in VLLM_SERVER_REQUESTS:
+        return frozenset(k for k in endpoint_keys(engine) if not k.startswith("_"))
     if engine == "hf":
         source = installed_source("transformers", "generation/configuration_utils.py")
         keys = generation_config_keys(source) if source else set()
@@ -84,10 +167,21 @@ def gen_kwargs_key_problems(engine: str, where: str, keys: Iterable[str]) -> lis
     known = accepted(engine)
     if known is None:
         return []
-    taker = {"hf": "transformers' GenerationConfig", "vllm": "vLLM's SamplingParams"}[engine]
+    taker, when = {
+        "hf": ("transformers' GenerationConfig (engine hf)", "fail only after the model loads"),
+        "vllm": ("vLLM's SamplingParams (engine vllm)", "fail only after the model loads"),
+        "endpoint": (
+            "the OpenAI completions API (strategy=endpoint)",
+            "be sent to the server, which ignores a key it does not know",
+        ),
+        "endpoint_chat": (
+            "the OpenAI chat API (strategy=endpoint, api=chat)",
+            "be sent to the server, which ignores a key it does not know",
+        ),
+    }[engine]
     return [
-        f"{where}gen_kwargs key {key!r}: neither lm-eval nor {taker} (engine {engine}) takes "
-        f"it; it would fail only after the model loads.{did_you_mean(key, sorted(known))} "
+        f"{where}gen_kwargs key {key!r}: neither lm-eval nor {taker} takes "
+        f"it; it would {when}.{did_you_mean(key, sorted(known))} "
         f"Fix: correct the key, e.g. {where}gen_kwargs={{max_gen_toks:256}}."
         for key in keys
         if key not in known

@@ -125,8 +125,8 @@ def size_problems(strategy: StrategyConfig) -> list[str]:
             )
     if not 0 < strategy.gpu_memory_utilization <= 1:
         problems.append(
-            f"strategy.gpu_memory_utilization={strategy.gpu_memory_utilization}: must be in "
-            "(0, 1]. Fix: use a fraction such as 0.9."
+            f"strategy.gpu_memory_utilization={number(strategy.gpu_memory_utilization)}: must "
+            "be in (0, 1]. Fix: use a fraction such as 0.9."
         )
     if strategy.max_model_len is not None and strategy.max_model_len < 1:
         problems.append(

@@ -192,7 +192,9 @@ class StrategyConfig:
     """The stall watchdog: an engine in a process of its own (or a replica) that answers no
     request for this long while a dataset runs is taken for dead, killed, rebuilt once and the
     dataset resumed from its request journal; null: scaled from the model's size and the
-    device (the plan says the figure)."""
+    device (the plan says the figure). A value below what one call of a healthy engine may take
+    (3 x journal_slice_s per dataset in flight, +25 s for vLLM) is refused; during the run the
+    limit grows to 3x the slowest call answered."""
     base_url: str | None = None
     """Endpoint: the OpenAI-compatible server's API root (``http://host:port/v1``), as lm-eval's
     ``base_url`` but without the route (``/completions`` is added); credentials in it are masked
@@ -391,6 +393,11 @@ class RunConfig:
     this machine (lm-eval's --confirm_run_unsafe_code)."""
     rerun: bool = False
     """Evaluate every dataset again, even those with a stored result from an earlier run."""
+    journal_keep_days: float = 14.0
+    """Days a request journal of another setting of a dataset (another batch size, engine,
+    library version) is kept untouched before it is removed, when that dataset's result is
+    next stored: its crashed run can resume from it until then (docs/reliability.md); 0 removes
+    them at once."""
     attach: bool = True
     """Evaluate on a live service of yours (``python -m harness.serve``, under outputs_root)
     whose model and deployment are this run's instead of loading the model; false always loads

@@ -29,6 +29,7 @@ def config_problems(run: RunConfig, *, will_run: bool = True) -> list[str]:
     problems += _check_tracking(run)
     problems += _check_telemetry(run)
     problems += _check_concurrency(run)
+    problems += _check_journal_keep_days(run)
     if will_run:
         problems += _check_model_source(run)
     return problems
@@ -45,13 +46,23 @@ def _check_concurrency(run: RunConfig) -> list[str]:
     ]
 
 
+def _check_journal_keep_days(run: RunConfig) -> list[str]:
+    days = run.journal_keep_days
+    if days >= 0:
+        return []
+    return [
+        f"journal_keep_days={number(days)}: must be 0 or more days. Fix: journal_keep_days=14 "
+        "(0 removes other settings' request journals as soon as a result is stored)."
+    ]
+
+
 def _check_telemetry(run: RunConfig) -> list[str]:
     interval = run.telemetry.interval_s
     if interval > 0:
         return []
     return [
-        f"telemetry.interval_s={interval}: must be a positive number of seconds. Fix: "
-        "telemetry.interval_s=1.0 (or telemetry.enabled=false)."
+        f"telemetry.interval_s={number(interval)}: must be a positive number of seconds. Fix: "
+        "telemetry.interval_s=1 (or telemetry.enabled=false)."
     ]
 
 

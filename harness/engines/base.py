@@ -40,6 +40,38 @@ def stalled(limit: float | None) -> EngineDied:
     )
 
 
+STALL_GROWTH = 3.0
+"""How many times the slowest call answered so far the stall watchdog allows the next one (the
+plan's ``SLICE_ALLOWANCE``): a healthy engine slower than the plan assumed (a loaded machine,
+longer prompts later in a dataset) is not taken for a stalled one."""
+
+
+class StallWatch:
+    """The stall watchdog's limit on one call: the plan's (``Plan.stall_timeout_s``, at least
+    its floor), grown during the run to ``STALL_GROWTH`` times the slowest call answered. A
+    stalled engine answers nothing, so only a healthy engine's calls ever raise it.
+
+    Args:
+        planned: the plan's limit; None or 0: no limit.
+    """
+
+    def __init__(self, planned: float | None) -> None:
+        self.planned = planned or None
+        self.slowest_s = 0.0
+        """The longest call answered so far, in seconds."""
+
+    @property
+    def limit(self) -> float | None:
+        """The limit on the next call (None: no limit)."""
+        if self.planned is None:
+            return None
+        return max(self.planned, round(STALL_GROWTH * self.slowest_s, 1))
+
+    def answered(self, seconds: float) -> None:
+        """A call was answered after ``seconds``."""
+        self.slowest_s = max(self.slowest_s, seconds)
+
+
 class EngineError(RuntimeError):
     """An exception raised inside a remote engine; its traceback is in ``remote``."""
 

@@ -244,7 +244,8 @@ def _store(
     stored = {k: v for k, v in outcome.to_dict().items() if k not in drop}
     ev.store.save(name, item.fingerprint, item.key, stored, result)
     journal_of(ev.store, name, item).delete()  # stored: no answer in it is needed again
-    sweep_stored(ev.store, name, ev.emit)  # and its other journals that no result can use
+    # and its other journals that no result can use
+    sweep_stored(ev.store, name, ev.emit, ev.run.journal_keep_days)
 
 
 def _write_error(ev: Evaluation, name: str, outcome: DatasetOutcome, err: Exception) -> None:

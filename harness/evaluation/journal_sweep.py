@@ -9,7 +9,8 @@ is certainly of no use goes:
   one re-created by a run of the same setting that crashed after the result was stored, or left
   by an older harness);
 - *expired*: a journal of another setting (another batch size, engine, library version) that no
-  run wrote for ``KEEP_DAYS``: the run it belongs to was not resumed in that time.
+  run wrote for ``journal_keep_days`` (a setting; ``KEEP_DAYS`` by default): the run it belongs
+  to was not resumed in that time.
 
 A fresh journal of another setting is kept: the crashed run of that setting resumes from it.
 Nothing of the run in flight is touched: only the dataset just stored is swept, and its own
@@ -73,12 +74,13 @@ def sweep_journals(
     return removed, kept
 
 
-def removal_line(dataset: str, removed: list[Removed]) -> str:
+def removal_line(dataset: str, removed: list[Removed], keep_days: float = KEEP_DAYS) -> str:
     """What the console says of the journals removed."""
     reasons = {r.reason for r in removed}
     why = {
         "complete": "their answers are in a stored result",
-        "expired": f"other settings' journals no run wrote for {KEEP_DAYS:g} days",
+        "expired": f"other settings' journals no run wrote for {keep_days:g} days "
+        "(journal_keep_days)",
     }
     megabytes = sum(r.bytes for r in removed) / 1e6
     return (
@@ -87,15 +89,17 @@ def removal_line(dataset: str, removed: list[Removed]) -> str:
     )
 
 
-def sweep_stored(store: ResultStore, dataset: str, emit: Callable[..., None]) -> list[Removed]:
+def sweep_stored(
+    store: ResultStore, dataset: str, emit: Callable[..., None], keep_days: float = KEEP_DAYS
+) -> list[Removed]:
     """``sweep_journals`` once ``dataset``'s result is stored, said on the console and as a
     ``journals_removed`` event; a store that cannot be listed keeps its journals (a warning)."""
     try:
-        removed, _ = sweep_journals(store, dataset)
+        removed, _ = sweep_journals(store, dataset, keep_days)
     except OSError as err:
         log.warning("request journals of %s not swept (%s)", dataset, err)
         return []
     if removed:
-        say(removal_line(dataset, removed))
+        say(removal_line(dataset, removed, keep_days))
         emit("journals_removed", dataset=dataset, journals=[asdict(r) for r in removed])
     return removed

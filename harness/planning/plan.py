@@ -70,7 +70,8 @@ class Plan:
     stall_timeout_s: float = 0.0
     """The stall watchdog's limit: an engine of its own process that answers nothing for this
     long while a dataset runs is killed and rebuilt (``strategy.stall_timeout_s``, else
-    ``stall_timeout``; never below ``stall_floor``, raised with a note when asked below it)."""
+    ``stall_timeout``; never below ``stall_floor``: a value asked below it is refused). The
+    limit the watchdog starts from: it grows with the slowest call answered in the run."""
     datasets_at_once: int = 1
     """How many datasets are evaluated at once against the one engine (``max_concurrent_datasets``
     resolved: ``auto`` is every dataset of the run for an engine that lives outside this process,
@@ -295,8 +296,7 @@ def make_plan(
     if device == REMOTE:
         notes.append(served_note(strategy))
     at_once = datasets_at_once(run, replica_backend_of(strategy))
-    stall_s, raised = stall_limit(strategy, model.num_params, device, at_once)
-    notes += [raised] if raised else []
+    stall_s, _ = stall_limit(strategy, model.num_params, device, at_once)  # refused: preflight
     if model.trust_remote_code:
         notes.append(
             f"trust_remote_code is ON for {model.name}: the checkpoint's own Python code will run."
@@ -374,8 +374,11 @@ def stall_floor(strategy: StrategyConfig, datasets_at_once: int) -> float:
 def stall_limit(
     strategy: StrategyConfig, num_params: int | None, device: str, datasets_at_once: int
 ) -> tuple[float, str | None]:
-    """The watchdog's limit (``strategy.stall_timeout_s``, else ``stall_timeout``), raised to
-    ``stall_floor`` when below it, with the note that says so (None when not raised)."""
+    """The watchdog's limit (``strategy.stall_timeout_s``, else ``stall_timeout`` raised to
+    ``stall_floor``), and the refusal of a limit asked below the floor (None when none): a
+    limit the user typed is kept as typed or refused with the fix, never changed behind them
+    (docs/reliability.md). During the run the watchdog's limit grows with the slowest call
+    answered (``engines/base.StallWatch``)."""
     floor = stall_floor(strategy, datasets_at_once)
     asked = strategy.stall_timeout_s
     if not asked:
@@ -383,12 +386,13 @@ def stall_limit(
     if asked >= floor:
         return float(asked), None
     warm_up = f", plus {FIRST_REQUEST_S:g} s of vLLM warm-up" if strategy.engine == "vllm" else ""
-    return floor, (
-        f"strategy.stall_timeout_s={asked:g} is below what a healthy engine may need for one "
-        f"call ({datasets_at_once} slice(s) of about strategy.journal_slice_s="
-        f"{strategy.journal_slice_s:g} s, each allowed {SLICE_ALLOWANCE}x{warm_up}): the stall "
-        f"watchdog's limit is raised to {floor:g} s. Fix: strategy.stall_timeout_s={floor:g} or "
-        "more, or a smaller strategy.journal_slice_s."
+    fewer = " or max_concurrent_datasets=1," if datasets_at_once > 1 else ""
+    return float(asked), (
+        f"strategy.stall_timeout_s={asked:g}: below the {floor:g} s a healthy engine may need "
+        f"for one call ({datasets_at_once} slice(s) of about strategy.journal_slice_s="
+        f"{strategy.journal_slice_s:g} s, each allowed {SLICE_ALLOWANCE}x{warm_up}); the stall "
+        f"watchdog would kill it mid-slice. Fix: strategy.stall_timeout_s={floor:g} or more "
+        f"(or null: scaled from the model's size),{fewer} or a smaller strategy.journal_slice_s."
     )
 
 

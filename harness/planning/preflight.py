@@ -19,7 +19,7 @@ from harness.errors import ConfigError
 from harness.planning.auto import plan_run
 from harness.planning.checkpoint import chat_template_problems
 from harness.planning.model_facts import resolve_model
-from harness.planning.plan import Plan
+from harness.planning.plan import Plan, stall_limit
 
 
 def checked_plan(run: RunConfig) -> Plan:
@@ -53,10 +53,23 @@ def checked_plan(run: RunConfig) -> Plan:
     # the plan's own rules that no tier mends are bad input too (2, REFUSED), not a misfit (1)
     used = plan.model_config or model, plan.strategy_config or run.strategy
     broken = set(input_rules(*used))
+    problems += stall_refusal(plan)
     plan.bad_input = problems + [p for p in plan.problems if p in broken]
     plan.problems = problems + plan.problems
     plan.notes = notes + plan.notes
     return plan
+
+
+def stall_refusal(plan: Plan) -> list[str]:
+    """A ``strategy.stall_timeout_s`` typed below what one call of the planned engine may take
+    (``plan.stall_limit``): bad input, said with the least value that works. Checked on the
+    plan chosen, so that ``strategy=auto`` does not take it for a misfit of every candidate."""
+    if plan.strategy_config is None or plan.model_config is None:
+        return []  # nothing was planned
+    num_params = plan.model_config.num_params
+    at_once = plan.datasets_at_once
+    refused = stall_limit(plan.strategy_config, num_params, plan.device, at_once)[1]
+    return [refused] if refused else []
 
 
 def engine_arg_problems(run: RunConfig) -> list[str]:

@@ -62,7 +62,16 @@ def make_checked_plan(run_cfg: RunConfig) -> Plan:
         if link:
             plan.notes.append(link)
             log.warning(link)
-    table = format_plan(plan)  # a run shows one line unless verbose; plan_only, the table
+    if run_cfg.plan_only:  # a run checks samples on lm-eval's built tasks (opening.py)
+        from harness.evaluation.sample_count import plan_only_sample_check
+
+        outside, unchecked = plan_only_sample_check(run_cfg)
+        plan.problems += outside
+        plan.bad_input += outside
+        plan.notes += unchecked
+    # plan-only shows the table and its problems; a run one line (the table if verbose), its
+    # problems said once, in the error block it raises below
+    table = format_plan(plan, problems=run_cfg.plan_only)
     say(table if run_cfg.plan_only or run_cfg.verbose else format_plan_line(plan), record=table)
     if run_cfg.plan_only:
         return plan

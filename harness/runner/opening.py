@@ -113,7 +113,8 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     run_dir = RunDirectory(resolve_output_dir(run_cfg))
     mask_hydra_files()  # Hydra's .hydra/*.yaml hold the overrides as typed
     typed = mask_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    if refuse_used_directory(run_dir, typed):  # one run, one directory: resumed or refused
+    resumed = refuse_used_directory(run_dir, typed)  # one run, one directory: or refused
+    if resumed:
         say(f"resuming the run in {run_dir.root} (the same config; stored datasets are reused)")
     uid = fresh_run_uid(run_dir.root)  # names the run in MLflow wherever its directory goes
     events = EventLog(run_dir.events)
@@ -141,7 +142,8 @@ def open_run(cfg: DictConfig, run_cfg: RunConfig, plan: Plan, started_at: float)
     run_dir.write_config(typed)  # the config as typed; the plan beside it
     run_dir.write_plan(plan.to_dict())
     work = work_list(run_cfg, plan, datasets, store)
-    tracker = Tracker(run_cfg.tracking, uid=uid, own_process=True)  # MLflow off this process
+    # MLflow off this process; a resumed run reopens its parent run (one parent per run uid)
+    tracker = Tracker(run_cfg.tracking, uid=uid, own_process=True, resume=resumed)
     telemetry = Telemetry.start(run_cfg.telemetry, plan)  # before the load: phase `load`
     events.listeners.append(telemetry.on_event)
     tracker.start(

@@ -42,10 +42,14 @@ class Tracker:
         uid: str | None = None,
         own_process: bool = False,
         adopt: dict[str, str] | None = None,
+        resume: bool = False,
     ) -> None:
         self.config = config
         self.adopt = dict(adopt or {})
         """Runs already in MLflow to complete, not create (``writer.Target.adopt``)."""
+        self.resume = resume
+        """A resumed run: its earlier attempt's parent and children reopened
+        (``writer.Target.resume``)."""
         self.enabled = config.backend == TrackingBackend.mlflow
         self.uid = uid
         """The run directory's ``run_uid``, tagged on every run (None: no tag)."""
@@ -231,7 +235,8 @@ class Tracker:
 
         location = self.config.artifact_location  # resolved here: the worker's cwd may differ
         resolved = str(Path(location).resolve()) if location else None
-        return Target(self.uri, self.config.experiment, resolved, self.uid, self.adopt)
+        experiment = self.config.experiment
+        return Target(self.uri, experiment, resolved, self.uid, self.adopt, self.resume)
 
     def _on_report(self, message: tuple[Any, ...]) -> None:
         """What the writer tells: the parent run is open, tracking failed, the worker ended."""

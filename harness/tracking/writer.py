@@ -59,6 +59,10 @@ class Target:
     """Runs already in MLflow to complete instead of creating, by handle (``""``: the parent,
     else a dataset's name): replay of a run whose live log stopped short. What they hold
     already (a metric's key, a param) is not logged again."""
+    resume: bool = False
+    """A resumed run (its directory held this run): the latest parent run of ``uid`` already in
+    MLflow, and its children, are reopened (RUNNING) and completed, as ``adopt`` would, instead
+    of a second parent under the same uid."""
 
 
 class MlflowWriter:
@@ -175,9 +179,30 @@ class MlflowWriter:
                 self.client.set_experiment_tag(self.experiment_id, KIND_TAG, KIND)
         if target.uid:
             tags = {**tags, RUN_UID_TAG: target.uid}
+            if target.resume:
+                target.adopt = {**self._earlier_runs(target.uid), **target.adopt}
         self.parent_id = self._adopted(None, tags) or self._created(name, tags, start_time)
         self.running.add(None)
         self._pending.setdefault(None, _Pending()).params.update(params)
+
+    def _earlier_runs(self, uid: str) -> dict[str, str]:
+        """The runs an earlier attempt of run ``uid`` left in this experiment, as ``adopt``
+        takes them: its latest parent (``""``) and that parent's children by dataset name."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{RUN_UID_TAG}` = '{uid}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1000,
+        )
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        if not parents:
+            return {}
+        parent = parents[0].info.run_id
+        found = {"": parent}
+        for run in reversed(runs):  # the latest child of a name wins
+            if run.data.tags.get("mlflow.parentRunId") == parent and run.info.run_name:
+                found[run.info.run_name] = run.info.run_id
+        return found
 
     def _create_experiment(self) -> Any:
         """Make the experiment: its id, or the experiment another process made meanwhile (two
@@ -221,8 +246,10 @@ class MlflowWriter:
         run_id = self.target.adopt.get("" if handle is None else handle)
         if run_id is None:
             return None
-        held = self.client.get_run(run_id).data
-        self._held[handle] = (set(held.metrics), set(held.params))
+        held = self.client.get_run(run_id)
+        if self.target.resume and held.info.status != "RUNNING":  # reopened: it runs again
+            self.client.update_run(run_id, status="RUNNING")
+        self._held[handle] = (set(held.data.metrics), set(held.data.params))
         self._pending.setdefault(handle, _Pending()).tags.update(tags)
         return run_id
 

@@ -147,6 +147,17 @@ CASES = [
         ["strategy.engine_args={attn_implmentation:eager}", "plan_only=true"],
         ["attn_implmentation", "REFUSED (bad input)"],
     ),
+    # a stall limit typed below what one call of a healthy engine may take (issue 35)
+    (
+        "stall-limit-below-the-floor",
+        ["strategy.stall_timeout_s=5"],
+        ["strategy.stall_timeout_s=5: below the 15 s", "Fix: strategy.stall_timeout_s=15"],
+    ),
+    (
+        "stall-limit-below-the-floor-plan-only",
+        ["strategy.stall_timeout_s=5", "plan_only=true"],
+        ["strategy.stall_timeout_s=5: below", "REFUSED (bad input)"],
+    ),
     ("max-len", ["strategy.max_model_len=100000"], ["exceeds the context window", "256"]),
     (
         "does-not-fit",

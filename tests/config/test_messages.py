@@ -56,6 +56,30 @@ def test_a_whole_limit_is_said_as_typed(compose_cfg):
     assert "dataset.arith_mc.limit=-5: must be positive" in text, text
 
 
+@pytest.mark.parametrize(
+    "override",
+    [
+        "telemetry.interval_s=0.0",
+        "strategy.gpu_memory_utilization=2.0",
+        "strategy.journal_slice_s=0.0",
+        "strategy.stall_timeout_s=-1.0",
+    ],
+)
+def test_a_whole_float_setting_is_said_as_typed(compose_cfg, override):
+    """Every float-typed setting's problem says a whole number as typed, ``0``, not ``0.0``, and
+    its fix too."""
+    import re
+
+    from harness.config.schema import to_run_config
+    from harness.config.validate import config_problems
+
+    run = to_run_config(compose_cfg("dataset=[arith_mc]", override))
+    text = "\n".join(config_problems(run, will_run=False))
+    key, value = override.split("=")
+    assert f"{key}={number(float(value))}: must be" in text, text
+    assert not re.search(r"=-?\d+\.0\b", text), text
+
+
 def test_allowed_roots_are_listed_once_where_the_cwd_is_the_project(compose_cfg, monkeypatch):
     from harness.config.schema import to_run_config
     from harness.config.validate import config_problems
@@ -99,3 +123,23 @@ def test_a_setting_of_an_unselected_dataset_is_fixed_by_selecting_it():
     assert "Fix: dataset=[arith_mc,compare_mc] dataset.compare_mc.limit=5 " in one, one
     assert unselected_dataset_problems(["dataset=[a,b]", "dataset.b.limit=5"]) == []
     assert unselected_dataset_problems(["-m", "dataset=[a]", "dataset.b.limit=5"]) == []
+
+
+@pytest.mark.parametrize("verbose", ["false", "true"])
+def test_a_runs_problem_is_said_once_even_verbose(compose_cfg, capsys, caplog, verbose):
+    """A real run raises its problems in the ``error:`` block; its plan (the table with
+    ``verbose=true``) does not list them first, on the console or in harness.log (issue 35)."""
+    from harness.config.schema import to_run_config
+    from harness.errors import ConfigError
+    from harness.runner import make_checked_plan
+
+    run = to_run_config(
+        compose_cfg("dataset=[arith_mc]", "strategy.batch_size=0", f"verbose={verbose}")
+    )
+    with caplog.at_level(logging.INFO), pytest.raises(ConfigError) as err:
+        make_checked_plan(run)
+    assert "strategy.batch_size=0" in str(err.value)
+    shown = capsys.readouterr().out
+    assert shown.startswith("plan: tiny_char")
+    assert ("needed/budget" in shown) == (verbose == "true")  # the table, when verbose
+    assert "strategy.batch_size=0" not in shown + caplog.text, shown

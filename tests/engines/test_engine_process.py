@@ -128,6 +128,32 @@ def test_a_stalled_engine_is_killed_and_reported_dead():
     assert spawned() == {}
 
 
+def test_the_stall_limit_grows_with_the_slowest_call_answered():
+    """The plan's limit is where the watchdog starts: a healthy engine's call slower than the
+    plan assumed (a loaded machine) raises it to 3x the slowest call answered, so the next
+    slow call is not taken for a stall (issue 35); a stalled engine answers nothing, so it never
+    raises the limit (the kill: ``test_a_stalled_engine_is_killed_and_reported_dead``)."""
+    from harness.engines.base import STALL_GROWTH, StallWatch
+
+    watch = StallWatch(10.0)
+    watch.answered(2.0)
+    assert watch.limit == 10.0  # the plan's floor holds
+    watch.answered(5.0)
+    assert watch.limit == 5.0 * STALL_GROWTH == 15.0
+    assert StallWatch(None).limit is None and StallWatch(0).limit is None
+
+    engine = EngineProcess("tests.fake_engine:FakeEngine", 1, stall_timeout_s=2.0)
+    try:
+        engine.answer("generate_until", [Req("sleep:1.0", {})])  # within the plan's 2 s
+        assert engine.stall.limit is not None and engine.stall.limit >= 3.0
+        # killed at 2 s before; 3x the first call's time (its overhead included) allows it
+        slow = engine.answer("generate_until", [Req("sleep:2.5", {})])
+        assert slow.answers == ["5.2:peels"]
+    finally:
+        engine.close()
+    assert spawned() == {}
+
+
 def test_a_failed_build_is_reported_and_leaves_nothing():
     with pytest.raises(EngineError, match="RuntimeError: cannot build the fake engine"):
         EngineProcess("tests.fake_engine:FakeEngine", 1, True)

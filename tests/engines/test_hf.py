@@ -92,8 +92,12 @@ def test_batch_size_auto_searches_once_per_request_shape_and_answers_as_lm_eval(
         slices = [("loglikelihood", scored[i : i + 6]) for i in range(0, 24, 6)]
         slices += [("generate_until", generated[i : i + 2]) for i in range(0, 6, 2)]
         ours = [engine.answer(op, part).answers for op, part in slices]
-        # one per shape (up to 16 tokens scored, up to 64 generated), not one per slice (7)
-        assert [len(args[0][0][1]) - 1 for args in searches] == [16, 64], searches
+        # one per shape (up to 16 tokens scored, up to 64 generated), not one per slice (7); on
+        # the CPU harness's one-pass copy of lm-eval's search (test_batch_search.py)
+        assert engine.batch_search.searched == [16, 64] and searches == []
+        lm_evals = [engine.lm._detect_batch_size([(None, [0] * (n + 1), [])], 0) for n in (16, 64)]
+        assert lm_evals == [4, 4]  # what lm-eval's own search finds at those lengths
+        searches.clear()
         found = engine.describe()
         assert found["batch_size"] == "auto" and found["batch_size_searches"] == 2
         by_type = found["batch_sizes_found"]

@@ -131,7 +131,9 @@ def test_replicas_answer_in_order_survive_a_death_and_leave_nothing(monkeypatch)
             engine.revive(rebuild=False)
         assert engine.revive() is True and engine.builds == 3  # the dead replica, once
         assert engine.lm.generate_until(gen) == [r.args[0][::-1] for r in gen]
-        engine.stall_timeout_s = 5  # one replica stalls: the watchdog ends them all
+        from harness.engines.base import StallWatch
+
+        engine.stall = StallWatch(5)  # one replica stalls: the watchdog ends them all
         with pytest.raises(EngineDied, match="answered nothing for 5s"):
             engine.answer("generate_until", [Req("hang", {}), *gen])
         assert engine.revive() is True and engine.builds == 5

@@ -59,6 +59,24 @@ def test_journals_no_result_can_use_go_and_a_resumable_one_stays(tmp_path):
     assert "in a stored result" in line and f"for {KEEP_DAYS:g} days" in line
 
 
+def test_how_long_another_settings_journal_is_kept_is_a_setting(tmp_path, compose_cfg):
+    """``journal_keep_days`` (14 by default, from conf/config.yaml) decides what expired means;
+    a negative count is refused before anything loads, as typed."""
+    from harness.config.schema import to_run_config
+    from harness.config.validate import config_problems
+
+    assert to_run_config(compose_cfg()).journal_keep_days == KEEP_DAYS == 14
+    store = ResultStore(tmp_path / "store")
+    old = journal(store, "ds", key_of(4), age_days=3)
+    assert sweep_journals(store, "ds", keep_days=KEEP_DAYS)[0] == [] and old.exists()
+    removed, _ = sweep_journals(store, "ds", keep_days=2)
+    assert [(r.file, r.reason) for r in removed] == [(old.name, "expired")]
+    assert "no run wrote for 2 days (journal_keep_days)" in removal_line("ds", removed, 2)
+    run = to_run_config(compose_cfg("journal_keep_days=-1"))
+    (problem,) = config_problems(run, will_run=False)
+    assert problem.startswith("journal_keep_days=-1: must be 0 or more days. Fix:"), problem
+
+
 def test_a_store_without_journals_or_results_sweeps_nothing(tmp_path):
     store = ResultStore(tmp_path / "store")
     assert sweep_journals(store, "ds") == ([], [])
@@ -70,16 +88,19 @@ def test_a_store_without_journals_or_results_sweeps_nothing(tmp_path):
 @pytest.mark.slow  # loads the bundled model
 def test_storing_a_result_removes_the_journals_no_result_can_use_and_says_so(tmp_path):
     """A run of arith_mc beside an old journal of another batch size and a fresh one: the old
-    one goes (a console line, a ``journals_removed`` event), the fresh one stays."""
+    one goes (a console line, a ``journals_removed`` event), the fresh one stays. How old is
+    old is the run's ``journal_keep_days`` (3 here: the 4-day journal goes, the default 14
+    would keep it)."""
     out = tmp_path / "out"
     store = ResultStore.of_model(out, "tiny_char")
-    old = journal(store, "arith_mc", key_of(4), age_days=KEEP_DAYS + 2)
+    old = journal(store, "arith_mc", key_of(4), age_days=4)
     fresh = journal(store, "arith_mc", key_of(8), age_days=1)
     run_dir = tmp_path / "run"
     proc = run_harness(
         [
             "dataset=[arith_mc]",
             "dataset.arith_mc.limit=20",
+            "journal_keep_days=3",
             "tracking=none",
             f"outputs_root={out}",
             f"output_dir={run_dir}",
@@ -90,6 +111,7 @@ def test_storing_a_result_removes_the_journals_no_result_can_use_and_says_so(tmp
     assert not old.exists() and fresh.exists()
     assert sorted(p.name for p in store.root.glob("journal/*")) == [fresh.name]
     assert "arith_mc: removed 1 request journal(s) no result can use" in proc.stdout
+    assert "no run wrote for 3 days (journal_keep_days)" in proc.stdout
     events = [e for e in json_lines(run_dir / "events.jsonl") if e["event"] == "journals_removed"]
     (event,) = events
     assert event["dataset"] == "arith_mc"

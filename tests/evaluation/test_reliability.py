@@ -217,25 +217,37 @@ def test_a_failing_sweep_job_does_not_end_the_sweep(tmp_path):
 
 
 @pytest.mark.parametrize(("strategy", "floor"), [("vllm", 25 + 3 * 5), ("single", 3 * 5)])
-def test_a_stall_limit_below_what_a_slice_needs_is_raised_and_said(strategy, floor):
-    """strategy.stall_timeout_s=15 killed a healthy vLLM engine on its first slice: the Plan
-    raises a limit below the floor (slices of journal_slice_s, vLLM's warm-up) and says so;
-    a limit above it stays as asked, and an endpoint's (per request) is never raised."""
+def test_a_stall_limit_below_what_a_slice_needs_is_refused_with_the_fix(strategy, floor):
+    """strategy.stall_timeout_s=15 killed a healthy vLLM engine on its first slice. A limit the
+    user typed below the floor (slices of journal_slice_s, vLLM's warm-up) is refused as bad
+    input (exit 2) with the value, the rule and the least value that works, not changed behind
+    their back; one at or above it stays as asked; the default is never below it."""
     from dataclasses import replace
 
-    from harness.planning.auto import plan_run
-    from tests.planning.test_plan import run_config
+    from harness.planning.preflight import checked_plan
+    from harness.views import verdict_of
+    from tests.planning.test_plan import composed, run_config
 
     run = run_config("tiny_char", strategy, "local")
-    run = replace(run, max_concurrent_datasets=1)  # one dataset in flight: one slice a call
-    low = plan_run(replace(run, strategy=replace(run.strategy, stall_timeout_s=10)))
-    assert low.stall_timeout_s == floor
-    (note,) = [n for n in low.notes if "stall_timeout_s=10 " in n]
-    assert f"raised to {floor} s" in note and f"strategy.stall_timeout_s={floor} or more" in note
-    high = plan_run(replace(run, strategy=replace(run.strategy, stall_timeout_s=floor + 1)))
-    assert high.stall_timeout_s == floor + 1 and not any("stall" in n for n in high.notes)
-    slower = replace(run.strategy, stall_timeout_s=floor, journal_slice_s=10)
-    assert plan_run(replace(run, strategy=slower)).stall_timeout_s > floor  # tied to the slice
+    run = replace(run, max_concurrent_datasets=1, plan_only=True)  # one slice a call
+
+    def planned(**strategy_values):
+        return checked_plan(replace(run, strategy=replace(run.strategy, **strategy_values)))
+
+    low = planned(stall_timeout_s=10)
+    (problem,) = [p for p in low.problems if p.startswith("strategy.stall_timeout_s=10:")]
+    assert f"below the {floor} s a healthy engine may need" in problem
+    assert f"Fix: strategy.stall_timeout_s={floor} or more" in problem
+    assert low.bad_input == [problem] and verdict_of(low) == "REFUSED (bad input)"
+    assert not any("stall" in n for n in low.notes)
+    exact = planned(stall_timeout_s=floor)
+    assert exact.stall_timeout_s == floor and exact.fits
+    assert not planned(stall_timeout_s=floor, journal_slice_s=10).fits  # tied to the slice
+    assert planned().stall_timeout_s >= floor  # the default (null)
+    # strategy=auto: refused once on the plan it chose, not a misfit of every candidate
+    auto = replace(run, strategy=replace(composed(strategy="auto").strategy, stall_timeout_s=1))
+    (only,) = checked_plan(auto).problems
+    assert only.startswith("strategy.stall_timeout_s=1: below"), only
 
 
 def test_a_recovered_stall_says_restarted_and_resumed_not_failed(monkeypatch, capsys, caplog):

@@ -39,6 +39,7 @@ from harness.engines.base import (
     Answered,
     EngineDied,
     EngineError,
+    StallWatch,
     stalled,
 )
 from harness.engines.process.child import STOP_GRACE_S, child_main
@@ -73,7 +74,8 @@ class EngineProcess:
         args: its arguments.
         start_timeout: seconds to wait for the engine to be built; None waits as long as the
             child lives.
-        stall_timeout_s: the stall watchdog's limit on one ``answer`` (None or 0: no limit).
+        stall_timeout_s: the stall watchdog's limit on one ``answer`` (None or 0: no limit),
+            grown with the slowest answer (``StallWatch``).
     """
 
     def __init__(
@@ -84,7 +86,7 @@ class EngineProcess:
         stall_timeout_s: float | None = None,
     ) -> None:
         self.factory, self.args, self.start_timeout = factory, args, start_timeout
-        self.stall_timeout_s = stall_timeout_s or None
+        self.stall = StallWatch(stall_timeout_s)
         self._lock = threading.RLock()  # revive() holds it while _start() may close()
         self.builds = 0
         """Engines built so far: 1, plus one per rebuild."""
@@ -199,13 +201,13 @@ class EngineProcess:
             raise ValueError(f"unknown request type {op!r}: one of {', '.join(REQUEST_TYPES)}")
         if not requests:
             return Answered([], [], [])
+        limit, began = self.stall.limit, time.monotonic()
         try:
-            answered: Answered = self.call(
-                "answer", (op, as_args(requests)), timeout=self.stall_timeout_s
-            )
+            answered: Answered = self.call("answer", (op, as_args(requests)), timeout=limit)
         except TimeoutError as err:  # the stall watchdog: no answer, however long it waits
             self.kill()
-            raise stalled(self.stall_timeout_s) from err
+            raise stalled(limit) from err
+        self.stall.answered(time.monotonic() - began)
         return answered
 
     def close(self, timeout: float = 60.0) -> None:

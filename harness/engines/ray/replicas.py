@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ from harness.engines.base import (
     EngineDied,
     EngineError,
     RemoteEngine,
+    StallWatch,
     load_factory,
     stalled,
 )
@@ -154,7 +156,8 @@ class RayDPEngine:
         self.factory, self.own_process = factory, own_process
         self.args = (replace(plan, data_parallel_size=1),) if args is None else args
         self.size = plan.data_parallel_size
-        self.stall_timeout_s = plan.stall_timeout_s or None
+        self.stall = StallWatch(plan.stall_timeout_s)
+        """The stall watchdog's limit, grown with the slowest call answered."""
         self.builds = 0
         """Replica engines built so far: N, plus one per replica rebuilt."""
         self.closed = False
@@ -245,11 +248,13 @@ class RayDPEngine:
         args = as_args(requests)
         busy = [(i, idx) for i, idx in enumerate(shard(args, len(self.actors))) if idx]
         refs = [self.actors[i].answer.remote(op, [args[j] for j in idx]) for i, idx in busy]
+        limit, began = self.stall.limit, time.monotonic()
         try:
-            parts: list[Answered] = self._get(refs, self.stall_timeout_s)
+            parts: list[Answered] = self._get(refs, limit)
         except TimeoutError as err:  # the stall watchdog: no answer, however long it waits
             self.kill()
-            raise stalled(self.stall_timeout_s) from err
+            raise stalled(limit) from err
+        self.stall.answered(time.monotonic() - began)
         merged = Answered([None] * len(args), [0] * len(args), [0] * len(args))
         for (_, idx), part in zip(busy, parts, strict=True):
             for at, j in enumerate(idx):
