@@ -2,7 +2,8 @@
 
 Written to ``reproducibility.json`` in the run directory and logged on the parent MLflow run as a
 JSON artifact and as tags (``harness.version``, ``harness.git_commit``, ``host``, the library
-versions, ...; ``mlflow.source.git.commit`` too, which MLflow's UI shows as the run's source).
+versions, ``checkpoint.path`` and ``checkpoint.hash``: which checkpoint ran, however it was
+typed, ...; ``mlflow.source.git.commit`` too, which MLflow's UI shows as the run's source).
 Nothing here imports torch or vLLM: versions come from package metadata, CUDA's from a torch
 already imported and from NVML.
 """

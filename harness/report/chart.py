@@ -64,8 +64,9 @@ def _panel(ax: Any, table: Table, ds: str, colors: list[Any]) -> None:
             ax.errorbar(x, c.value, yerr=c.stderr, color="black", capsize=2, linewidth=0.8)
         ax.plot(x, c.value, marker=run_marker(x), color=color, markeredgecolor="black",
                 markersize=6, linestyle="", gid=f"marker:{ds}:{x}")  # fmt: skip
-    top = max([*known, 0.0]) or 1.0
-    ax.set_ylim(min([*known, 0.0]), top * 1.12)
+    low, high = min([*known, 0.0]), max([*known, 0.0])
+    span = (high - low) or 1.0
+    ax.set_ylim(low - 0.04 * span, high + 0.12 * span)  # a marker at 0 shows whole
     ax.axhline(0, color="#555", linewidth=0.6)
     bottom, ceiling = ax.get_ylim()
     for x, c in zip(xs, cells, strict=True):

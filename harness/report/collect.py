@@ -188,8 +188,9 @@ def collect(
                 status=child.info.status,
                 metrics=dict(child.data.metrics),
                 tags=dict(child.data.tags),
+                artifact_uri=str(child.info.artifact_uri or ""),
             )
-    read_documents(client, [d for p in picked for d in p.datasets.values()])
+    read_documents(uri, [d for p in picked for d in p.datasets.values()])
     variants = name_variants(picked)
     for run in picked:
         named = variants.get(run.run_id)

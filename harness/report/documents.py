@@ -21,7 +21,7 @@ from harness.report.runs import DatasetRun
 
 log = logging.getLogger(__name__)
 
-READERS = 8
+READERS = 4
 """Results downloaded at once (a server answers each in its own round trip)."""
 
 
@@ -34,18 +34,25 @@ def effective_counts(result: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def _read_one(client: Any, dataset: DatasetRun, folder: Path) -> dict[str, int]:
-    try:
-        where = client.download_artifacts(dataset.run_id, f"{dataset.name}.json", str(folder))
+def _read_one(uri: str, dataset: DatasetRun, folder: Path) -> dict[str, int]:
+    from mlflow.artifacts import download_artifacts
+
+    try:  # by the run's artifact URI: no look-up of the run (a store's round trip) per result
+        where = download_artifacts(
+            artifact_uri=f"{dataset.artifact_uri}/{dataset.name}.json",
+            dst_path=str(folder),
+            tracking_uri=uri,
+        )
         return effective_counts(json.loads(Path(where).read_text(encoding="utf-8")))
     except Exception as err:  # no result logged (a failed dataset, a run cut short): no count
         log.info("no document count for %s (%s: %s)", dataset.name, type(err).__name__, err)
         return {}
 
 
-def read_documents(client: Any, datasets: Sequence[DatasetRun]) -> None:
-    """Fill each finished dataset's ``n_samples`` from its child run's result."""
-    finished = [d for d in datasets if d.status == "FINISHED"]
+def read_documents(uri: str, datasets: Sequence[DatasetRun]) -> None:
+    """Fill each finished dataset's ``n_samples`` from its child run's result (``uri``: the
+    tracking URI, for a server's proxied artifacts)."""
+    finished = [d for d in datasets if d.status == "FINISHED" and d.artifact_uri]
     if not finished:
         return
     with tempfile.TemporaryDirectory(prefix="harness-report-") as tmp:
@@ -54,7 +61,7 @@ def read_documents(client: Any, datasets: Sequence[DatasetRun]) -> None:
             folder.mkdir()
         with ThreadPoolExecutor(max_workers=READERS) as pool:
             counts = list(
-                pool.map(lambda a: _read_one(client, *a), zip(finished, folders, strict=True))
+                pool.map(lambda a: _read_one(uri, *a), zip(finished, folders, strict=True))
             )
     for dataset, found in zip(finished, counts, strict=True):
         dataset.n_samples = found

@@ -33,6 +33,8 @@ class DatasetRun:
     """The child's metrics (latest value of each), as MLflow returns them."""
     tags: dict[str, str]
     """The child's tags (``status``, ``error_type``, ``resumed``, ...)."""
+    artifact_uri: str = ""
+    """Where the child run's artifacts are (its result among them), as MLflow gives it."""
     n_samples: dict[str, int] = field(default_factory=dict)
     """Documents each lm-eval task of the dataset evaluated (lm-eval's ``n-samples``,
     ``effective``: after limit or samples), from the result the child run holds; empty when it

@@ -157,19 +157,14 @@ def name_group(runs: Sequence[Variable]) -> dict[str, Named]:
     keys = differing(every)
     paths = {s[k] for s in every for k in keys if k in s and s[k].startswith("/")}
     tails = _path_tails(paths)
+    parts = {r.run_id: _short_parts(s, keys, tails) for r, s in zip(runs, every, strict=True)}
+    shorts = [cap(parts[r.run_id]) for r in runs]
     named: dict[str, Named] = {}
-    for run, settings in zip(runs, every, strict=True):
+    for run, settings, short in zip(runs, every, shorts, strict=True):
+        if not short or shorts.count(short) > 1:  # alike where shared: the datasets differ
+            short = cap([f"run {run.run_id[:8]}", *parts[run.run_id]])
         full = ", ".join(f"{k}={settings[k]}" for k in keys if k in settings)
-        short = cap(_short_parts(settings, keys, tails))
         named[run.run_id] = Named(short, full)
-    seen: dict[str, int] = {}
-    for named_run in named.values():
-        seen[named_run.short] = seen.get(named_run.short, 0) + 1
-    for run in runs:  # settings alike where shared: the rows differ in their datasets alone
-        one = named[run.run_id]
-        if seen[one.short] > 1 or not one.short:
-            tag = f"run {run.run_id[:8]}"
-            one.short = cap([one.short, tag]) if one.short else tag
     return named
 
 

@@ -94,7 +94,9 @@ def log_run(run: Run, uri: str, cwd: Path, folder: Path) -> None:
     folder.mkdir(parents=True)
     resolved = locate_pretrained(run.pretrained, cwd=cwd).pretrained
     uid = uuid.uuid4().hex
-    tracker = Tracker(TrackingConfig(uri=uri, experiment="harness"), uid=uid)
+    artifacts = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"  # beside the store
+    config = TrackingConfig(uri=uri, experiment="harness", artifact_location=str(artifacts))
+    tracker = Tracker(config, uid=uid)
     plan = {"engine": "hf", "model_facts": {"name": run.model, "pretrained": resolved}}
     tracker.start(
         run_name=parent_run_name(run.model, "single", list(run.datasets), uid),

@@ -65,6 +65,8 @@ def test_rows_are_told_apart_by_what_differs(tmp_path):
         str((tmp_path / folder / "checkpoint-500").resolve()) for folder in ("runA", "runB")
     ]
     assert [r["older_runs"] for r in ckpt] == ["1", "0"]  # runA typed two ways: one row
+    hashes = {r["checkpoint_hash"] for r in ckpt}  # the run's record: copies of one model
+    assert len(hashes) == 1 and len(hashes.pop()) == 16
     assert all(r["variant"] == "" for r in by_model["runa_checkpoint_500"])
 
     asked = run_module(

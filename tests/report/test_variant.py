@@ -32,7 +32,7 @@ def test_a_dataset_a_run_lacks_is_no_difference():
         runs.append(parent(f"run{r}", params))
     named = name_variants(runs)
     shorts = [named[r.run_id].short for r in runs]  # alike where they share: the run tells apart
-    assert shorts == [f"limit={n}, run run{r}" for r, n in enumerate((50, 10, 50, 10))]
+    assert shorts == [f"run run{r}, limit={n}" for r, n in enumerate((50, 10, 50, 10))]
     assert named["run1"].full == ", ".join(f"dataset.ds{i}.limit=10.0" for i in (1, 2, 3))
 
 
@@ -54,8 +54,8 @@ def test_the_checkpoint_is_the_resolved_path_shortened_and_its_hash():
     runs.append(parent("r3", {"model.pretrained": "/w/runB/step-5"},
                        {"checkpoint.path": "/w/runB/step-5", "checkpoint.hash": "h2"}))  # fmt: skip
     named = name_variants(runs)
-    assert named["r0"].short == "checkpoint=h1, pretrained=.../ck, run r0"  # one checkpoint
-    assert named["r1"].short == "checkpoint=h1, pretrained=.../ck, run r1"
+    assert named["r0"].short == "run r0, checkpoint=h1, pretrained=.../ck"  # one checkpoint
+    assert named["r1"].short == "run r1, checkpoint=h1, pretrained=.../ck"
     assert named["r0"].full == "checkpoint.hash=h1, model.pretrained=/w/ck"
     assert named["r2"].short == "checkpoint=h1, pretrained=.../runA/step-5"
     assert named["r3"].short == "checkpoint=h2, pretrained=.../runB/step-5"
@@ -74,7 +74,7 @@ def test_a_long_variant_is_capped_and_counted():
 
 
 def test_documents_of_a_task_and_of_a_group():
-    task = DatasetRun("d", "c", "FINISHED", {}, {"task": "t"}, {"t": 50})
+    task = DatasetRun("d", "c", "FINISHED", {}, {"task": "t"}, n_samples={"t": 50})
     assert task.documents() == 50
     tree = '{"g": ["a", "sub"], "sub": ["b", "c"]}'
     group = DatasetRun("g", "c", "FINISHED", {}, {"task": "g", "group_subtasks": tree})
