@@ -244,11 +244,13 @@ class _Dom(HTMLParser):
 
 
 PROBE = """<script>
-const chart = document.getElementById("chart");
-chart.decode().then(
-  () => { document.body.dataset.chartWidth = chart.naturalWidth;
-          document.body.dataset.chartHeight = chart.naturalHeight; },
-  (err) => { document.body.dataset.chartError = String(err); });
+// Once the page has loaded (every image with it), the chart's size as the browser decoded it.
+function probe() {
+  const chart = document.getElementById("chart");
+  document.body.dataset.chartWidth = chart.naturalWidth;
+  document.body.dataset.chartHeight = chart.naturalHeight;
+}
+if (document.readyState === "complete") probe(); else window.addEventListener("load", probe);
 </script>"""
 
 
