@@ -2,13 +2,15 @@
 
 Written to ``reproducibility.json`` in the run directory and logged on the parent MLflow run as a
 JSON artifact and as tags (``harness.version``, ``harness.git_commit``, ``host``, the library
-versions, ...; ``mlflow.source.git.commit`` too, which MLflow's UI shows as the run's source).
+versions, ``checkpoint.path`` and ``checkpoint.hash``: which checkpoint ran, however it was
+typed, ...; ``mlflow.source.git.commit`` too, which MLflow's UI shows as the run's source).
 Nothing here imports torch or vLLM: versions come from package metadata, CUDA's from a torch
 already imported and from NVML.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import os
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness import __version__
 from harness.machine.slurm import slurm_variables
-from harness.paths import PROJECT_ROOT
+from harness.paths import PROJECT_ROOT, resolve_project_path
 
 if TYPE_CHECKING:
     from harness.config.schema import RunConfig
@@ -121,6 +123,28 @@ def seeds(run: RunConfig) -> dict[str, Any]:
     return out
 
 
+CHECKPOINT_DESCRIBERS = ("config.json", "model.safetensors.index.json")
+"""A local checkpoint's small files whose bytes go into its content hash (the weights go in by
+name and size only: hashing gigabytes at every start is the fingerprint's job, not this)."""
+
+
+def checkpoint_identity(pretrained: str, revision: str | None = None) -> dict[str, str | None]:
+    """Which checkpoint ran, however it was typed: a local folder's resolved path (``./ck`` and
+    ``ck`` from one directory are one path; symlinks followed) and a cheap content hash (its
+    ``CHECKPOINT_DESCRIBERS``' bytes and every file's name and size); a hub id stands for itself
+    with its revision and has no hash."""
+    folder = resolve_project_path(pretrained)
+    if not folder.is_dir():
+        return {"path": f"{pretrained}@{revision}" if revision else pretrained, "hash": None}
+    folder = folder.resolve()
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        digest.update(f"{file.name}:{file.stat().st_size};".encode())
+        if file.name in CHECKPOINT_DESCRIBERS:
+            digest.update(file.read_bytes())
+    return {"path": str(folder), "hash": digest.hexdigest()[:16]}
+
+
 def build(
     run: RunConfig, plan: Plan, engine_facts: Mapping[str, Any], fingerprints: Mapping[str, str]
 ) -> dict[str, Any]:
@@ -154,6 +178,7 @@ def build(
             "pretrained": model.pretrained,
             "revision": model.revision,
         },
+        "checkpoint": checkpoint_identity(model.pretrained, model.revision),
         "seeds": seeds(run),
         "datasets": {name: {"fingerprint": fp} for name, fp in fingerprints.items()},
     }
@@ -163,6 +188,7 @@ def tags(record: Mapping[str, Any]) -> dict[str, str]:
     """The record's headline as MLflow tags."""
     git = record["harness"]["git"] or {}
     libs = record["libraries"]
+    checkpoint = record.get("checkpoint") or {}  # a record written before it had one
     out = {
         "harness.version": record["harness"]["version"],
         "harness.git_commit": git.get("commit", ""),
@@ -170,6 +196,8 @@ def tags(record: Mapping[str, Any]) -> dict[str, str]:
         "host": record["host"]["name"],
         "python": record["python"],
         "cuda": record["cuda"].get("torch_cuda") or record["cuda"].get("driver_cuda") or "",
+        "checkpoint.path": checkpoint.get("path"),
+        "checkpoint.hash": checkpoint.get("hash"),
         **{f"version.{k}": v for k, v in libs.items() if v is not None},
         **{f"slurm.{k.removeprefix('SLURM_').lower()}": v for k, v in record["slurm"].items()},
     }

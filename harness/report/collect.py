@@ -1,114 +1,34 @@
-"""Read a harness experiment back from MLflow: the parent run of each (model, strategy) and the
-child run of each of its datasets, through ``MlflowClient`` only (no reading of the store's files).
+"""Read a harness experiment back from MLflow: the parent run of each evaluation and the child
+run of each of its datasets, through ``MlflowClient`` only (no reading of the store's files).
 
-A parent run carries the tags ``model``, ``strategy`` and ``run_dir``; its children carry
-``mlflow.parentRunId`` and are named after their dataset (harness/tracking.py).
+The runs' types are in harness/report/runs.py; the documents behind each figure come from the
+result each child run holds (harness/report/documents.py); the variant of each row from
+harness/report/variant.py.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.report.documents import read_documents
+from harness.report.runs import Collection, DatasetRun, ParentRun, ReportError
+from harness.report.variant import name_variants
+
+__all__ = ["Collection", "DatasetRun", "ParentRun", "ReportError", "collect", "default_target"]
 
 SHOWN_STATUSES = ("FINISHED", "FAILED")
 """Parent runs a report picks by default: ended runs (a RUNNING one may still be writing)."""
 
 # An unreachable server must fail in seconds with our message, not after MLflow's minutes of
-# retries (the same settings as harness/tracking.py).
+# retries (the same settings as harness/tracking.py); reading each dataset's result draws no
+# progress bar on the console.
 _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
-
-
-class ReportError(HarnessError):
-    """The report has nothing to read: no store, no experiment, no runs that match."""
-
-
-@dataclass
-class DatasetRun:
-    """One dataset's child run."""
-
-    name: str
-    """The dataset's name (the child run's name)."""
-    run_id: str
-    """The child run's id."""
-    status: str
-    """MLflow's run status: ``FINISHED``, ``FAILED``, ``KILLED`` or ``RUNNING``."""
-    metrics: dict[str, float]
-    """The child's metrics (latest value of each), as MLflow returns them."""
-    tags: dict[str, str]
-    """The child's tags (``status``, ``error_type``, ``resumed``, ...)."""
-
-    @property
-    def tree(self) -> dict[str, list[str]]:
-        """When the dataset is an lm-eval group: each group under it with its direct members
-        (its ``group_subtasks`` tag, harness/tracking/groups.py); empty for a single task."""
-        from harness.tracking.groups import read_tree
-
-        return read_tree(self.tags)
-
-    @property
-    def task(self) -> str:
-        """Its lm-eval task or group (the ``task`` tag; the dataset's name when missing)."""
-        return self.tags.get("task", self.name)
-
-
-@dataclass
-class ParentRun:
-    """One (model, strategy) run: the parent and its datasets."""
-
-    run_id: str
-    """The parent run's id."""
-    model: str
-    """Its ``model`` tag."""
-    strategy: str
-    """Its ``strategy`` tag."""
-    status: str
-    """MLflow's run status of the parent."""
-    start_time: int
-    """When it started, milliseconds since the epoch."""
-    run_dir: str
-    """Its ``run_dir`` tag: where the run directory was written."""
-    metrics: dict[str, float]
-    """The parent's metrics (``load_time_s``, ``total_time_s``, ``load/telemetry/...``)."""
-    datasets: dict[str, DatasetRun] = field(default_factory=dict)
-    """Its child runs by dataset name, in the order they started."""
-    older: list[str] = field(default_factory=list)
-    """Ids of earlier ended runs of the same evaluation that this one supersedes."""
-    params: dict[str, str] = field(default_factory=dict)
-    """The parent's params: the config as typed, flattened (``dataset.arith_mc.limit``, ...)."""
-    fingerprints: dict[str, str] = field(default_factory=dict)
-    """Each dataset's result fingerprint (its child run's ``fingerprint`` param)."""
-    variant: str = ""
-    """What tells this row apart from the other rows of its model and strategy: the settings
-    whose values differ between them (``arith_mc.limit=10``, ``model.pretrained=runA/...``)."""
-
-    @property
-    def label(self) -> str:
-        """``model/strategy``, with the variant where there is one."""
-        base = f"{self.model}/{self.strategy}"
-        return f"{base} [{self.variant}]" if self.variant else base
-
-
-@dataclass
-class Collection:
-    """What the report is built from."""
-
-    uri: str
-    """The tracking URI read (credentials masked)."""
-    experiment: str
-    """The experiment's name."""
-    experiment_id: str
-    """The experiment's id."""
-    runs: list[ParentRun]
-    """The parent runs shown, one row each."""
-    notes: list[str] = field(default_factory=list)
-    """What the report was asked for and could not show (``--model b`` with no runs)."""
 
 
 def default_target() -> tuple[str, str]:
@@ -211,6 +131,7 @@ def _parent(run: Any) -> ParentRun:
         run_dir=tags.get("run_dir", ""),
         metrics=dict(run.data.metrics),
         params=dict(run.data.params),
+        tags=dict(tags),
     )
 
 
@@ -267,8 +188,14 @@ def collect(
                 status=child.info.status,
                 metrics=dict(child.data.metrics),
                 tags=dict(child.data.tags),
+                artifact_uri=str(child.info.artifact_uri or ""),
             )
-    name_variants(picked)
+    read_documents(uri, [d for p in picked for d in p.datasets.values()])
+    variants = name_variants(picked)
+    for run in picked:
+        named = variants.get(run.run_id)
+        if named is not None:
+            run.variant, run.full_variant = named.short, named.full
     return Collection(
         uri=mask(uri),
         experiment=experiment,
@@ -276,30 +203,6 @@ def collect(
         runs=picked,
         notes=notes,
     )
-
-
-IGNORED_PARAMS = (
-    *("tracking.", "telemetry.", "plan.", "hydra."),
-    *("outputs_root", "output_dir", "verbose", "rerun", "offline", "plan_only"),
-)
-"""Params that never tell two evaluations apart (where they are logged, how chatty)."""
-
-
-def name_variants(runs: list[ParentRun]) -> None:
-    """Give each run sharing its model and strategy with another shown run the settings whose
-    values differ between them (what the fingerprints saw: limit, few-shot, the checkpoint's
-    path, seed, batch size, ...), so that no two rows read the same."""
-    groups: dict[tuple[str, str], list[ParentRun]] = {}
-    for run in runs:
-        groups.setdefault((run.model, run.strategy), []).append(run)
-    for group in groups.values():
-        if len(group) < 2:
-            continue
-        keys = sorted({k for r in group for k in r.params if not k.startswith(IGNORED_PARAMS)})
-        differ = [k for k in keys if len({r.params.get(k, "") for r in group}) > 1]
-        for run in group:
-            parts = [f"{k.removeprefix('dataset.')}={run.params.get(k, '-')}" for k in differ]
-            run.variant = ", ".join(parts) or f"run {run.run_id[:8]}"
 
 
 def _pick(
@@ -311,9 +214,9 @@ def _pick(
     prints: dict[str, dict[str, str]],
 ) -> tuple[list[ParentRun], list[str]]:
     """Filter the parents (newest first) and keep the latest ended one of each evaluation: a
-    model, a strategy, a checkpoint path and its datasets' fingerprints (which change with
-    limit, few-shot, weights, seed, ...). Returns the runs and notes on what was asked for but
-    has no run."""
+    model, a strategy, a checkpoint (its resolved path and content hash, however it was typed)
+    and its datasets' fingerprints (which change with limit, few-shot, weights, seed, ...).
+    Returns the runs and notes on what was asked for but has no run."""
     if run_ids:
         known = {r.info.run_id: r for r in parents}
         missing = [i for i in run_ids if i not in known]
@@ -352,8 +255,8 @@ def _pick(
     latest: dict[tuple[Any, ...], ParentRun] = {}
     for run in shown:  # newest first: the first of each evaluation is the latest
         run.fingerprints = prints.get(run.run_id, {})
-        pretrained = run.params.get("model.pretrained", "")
-        key = (run.model, run.strategy, pretrained, tuple(sorted(run.fingerprints.items())))
+        checkpoint = (run.checkpoint, run.checkpoint_hash)
+        key = (run.model, run.strategy, checkpoint, tuple(sorted(run.fingerprints.items())))
         if key in latest:
             latest[key].older.append(run.run_id)
         else:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from harness.record.groups import Member, members, split_metrics
 from harness.record.metrics import headline, lower_is_better, stderr_name
-from harness.report.collect import Collection, DatasetRun, ParentRun
+from harness.report.runs import Collection, DatasetRun, ParentRun
 from harness.views import group_size
 
 
@@ -31,6 +31,9 @@ class Cell:
     """Its stderr where lm-eval computed one."""
     status: str
     """The child run's status (``FINISHED``, ``FAILED``, ...); ``missing`` when not run."""
+    documents: int | None = None
+    """The documents the figure stands on (lm-eval's ``n-samples``, effective); None when the
+    run did not record them."""
 
 
 @dataclass
@@ -159,12 +162,14 @@ def _group_parts(
     return parts
 
 
-def _cell(metrics: dict[str, float] | None, metric: str | None, status: str) -> Cell:
+def _cell(
+    metrics: dict[str, float] | None, metric: str | None, status: str, documents: int | None
+) -> Cell:
     if metrics is None:
         return Cell(None, None, "missing")
     value = metrics.get(metric) if metric else None
     stderr = metrics.get(stderr_name(metric)) if metric else None
-    return Cell(value, stderr, status)
+    return Cell(value, stderr, status, documents if value is not None else None)
 
 
 def build_table(collection: Collection) -> Table:
@@ -186,14 +191,21 @@ def build_table(collection: Collection) -> Table:
         for ds in datasets:
             d = run.datasets.get(ds)
             own = parted[run.run_id][ds][0] if d is not None else None
-            cells[ds] = _cell(own, metrics.get(ds), d.status if d is not None else "missing")
+            status = d.status if d is not None else "missing"
+            count = d.documents() if d is not None else None
+            cells[ds] = _cell(own, metrics.get(ds), status, count)
         member_cells = {}
         for ds, part in groups.items():
             d = run.datasets.get(ds)
             of = parted[run.run_id][ds][1] if d is not None else {}
             status = d.status if d is not None else "missing"
             member_cells[ds] = {
-                m.name: _cell(of.get(m.name), part.metrics.get(m.name), status)
+                m.name: _cell(
+                    of.get(m.name),
+                    part.metrics.get(m.name),
+                    status,
+                    d.documents(m.name) if d is not None else None,
+                )
                 for m in part.members
             }
         requests_per_s, tokens_per_s = _throughput(list(run.datasets.values()))

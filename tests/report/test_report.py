@@ -139,9 +139,10 @@ def test_cells_equal_the_runs_metrics(store, report):
     assert sorted(parents) == ["tiny_char", "tiny_copy"] and len(parents["tiny_char"]) == 2
     rows = {r["model"]: r for r in csv.DictReader((out / "report.csv").open())}
     assert sorted(rows) == ["tiny_char", "tiny_copy"]
-    md = {r[0]: r for r in markdown_rows((out / "report.md").read_text())[2:]}
+    md = {r[1]: r for r in markdown_rows((out / "report.md").read_text())[2:]}
     md_head = markdown_rows((out / "report.md").read_text())[0]
-    assert md_head[3:6] == [f"{ds} {HEADLINES[ds]}" for ds in DATASETS]
+    assert md_head[:4] == ["#", "model", "strategy", "status"]  # one model each: no variant
+    assert md_head[4:7] == [f"{ds} {HEADLINES[ds]}" for ds in DATASETS]
     distinct = set()
     for model, row in rows.items():
         parent = parents[model][0]  # the newest run of the model
@@ -156,8 +157,10 @@ def test_cells_equal_the_runs_metrics(store, report):
             distinct.add((ds, value))
             stderr = kids[ds].data.metrics.get(f"{metric}_stderr")
             expected = g4(value) if stderr is None else f"{g4(value)} ± {g4(stderr)}"
-            assert md[model][3 + i] == expected
+            documents = LIMITS[model][i]  # each limit is under its dataset's size
+            assert md[model][4 + i] == f"{expected} (n={documents})"
             assert row[f"{ds}/{metric}_stderr"] == ("" if stderr is None else repr(stderr))
+            assert row[f"{ds}/n"] == str(documents)
         p = parent.data.metrics
         assert float(row["total_time_s"]) == p["total_time_s"]
         assert md[model][md_head.index("total s")] == g4(p["total_time_s"])
@@ -197,7 +200,8 @@ def test_cells_equal_the_runs_metrics(store, report):
 
 
 class _Dom(HTMLParser):
-    """The body's attributes and the report table's cells, row by row."""
+    """The body's attributes and the report table's cells, row by row (a variant's cell as it
+    shows before a click: its summary, not the full settings it opens on)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -206,11 +210,17 @@ class _Dom(HTMLParser):
         self.img: dict[str, str | None] = {}
         self._cell: list[str] | None = None
         self._in_body = False
+        self._table: str | None = None
+        self._folded = False
 
     def handle_starttag(self, tag, attrs):
         if tag == "body":
             self.body = dict(attrs)
-        elif tag == "tbody":
+        elif tag == "table":
+            self._table = dict(attrs).get("id")
+        elif tag == "div" and dict(attrs).get("class") == "full":
+            self._folded = True
+        elif tag == "tbody" and self._table == "report":
             self._in_body = True
         elif tag == "tr" and self._in_body:
             self.rows.append([])
@@ -225,18 +235,22 @@ class _Dom(HTMLParser):
             self._cell = None
         elif tag == "tbody":
             self._in_body = False
+        elif tag == "div":
+            self._folded = False
 
     def handle_data(self, data):
-        if self._cell is not None:
+        if self._cell is not None and not self._folded:
             self._cell.append(data)
 
 
 PROBE = """<script>
-const chart = document.getElementById("chart");
-chart.decode().then(
-  () => { document.body.dataset.chartWidth = chart.naturalWidth;
-          document.body.dataset.chartHeight = chart.naturalHeight; },
-  (err) => { document.body.dataset.chartError = String(err); });
+// Once the page has loaded (every image with it), the chart's size as the browser decoded it.
+function probe() {
+  const chart = document.getElementById("chart");
+  document.body.dataset.chartWidth = chart.naturalWidth;
+  document.body.dataset.chartHeight = chart.naturalHeight;
+}
+if (document.readyState === "complete") probe(); else window.addEventListener("load", probe);
 </script>"""
 
 

@@ -1,5 +1,6 @@
 """The report hides nothing without saying so (issue 20): a limit sweep, two checkpoints of one
-step name, and a ``--model`` filter naming a model with no runs."""
+step name, and a ``--model`` filter naming a model with no runs; and one checkpoint typed as an
+absolute and as a relative path is one row (issue 36)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ def test_rows_are_told_apart_by_what_differs(tmp_path):
             tmp_path,
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
+    relative = [*common, "model=hf", "model.pretrained=runA/checkpoint-500", "model.name=ckpt"]
+    proc = run_harness([*relative, "dataset.arith_mc.limit=10"], tmp_path)  # the same, typed anew
+    assert proc.returncode == 0 and "no model to load" in proc.stdout, proc.stderr[-2000:]
 
     report = run_module("harness.report", "--out", str(tmp_path / "report"), cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
@@ -49,10 +53,20 @@ def test_rows_are_told_apart_by_what_differs(tmp_path):
         by_model.setdefault(row["model"], []).append(row)
     assert sorted(by_model) == ["ckpt", "runa_checkpoint_500", "runb_checkpoint_500", "tiny_char"]
     variants = sorted(r["variant"] for r in by_model["tiny_char"])
-    assert variants == ["arith_mc.limit=10.0", "arith_mc.limit=20.0"], variants
-    ckpt = sorted(r["variant"] for r in by_model["ckpt"])
-    assert len(ckpt) == 2 and all(v.startswith("model.pretrained=") for v in ckpt), ckpt
-    assert ckpt[0].endswith("runA/checkpoint-500") and ckpt[1].endswith("runB/checkpoint-500")
+    assert variants == ["limit=10", "limit=20"], variants
+    settings = sorted(r["settings"] for r in by_model["tiny_char"])
+    assert settings == ["dataset.arith_mc.limit=10.0", "dataset.arith_mc.limit=20.0"], settings
+    ckpt = sorted(by_model["ckpt"], key=lambda r: r["variant"])
+    assert [r["variant"] for r in ckpt] == [
+        "pretrained=.../runA/checkpoint-500",
+        "pretrained=.../runB/checkpoint-500",
+    ]
+    assert [r["checkpoint"] for r in ckpt] == [
+        str((tmp_path / folder / "checkpoint-500").resolve()) for folder in ("runA", "runB")
+    ]
+    assert [r["older_runs"] for r in ckpt] == ["1", "0"]  # runA typed two ways: one row
+    hashes = {r["checkpoint_hash"] for r in ckpt}  # the run's record: copies of one model
+    assert len(hashes) == 1 and len(hashes.pop()) == 16
     assert all(r["variant"] == "" for r in by_model["runa_checkpoint_500"])
 
     asked = run_module(
