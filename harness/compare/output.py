@@ -162,7 +162,7 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", "⏎")
 
 
-def html_page(document: dict[str, Any]) -> str:
+def html_page(document: dict[str, Any], report_page: bool = False) -> str:
     """compare.html: the table, each row's flipped samples one click away."""
     esc = html.escape
     base = document["baseline"]
@@ -179,6 +179,12 @@ def html_page(document: dict[str, Any]) -> str:
         "</style></head><body>",
         f"<h1>Comparison against {esc(base['name'])} <code>{esc(base['run_id'])}</code></h1>",
         f"<p>Verdict: <b>{esc(document['verdict'])}</b> (exit code {document['exit_code']})</p>",
+        (
+            '<p id="report-link">The same runs side by side: '
+            '<a href="report.html">report.html</a></p>'
+            if report_page
+            else ""
+        ),
         f"<table><tr>{head}<th></th></tr>{''.join(body)}</table>",
         "<ul>" + "".join(f"<li>{esc(x)}</li>" for x in exclusions(document)) + "</ul>",
     ]
@@ -207,7 +213,7 @@ def write(document: dict[str, Any], out: Path) -> Written:
     written = Written(out / "compare.json", out / "compare.md", out / "compare.html")
     write_text_atomic(written.json, json.dumps(document, indent=1, default=str) + "\n")
     write_text_atomic(written.markdown, markdown(document))
-    write_text_atomic(written.html, html_page(document))
+    write_text_atomic(written.html, html_page(document, (out / "report.html").exists()))
     return written
 
 

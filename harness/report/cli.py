@@ -122,6 +122,7 @@ def compare_runs(args: argparse.Namespace) -> int:
         document = compare(runs[0], runs[1:], settings, args.fail_if_worse)
     if all(r.source == "mlflow" for r in runs):
         args.runs, args.out = list(dict.fromkeys(r.run_id for r in runs)), out
+        args.compare_page = "compare.html"
         report(args)  # the side-by-side table of the same runs, beside compare.json
     written = write(document, out)
     if store is not None:
@@ -151,7 +152,7 @@ def report(args: argparse.Namespace) -> int:
     collection = collect(uri, experiment, args.model, args.strategy, args.runs)
     table = build_table(collection)
     out = args.out or Path("outputs") / "reports" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    written = write(collection, table, out.resolve())
+    written = write(collection, table, out.resolve(), getattr(args, "compare_page", None))
     for note in collection.notes:
         print(f"note: {note}", file=sys.stderr)
     print(written.table_markdown)

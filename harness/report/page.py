@@ -43,7 +43,9 @@ code { background: #f5f5f5; padding: 0 3px; }
 """
 
 
-def to_html(collection: Collection, table: Table, chart: Path | None) -> str:
+def to_html(
+    collection: Collection, table: Table, chart: Path | None, compare_page: str | None = None
+) -> str:
     """One page, no outside resource: the CSS inline and the chart as a data: URI."""
     esc = html.escape
     names = headers(table)
@@ -78,6 +80,7 @@ def to_html(collection: Collection, table: Table, chart: Path | None) -> str:
 <h1>Comparison report: experiment <code>{esc(collection.experiment)}</code></h1>
 <p>Store: <code>{esc(collection.uri)}</code>, {len(table.rows)} run(s), \
 {len(table.datasets)} dataset(s).</p>
+{_compare_link(compare_page)}
 <table id="report">
 <thead><tr>{head}</tr></thead>
 <tbody>
@@ -151,4 +154,14 @@ def _key(table: Table) -> str:
     return (
         '<table class="key" id="chart-key">\n<thead><tr><th>#</th><th>in the chart</th>'
         "<th>run</th></tr></thead>\n<tbody>\n" + "\n".join(lines) + "\n</tbody>\n</table>"
+    )
+
+
+def _compare_link(page: str | None) -> str:
+    """The link to the sample-by-sample comparison written beside this report, if any."""
+    if page is None:
+        return ""
+    return (
+        f'<p id="compare-link">Sample by sample (paired tests, flipped questions): '
+        f'<a href="{html.escape(page)}">{html.escape(page)}</a></p>'
     )

@@ -137,8 +137,11 @@ def to_markdown(collection: Collection, table: Table, chart: Path | None) -> str
     return "\n".join(parts) + "\n"
 
 
-def write(collection: Collection, table: Table, out: Path) -> Written:
-    """Write chart.png, report.md, report.csv and report.html into ``out``."""
+def write(
+    collection: Collection, table: Table, out: Path, compare_page: str | None = None
+) -> Written:
+    """Write chart.png, report.md, report.csv and report.html into ``out`` (``compare_page``:
+    the sample-by-sample comparison written beside it, linked from the HTML)."""
     from harness.record.files import write_text_atomic
 
     out.mkdir(parents=True, exist_ok=True)
@@ -146,5 +149,5 @@ def write(collection: Collection, table: Table, out: Path) -> Written:
     md, csv_path, html_path = out / "report.md", out / "report.csv", out / "report.html"
     write_text_atomic(md, to_markdown(collection, table, chart))
     write_text_atomic(csv_path, to_csv(table))
-    write_text_atomic(html_path, to_html(collection, table, chart))
+    write_text_atomic(html_path, to_html(collection, table, chart, compare_page))
     return Written(md, csv_path, html_path, chart, to_markdown_table(table))

@@ -154,6 +154,9 @@ def test_perturbed_copy_flips_exactly_the_samples_counted_here(runs):
     assert group[0]["flips_worse"] == group[1]["flips_worse"] + group[2]["flips_worse"]
     html = (runs["tmp"] / "report" / "compare.html").read_text()
     assert all(f">{d}</td>" in html for d in worse)
+    # the two pages link each other
+    assert 'href="report.html"' in html
+    assert 'href="compare.html"' in (runs["tmp"] / "report" / "report.html").read_text()
     compared = client.get_experiment_by_name("harness-compare")
     (logged,) = client.search_runs([compared.experiment_id])
     assert logged.data.tags["harness.compare.candidate"] == candidate

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 SKEW = 1.25
 PLANT = f'''"""Test-only (tests/engines/test_memory_check_vllm.py): KV bytes per token x {SKEW}."""
-import harness.planning.plan as plan
+import harness.planning.memory as plan
 
 _real = plan.kv_bytes_per_token
 
