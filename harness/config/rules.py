@@ -93,6 +93,10 @@ def engine_args_problems(strategy: StrategyConfig) -> list[str]:
     ]
 
 
+VLLM_RELEASE = re.compile(r"\d+\.\d+(\.\d+)?")
+"""A vLLM release as ``strategy.vllm_version`` takes it."""
+
+
 def batch_size_problems(strategy: StrategyConfig) -> list[str]:
     """``strategy.batch_size`` as lm-eval takes it: a number of at least 1, ``auto`` or
     ``auto:N``; ``max_batch_size`` at least 1."""
@@ -127,6 +131,12 @@ def size_problems(strategy: StrategyConfig) -> list[str]:
         problems.append(
             f"strategy.gpu_memory_utilization={number(strategy.gpu_memory_utilization)}: must "
             "be in (0, 1]. Fix: use a fraction such as 0.9."
+        )
+    if strategy.vllm_version is not None and not VLLM_RELEASE.fullmatch(str(strategy.vllm_version)):
+        problems.append(
+            f"strategy.vllm_version={strategy.vllm_version}: must be a vLLM release as "
+            "MAJOR.MINOR or MAJOR.MINOR.PATCH. Fix: strategy.vllm_version=0.19.0, or null for "
+            "the pinned GPU build."
         )
     if strategy.max_model_len is not None and strategy.max_model_len < 1:
         problems.append(
@@ -174,6 +184,8 @@ def plannable(strategy: StrategyConfig) -> StrategyConfig:
         fixed["gpu_memory_utilization"] = 1.0
     if strategy.max_model_len is not None and strategy.max_model_len < 1:
         fixed["max_model_len"] = None
+    if strategy.vllm_version is not None and not VLLM_RELEASE.fullmatch(str(strategy.vllm_version)):
+        fixed["vllm_version"] = None
     return replace(strategy, **fixed)
 
 

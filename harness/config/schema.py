@@ -160,6 +160,11 @@ class StrategyConfig:
     """Weight quantization at load time (``int8``, ``fp8``, ``int4``), or ``none``."""
     gpu_memory_utilization: float = 0.9
     """Fraction of each GPU's memory the engine may use (weights, KV cache, activations)."""
+    vllm_version: str | None = None
+    """The vLLM release the memory plan is made for (``0.19.0``): its terms moved between
+    releases (activations fell at 0.17; CUDA graphs count in the budget since 0.21). Null: the
+    pinned GPU build (``0.33.0``). Set it when the engine that runs is another release (a served
+    endpoint's vLLM, a site's own build) so the plan's KV capacity is that release's."""
     executor_backend: ExecutorBackend = ExecutorBackend.auto
     """vLLM's launcher of its tp/pp workers; ``auto``: ``mp`` on one node, ``ray`` across nodes."""
     replica_backend: ReplicaBackend = ReplicaBackend.auto

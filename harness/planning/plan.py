@@ -157,7 +157,8 @@ def memory_notes(strategy: StrategyConfig, tier: TierConfig, device: str) -> lis
     notes = [usable] if usable else []
     if strategy.engine == EngineKind.vllm:
         notes.append(
-            f"memory terms for vLLM {PLANNED_VLLM}, calibrated on vLLM {CALIBRATED_VLLM} "
+            f"memory terms for vLLM {strategy.vllm_version or PLANNED_VLLM} "
+            f"(strategy.vllm_version), calibrated on vLLM {CALIBRATED_VLLM} "
             f"({CALIBRATION_SOURCE}); planned against measured in benchmarks/RESULTS.md, "
             "'Planner calibration'."
         )
@@ -285,7 +286,8 @@ def make_plan(
     if device == REMOTE:
         memory = served_elsewhere(model, strategy)
     else:
-        memory = estimate_memory(model, strategy, tier, device, max_len)
+        release = str(strategy.vllm_version or PLANNED_VLLM)
+        memory = estimate_memory(model, strategy, tier, device, max_len, vllm_version=release)
     problems = deployment_problems(model, strategy, tier, device, gpus, nodes)
     if not memory.fits and (device != "cuda" or tier.gpus_per_node > 0):
         problems.append(_does_not_fit(memory, device, tier, max_len))

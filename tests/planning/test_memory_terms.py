@@ -238,3 +238,23 @@ def test_hf_engine_keeps_its_own_terms():
     memory = estimate_memory(facts, strategy, H100, "cuda", 8192)
     assert memory.kv_pool == 0 and memory.cuda_graph == 0 and memory.non_torch == 0.5
     assert memory.overhead == pytest.approx(2.0)
+
+
+def test_the_release_planned_for_is_a_setting_and_a_bad_one_is_refused():
+    """``strategy.vllm_version`` plans a composed run for that release (the issue's commands
+    with ``strategy.vllm_version=0.19.0`` give the calibration rows); a release that is no
+    version is refused with the fix, and the rest is still planned."""
+    from harness.config.rules import size_problems
+    from harness.planning.plan import make_plan
+
+    run = run_config("llama3_1_70b", "vllm", "large")
+    tier = replace(run.tier, gpus_per_node=2, gpu_memory_gib=79.19)
+    strategy = replace(run.strategy, quantization=Quantization.fp8, tensor_parallel_size=2,
+                       gpu_memory_utilization=0.95, max_model_len=8192)  # fmt: skip
+    pinned = make_plan(run, strategy, tier)
+    old = make_plan(run, replace(strategy, vllm_version="0.19.0"), tier)
+    assert old.memory.kv_capacity_tokens > pinned.memory.kv_capacity_tokens  # graphs outside
+    assert abs(error(old.memory.kv_capacity_tokens, 244_304)) < 0.03
+    assert any("vLLM 0.19.0 (strategy.vllm_version)" in n for n in old.notes)
+    (problem,) = size_problems(replace(strategy, vllm_version="latest"))
+    assert "strategy.vllm_version=latest" in problem and "Fix:" in problem
