@@ -61,7 +61,6 @@ def row_statistics(
     settings: stats.Settings,
 ) -> dict[str, Any]:
     """The figures of one row over its ``pairs`` (each document weighted by ``weights``)."""
-    import numpy as np
 
     kind = kind_of(scope.metric, [v for p in pairs for v in (p[0].value, p[1].value)])
     row: dict[str, Any] = {
@@ -81,25 +80,53 @@ def row_statistics(
     if not pairs or kind == "none":
         return row
     if kind == "corpus":
-        a = np.array([p[0].value for p in pairs], dtype=float)
-        b = np.array([p[1].value for p in pairs], dtype=float)
-        base = float(stats.corpus_value(scope.metric, a[:, 0], a[:, 1]))
-        cand = float(stats.corpus_value(scope.metric, b[:, 0], b[:, 1]))
-        statistic = stats.corpus_difference(scope.metric)
-        low, high = stats.bootstrap_interval(
-            (a[:, 0], a[:, 1], b[:, 0], b[:, 1]), statistic, settings
-        )
-        p = stats.corpus_permutation_p(scope.metric, a, b, settings)
-        row.update(
-            baseline=base,
-            candidate_value=cand,
-            difference=cand - base,
-            ci_low=low,
-            ci_high=high,
-            p_value=p,
-            test="paired permutation (documents swapped)",
-        )
-        return row
+        return row | _corpus_figures(pairs, scope, settings)
+    return row | _mean_figures(pairs, weights, scope, settings, kind)
+
+
+def _figures(
+    base: float, cand: float, interval: tuple[float, float], p: float, test: str
+) -> dict[str, Any]:
+    """The figures every compared row has, from its two values, interval and p-value."""
+    low, high = interval
+    return {
+        "baseline": base,
+        "candidate_value": cand,
+        "difference": cand - base,
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": p,
+        "test": test,
+    }
+
+
+def _corpus_figures(
+    pairs: list[tuple[Sample, Sample]], scope: Scope, settings: stats.Settings
+) -> dict[str, Any]:
+    """A corpus metric (perplexity, bits per byte): documents resampled and swapped as pairs."""
+    import numpy as np
+
+    a = np.array([p[0].value for p in pairs], dtype=float)
+    b = np.array([p[1].value for p in pairs], dtype=float)
+    base = float(stats.corpus_value(scope.metric, a[:, 0], a[:, 1]))
+    cand = float(stats.corpus_value(scope.metric, b[:, 0], b[:, 1]))
+    statistic = stats.corpus_difference(scope.metric)
+    interval = stats.bootstrap_interval((a[:, 0], a[:, 1], b[:, 0], b[:, 1]), statistic, settings)
+    p = stats.corpus_permutation_p(scope.metric, a, b, settings)
+    return _figures(base, cand, interval, p, "paired permutation (documents swapped)")
+
+
+def _mean_figures(
+    pairs: list[tuple[Sample, Sample]],
+    weights: list[float],
+    scope: Scope,
+    settings: stats.Settings,
+    kind: str,
+) -> dict[str, Any]:
+    """A per-document metric's weighted mean: the flips, McNemar (0/1, equal weights) or a
+    sign-flip permutation, and a paired bootstrap interval."""
+    import numpy as np
+
     a = np.array([float(p[0].value) for p in pairs])
     b = np.array([float(p[1].value) for p in pairs])
     w = np.asarray(weights, dtype=float)
@@ -112,25 +139,16 @@ def row_statistics(
         if float(x.value) != float(y.value)
     ]
     up = sum(1 for f in flipped if f["direction"] == "better")
-    down = len(flipped) - up
-    low, high = stats.bootstrap_interval((a, b), statistic, settings)
+    interval = stats.bootstrap_interval((a, b), statistic, settings)
     if kind == "binary" and np.allclose(w, w[0]):
-        p, test = stats.mcnemar_exact(up, down), "McNemar exact (binomial on discordant pairs)"
+        p, test = (
+            stats.mcnemar_exact(up, len(flipped) - up),
+            "McNemar exact (binomial on discordant pairs)",
+        )
     else:
         p, test = stats.permutation_p(a, b, statistic, settings), "paired sign-flip permutation"
-    row.update(
-        baseline=base,
-        candidate_value=cand,
-        difference=cand - base,
-        ci_low=low,
-        ci_high=high,
-        p_value=p,
-        flips_better=up,
-        flips_worse=down,
-        flipped=flipped,
-        test=test,
-    )
-    return row
+    figures = _figures(base, cand, interval, p, test)
+    return figures | {"flips_better": up, "flips_worse": len(flipped) - up, "flipped": flipped}
 
 
 def dataset_rows(
