@@ -79,13 +79,20 @@ def with_task_source(argv: Sequence[str]) -> list[str]:
     ]
     if all(name in options or not TASK_NAME.match(name) for name in named):
         return list(argv)
+    return with_search_path(argv, TASK_SOURCE, first=False)
+
+
+def with_search_path(argv: Sequence[str], entry: str, *, first: bool) -> list[str]:
+    """``argv`` with ``entry`` on Hydra's search path: into the last ``hydra.searchpath=[...]``
+    the command line gives (first or last in it), or as a new one."""
     out = list(argv)
     given = [i for i, arg in enumerate(out) if arg.lstrip("+").startswith("hydra.searchpath=")]
     if not given:
-        return [*out, f"hydra.searchpath=[{TASK_SOURCE}]"]
+        return [*out, f"hydra.searchpath=[{entry}]"]
     key, _, value = out[given[-1]].partition("=")
     entries = [e.strip() for e in value.strip().strip("[]").split(",") if e.strip()]
-    out[given[-1]] = f"{key}=[{','.join([*entries, TASK_SOURCE])}]"
+    entries = [entry, *entries] if first else [*entries, entry]
+    out[given[-1]] = f"{key}=[{','.join(entries)}]"
     return out
 
 

@@ -86,16 +86,10 @@ class StartConfig:
         """``words`` with harness's ``conf/`` on ``hydra.searchpath`` where a folder is given."""
         if self.folder is None:
             return list(words)
+        from harness.config.argv import with_search_path
         from harness.paths import CONF_DIR
 
-        out = list(words)
-        given = [i for i, w in enumerate(out) if w.lstrip("+").startswith("hydra.searchpath=")]
-        if not given:
-            return [*out, f"hydra.searchpath=[file://{CONF_DIR}]"]
-        key, _, value = out[given[-1]].partition("=")
-        entries = [e.strip() for e in value.strip().strip("[]").split(",") if e.strip()]
-        out[given[-1]] = f"{key}=[{','.join([f'file://{CONF_DIR}', *entries])}]"
-        return out
+        return with_search_path(words, f"file://{CONF_DIR}", first=True)
 
 
 def job_overrides(
