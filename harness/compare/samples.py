@@ -4,13 +4,13 @@ identity of the question, the per-sample value of a metric, and what to show of 
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.record.rundir import read_sample_records
 from harness.record.sample_identity import arguments_hash
 
 EXCERPT = 160
@@ -81,18 +81,14 @@ def read_samples(path: Path, metric: str) -> list[Sample]:
     """
     name, filt = metric_key(metric)
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+        records = read_sample_records(path)
     except (OSError, EOFError) as err:
         raise CompareError(
             f"samples file {path} cannot be read ({type(err).__name__}: {err}): a comparison "
             "joins the runs' per-sample records. Fix: run the evaluation with log_samples=true"
         ) from None
     found: list[Sample] = []
-    for line in lines:
-        if not line.strip():
-            continue
-        record = json.loads(line)
+    for record in records:
         if record.get("filter", "none") != filt or name not in record:
             continue
         found.append(
@@ -112,12 +108,8 @@ def sample_metrics(path: Path) -> set[str]:
     """The metrics the samples of ``path`` carry, named as harness names them (``acc``,
     ``exact_match/strict-match``), from the first record of each filter."""
     names: set[str] = set()
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            filt = record.get("filter", "none")
-            for metric in record.get("metrics") or []:
-                names.add(metric if filt == "none" else f"{metric}/{filt}")
+    for record in read_sample_records(path):
+        filt = record.get("filter", "none")
+        for metric in record.get("metrics") or []:
+            names.add(metric if filt == "none" else f"{metric}/{filt}")
     return names

@@ -20,6 +20,7 @@ tracking, telemetry, a sweep's outcome) asks ``RunDirectory`` for the path.
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,14 @@ def mask_hydra_files() -> None:
         mask_files(Path(hydra.runtime.output_dir) / str(hydra.output_subdir))
     if hydra.sweep.dir:  # a sweep's multirun.yaml (absent for a single run)
         mask_files(Path(str(hydra.sweep.dir)), "multirun.yaml")
+
+
+def read_sample_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a samples file ``write_result`` wrote (``samples/<name>.jsonl.gz``), in
+    order: the one reader of that format (the comparison, the MLflow tables).
+
+    Raises:
+        OSError, EOFError: the file is missing or cut short; ValueError: a line is not JSON.
+    """
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

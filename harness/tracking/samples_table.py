@@ -15,12 +15,12 @@ browser opens; every text is masked again (``harness.secrets``) as every file ha
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+from harness.record.rundir import read_sample_records
 from harness.record.sample_identity import arguments_hash
 from harness.secrets import env_secrets, mask
 
@@ -139,12 +139,8 @@ def samples_table(path: Path) -> dict[str, list[Any]]:
     Raises:
         OSError, EOFError, ValueError: the file is missing, cut short or not JSON lines.
     """
-    rows: list[dict[str, Any]] = []
     secrets = env_secrets()
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                rows.append(sample_row(json.loads(line), secrets))
+    rows = [sample_row(record, secrets) for record in read_sample_records(path)]
     metrics: dict[str, None] = {}
     for row in rows:
         metrics.update(dict.fromkeys(k for k in row if k not in (*KEY_COLUMNS, *JOIN_COLUMNS)))
