@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.compare.samples import CompareError
+from harness.record.provenance import recorded_checkpoint
 from harness.record.rundir import RunDirectory
 from harness.secrets import mask
 
@@ -129,8 +130,9 @@ def _matches(run: Any, selector: dict[str, str]) -> bool:
     tags, params = run.data.tags, run.data.params
     for key, wanted in selector.items():
         if key == "checkpoint":
-            typed = params.get("model.pretrained", "")
-            if not _same_checkpoint(typed, wanted):
+            # as typed for the run, or as the run resolved it (the report's row key)
+            known = (params.get("model.pretrained", ""), recorded_checkpoint(tags, params))
+            if not any(_same_checkpoint(value, wanted) for value in known):
                 return False
         elif tags.get(key) != wanted:
             return False

@@ -227,3 +227,15 @@ def record_run(
         log.warning("reproducibility record not written (%s: %s)", type(err).__name__, err)
         return None
     return path
+
+
+def recorded_checkpoint(tags: Mapping[str, str], params: Mapping[str, str]) -> str:
+    """A logged run's checkpoint as the run resolved it: its ``checkpoint.path`` tag (``tags``
+    above), else the plan's ``model_facts.pretrained`` param, else ``model.pretrained`` as
+    typed, normalised (runs logged before the record had the path); empty when none is there.
+    The one reading of it, for the report's rows and the comparison's ``checkpoint=`` selector."""
+    recorded = tags.get("checkpoint.path") or params.get("plan.model_facts.pretrained")
+    if recorded:
+        return recorded
+    typed = params.get("model.pretrained", "")
+    return os.path.normpath(typed) if typed else ""

@@ -8,10 +8,10 @@ carry ``mlflow.parentRunId`` and are named after their dataset (harness/tracking
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from harness.errors import HarnessError
+from harness.record.provenance import recorded_checkpoint
 from harness.report.variant import CHECKPOINT_HASH, IGNORED_PARAMS
 
 
@@ -113,13 +113,7 @@ class ParentRun:
         """The checkpoint as the run resolved it: the recorded ``checkpoint.path``, else the
         plan's ``model_facts.pretrained``, else ``model.pretrained`` as typed, normalised (runs
         logged before the record had it)."""
-        recorded = self.tags.get("checkpoint.path") or self.params.get(
-            "plan.model_facts.pretrained"
-        )
-        if recorded:
-            return recorded
-        typed = self.params.get("model.pretrained", "")
-        return os.path.normpath(typed) if typed else ""
+        return recorded_checkpoint(self.tags, self.params)
 
     @property
     def checkpoint_hash(self) -> str:
